@@ -1,0 +1,263 @@
+//! Wiring: owns the listeners, the supervisor handle, the admin server and the shutdown
+//! tokens; applies reloads; drains on stop.
+//!
+//! Tokens, outermost first:
+//! - `shutdown`: fired when the process stops — accept loops, probes, supervisor and admin end;
+//! - `sessions`: fired when the drain grace period is over — every live session closes (each
+//!   backend's guards are its children).
+//!
+//! Reload order of operations ([`App::reload`]):
+//! 1. lock out concurrent reloads;
+//! 2. bind the sockets of new and rebound listeners (a failure here changes nothing);
+//! 3. hand the config to the supervisor, which stores a table with routes for them;
+//! 4. start accept loops on the new sockets; restart loops whose limits changed on the same
+//!    socket (the socket never closes, so no connection is refused meanwhile);
+//! 5. stop the loops of removed and rebound listeners (their sessions finish or are closed
+//!    by their backends' guards, never by the listener going away).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::admin::{self, AdminState};
+use crate::config::{Config, ListenerConfig, ListenerName};
+use crate::listener::{self, BindError};
+use crate::metrics::Metrics;
+use crate::routing::new_router;
+use crate::session::ListenerContext;
+use crate::supervisor::{self, SupervisorHandle};
+
+/// Start-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {listener}: {source}")]
+    Bind {
+        listener: ListenerName,
+        #[source]
+        source: BindError,
+    },
+    #[error("admin server: {0}")]
+    Admin(#[source] BindError),
+}
+
+struct RunningListener {
+    config: ListenerConfig,
+    socket: Arc<TcpListener>,
+    local: SocketAddr,
+    /// Stops this accept loop only.
+    stop: CancellationToken,
+}
+
+/// A running proxy.
+pub struct App {
+    config: Mutex<Arc<Config>>,
+    listeners: Mutex<HashMap<ListenerName, RunningListener>>,
+    supervisor: SupervisorHandle,
+    router: crate::routing::Router,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    sessions: CancellationToken,
+    tracker: TaskTracker,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl App {
+    /// Binds every listener and the admin server, starts the supervisor and probes, and
+    /// starts accepting. Connections that arrive before the first checks confirm a primary
+    /// wait in the queue like during a failover.
+    ///
+    /// # Errors
+    /// A socket cannot be bound; nothing is left running then.
+    pub async fn start(config: Config, metrics: Metrics) -> Result<Arc<App>, StartError> {
+        let config = Arc::new(config);
+        let mut bound = HashMap::new();
+        for l in &config.listeners {
+            let socket = listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
+                listener: l.name.clone(),
+                source,
+            })?;
+            bound.insert(l.name.clone(), socket);
+        }
+        let admin_socket = match config.admin.listen {
+            Some(addr) => Some(listener::bind(addr, 128).map_err(StartError::Admin)?),
+            None => None,
+        };
+        let shutdown = CancellationToken::new();
+        let sessions = CancellationToken::new();
+        let (writer, router) = new_router();
+        let supervisor = supervisor::spawn(
+            config.clone(),
+            writer,
+            metrics.clone(),
+            sessions.clone(),
+            shutdown.clone(),
+        );
+        let app = Arc::new(App {
+            config: Mutex::new(config.clone()),
+            listeners: Mutex::new(HashMap::new()),
+            supervisor,
+            router,
+            metrics,
+            shutdown,
+            sessions,
+            tracker: TaskTracker::new(),
+            admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+        });
+        {
+            let mut running = app.listeners.lock().await;
+            for l in &config.listeners {
+                if let Some(socket) = bound.remove(&l.name) {
+                    running.insert(l.name.clone(), app.start_listener(l.clone(), Arc::new(socket)));
+                }
+            }
+        }
+        if let Some(socket) = admin_socket {
+            let state = AdminState::new(app.clone());
+            tokio::spawn(admin::serve(socket, state, app.shutdown.clone()));
+        }
+        app.metrics.config_last_reload_success.set(unix_now());
+        Ok(app)
+    }
+
+    fn start_listener(&self, config: ListenerConfig, socket: Arc<TcpListener>) -> RunningListener {
+        let stop = self.shutdown.child_token();
+        let ctx = Arc::new(ListenerContext {
+            name: config.name.clone(),
+            router: self.router.clone(),
+            metrics: self.metrics.clone(),
+            recheck: self.supervisor.recheck.clone(),
+            sessions: self.sessions.clone(),
+        });
+        let limit = Arc::new(Semaphore::new(config.max_connections));
+        let local = socket.local_addr().unwrap_or(config.bind);
+        info!(message = "Listening.", listener = %config.name, addr = %local, cluster = %config.cluster, role = config.role.as_str());
+        tokio::spawn(listener::run(
+            socket.clone(),
+            ctx,
+            limit,
+            stop.clone(),
+            self.tracker.clone(),
+        ));
+        RunningListener {
+            config,
+            socket,
+            local,
+            stop,
+        }
+    }
+
+    /// Applies a new validated config (SIGHUP, `POST /reload`). See the module doc for the
+    /// order of operations.
+    ///
+    /// # Errors
+    /// A new listener cannot be bound; then nothing changed.
+    pub async fn reload(&self, new: Config) -> Result<(), StartError> {
+        let new = Arc::new(new);
+        // 1. One reload at a time: the listener map lock is held throughout.
+        let mut running = self.listeners.lock().await;
+        // 2. Bind what is new or moved before touching anything.
+        let mut fresh = HashMap::new();
+        for l in &new.listeners {
+            let needs_socket = running.get(&l.name).is_none_or(|r| r.config.bind != l.bind);
+            if needs_socket {
+                let socket = listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
+                    listener: l.name.clone(),
+                    source,
+                })?;
+                fresh.insert(l.name.clone(), Arc::new(socket));
+            }
+        }
+        // 3. Routes for the new shape.
+        let _ = self.supervisor.apply(new.clone()).await;
+        // 4. and 5.
+        let mut next = HashMap::new();
+        for l in &new.listeners {
+            let old = running.remove(&l.name);
+            let entry = match (old, fresh.remove(&l.name)) {
+                (Some(old), None) if old.config == *l => old,
+                (Some(old), None) => {
+                    info!(message = "Listener settings changed.", listener = %l.name);
+                    old.stop.cancel();
+                    self.start_listener(l.clone(), old.socket)
+                }
+                (old, Some(socket)) => {
+                    if let Some(old) = old {
+                        info!(message = "Listener rebound.", listener = %l.name, from = %old.local, to = %l.bind);
+                        old.stop.cancel();
+                    }
+                    self.start_listener(l.clone(), socket)
+                }
+                (None, None) => continue, // unreachable: a new listener always gets a socket
+            };
+            next.insert(l.name.clone(), entry);
+        }
+        for (name, old) in running.drain() {
+            info!(message = "Listener removed.", listener = %name, addr = %old.local);
+            old.stop.cancel();
+        }
+        *running = next;
+        *self.config.lock().await = new;
+        self.metrics.config_last_reload_success.set(unix_now());
+        Ok(())
+    }
+
+    /// Stops accepting, waits up to `grace` for sessions to finish, then closes the rest.
+    pub async fn shutdown(&self, grace: Duration) {
+        info!(message = "Stopping: no new connections; draining sessions.", grace_ms = grace.as_millis() as u64, sessions = self.tracker.len());
+        self.shutdown.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            info!(message = "Grace period over; closing remaining sessions.", sessions = self.tracker.len());
+            self.sessions.cancel();
+            self.tracker.wait().await;
+        }
+        info!(message = "Stopped.");
+    }
+
+    /// The address a listener is bound to (its configured port may be 0 in tests).
+    pub async fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .lock()
+            .await
+            .get(&ListenerName::from(name))
+            .map(|l| l.local)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    pub fn supervisor(&self) -> &SupervisorHandle {
+        &self.supervisor
+    }
+
+    pub fn router(&self) -> &crate::routing::Router {
+        &self.router
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub async fn config(&self) -> Arc<Config> {
+        self.config.lock().await.clone()
+    }
+
+    /// Number of live client sessions (including queued ones).
+    pub fn sessions(&self) -> usize {
+        self.tracker.len()
+    }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

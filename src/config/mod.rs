@@ -1,0 +1,277 @@
+//! Configuration: the YAML file operators write (`RawConfig`, in `raw.rs`) and the validated,
+//! typed `Config` the rest of the proxy reads.
+//!
+//! The pipeline is `text -> RawConfig (serde, deny_unknown_fields) -> validate (collects every
+//! error with its YAML path and position) -> Config`. `Config::from_yaml_str` is pure so tests and
+//! `check-config` share it; `Config::load` only adds the file read. A `Config` is immutable once
+//! built: a reload builds a new one and the supervisor diffs them (`diff.rs`).
+
+mod diff;
+mod duration;
+mod error;
+mod locate;
+mod raw;
+mod secret;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use diff::ConfigDiff;
+pub use error::{ConfigError, ConfigErrors, Location};
+pub use secret::Secret;
+
+/// A validated configuration. Every name is unique within its kind, every listener points at an
+/// existing cluster, every duration is non-zero where zero would be meaningless.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// File the config was read from, if any (used in error messages and for reload).
+    pub source: Option<PathBuf>,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    /// Grace period for draining sessions on SIGTERM/SIGINT before they are closed.
+    pub shutdown_grace: Duration,
+    pub clusters: Vec<ClusterConfig>,
+    pub listeners: Vec<ListenerConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// `None` disables the admin server (`admin.listen: ""` is not allowed; omit `admin` instead).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for mutating endpoints; required when `listen` is not loopback.
+    pub token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing `EnvFilter` directive such as `info` or `rolegate=debug`; `RUST_LOG` wins.
+    pub level: String,
+    /// Level of the one line logged per closed session (`info` by default, `debug` to quiet it).
+    pub session_level: tracing::Level,
+}
+
+/// A cluster name; cheap to clone because it is copied into every routing table and metric label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClusterName(pub Arc<str>);
+
+/// A backend name, unique within its cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendName(pub Arc<str>);
+
+/// A listener name, unique in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerName(pub Arc<str>);
+
+macro_rules! name_impls {
+    ($($t:ident),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl From<&str> for $t {
+            fn from(s: &str) -> Self {
+                Self(Arc::from(s))
+            }
+        }
+        impl $t {
+            /// The name as a string slice (for metric labels and logs).
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    )*};
+}
+name_impls!(ClusterName, BackendName, ListenerName);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Postgres,
+    Mysql,
+    Redis,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Postgres => "postgres",
+            Protocol::Mysql => "mysql",
+            Protocol::Redis => "redis",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// What to do with two or more nodes claiming primary when rolegate did not see a handover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitBrainPolicy {
+    /// Refuse new primary-listener connections until exactly one primary remains (default).
+    FailClosed,
+    /// Keep routing to the primary that was serving before the second one appeared.
+    KeepCurrent,
+    /// PostgreSQL only: follow the node on the newest timeline.
+    HighestTimeline,
+}
+
+/// What happens to live sessions on a backend that lost the role of their listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDemote {
+    Close,
+    Keep,
+}
+
+/// Health check settings of one cluster, after `defaults.check` has been merged in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    pub interval: Duration,
+    /// Interval used while a backend is down, so that a returning node is noticed quickly.
+    pub down_interval: Duration,
+    pub timeout: Duration,
+    pub rise: NonZeroU32,
+    pub fall: NonZeroU32,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// PostgreSQL database to connect to (default `postgres`).
+    pub database: Option<String>,
+}
+
+/// A backend address as written: an IP socket address, or a DNS name re-resolved on every check.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BackendAddress {
+    Ip(SocketAddr),
+    Dns { host: String, port: u16 },
+}
+
+impl fmt::Display for BackendAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddress::Ip(a) => write!(f, "{a}"),
+            BackendAddress::Dns { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub name: BackendName,
+    pub address: BackendAddress,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub name: ClusterName,
+    pub protocol: Protocol,
+    pub check: CheckConfig,
+    pub max_replica_lag: Duration,
+    pub split_brain: SplitBrainPolicy,
+    pub on_demote: OnDemote,
+    pub connect_timeout: Duration,
+    /// `None` means no idle timeout (`0s` in the file).
+    pub idle_timeout: Option<Duration>,
+    /// Other candidates tried when a backend connect fails.
+    pub retries: u32,
+    pub backends: Vec<BackendConfig>,
+}
+
+/// Which backends a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoleFilter {
+    Primary,
+    Replica,
+    /// Any backend that is up, whatever its role.
+    Any,
+}
+
+impl RoleFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleFilter::Primary => "primary",
+            RoleFilter::Replica => "replica",
+            RoleFilter::Any => "any",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+}
+
+/// How bytes are moved for a listener's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferMode {
+    /// splice(2) where available, buffered copy otherwise (default).
+    Auto,
+    /// Always the buffered copy path.
+    Copy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerConfig {
+    pub name: ListenerName,
+    pub bind: SocketAddr,
+    pub cluster: ClusterName,
+    pub role: RoleFilter,
+    /// Role used when no backend qualifies for `role`; `None` refuses instead.
+    pub fallback: Option<RoleFilter>,
+    pub balance: Balance,
+    pub max_connections: usize,
+    /// How long a new connection may wait for a qualifying backend; zero refuses at once.
+    pub queue_timeout: Duration,
+    pub backlog: u32,
+    pub transfer: TransferMode,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Parses and validates YAML text. `source` only labels error messages.
+    ///
+    /// # Errors
+    /// Every problem found, each with its line, column and field path.
+    pub fn from_yaml_str(text: &str, source: Option<&Path>) -> Result<Config, ConfigErrors> {
+        Self::from_yaml_str_with_env(text, source, &|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Config::from_yaml_str`], with the environment (for `password_env`) supplied by the
+    /// caller so tests need not mutate the process environment.
+    pub fn from_yaml_str_with_env(
+        text: &str,
+        source: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        validate::compile(text, source, env)
+    }
+
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// The file cannot be read, or any validation error (all of them).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigErrors::single(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        Self::from_yaml_str(&text, Some(path))
+    }
+
+    pub fn cluster(&self, name: &ClusterName) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| &c.name == name)
+    }
+}

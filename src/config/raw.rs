@@ -1,0 +1,190 @@
+//! The config file exactly as written: serde types mirroring CONFIG.md key for key.
+//!
+//! Every struct denies unknown keys (a typo must not silently become a default), and every
+//! key is optional here: durations, addresses and names stay strings, so that one pass of
+//! validation can report *all* missing and malformed values with their positions instead of
+//! serde stopping at the first one. Enums are closed sets, so serde checks them directly.
+//!
+//! Keys beyond CONFIG.md (extensions) are marked "Extension" below.
+
+use serde::Deserialize;
+
+use super::{Balance, LogFormat, OnDemote, Protocol, RoleFilter, SplitBrainPolicy, TransferMode};
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub admin: Option<RawAdmin>,
+    pub log: Option<RawLog>,
+    /// Extension: how long SIGTERM/SIGINT waits for sessions to finish before closing them
+    /// (default `30s`; `0s` closes at once).
+    pub shutdown_grace: Option<String>,
+    pub defaults: Option<RawDefaults>,
+    #[serde(default)]
+    pub clusters: Vec<RawCluster>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+}
+
+/// `admin:`; omitted entirely means `listen: 127.0.0.1:9813` without a token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// Extension: `false` runs no admin server at all (default `true`).
+    pub enabled: Option<bool>,
+    pub listen: Option<String>,
+    pub token_file: Option<String>,
+    /// Extension: name of an environment variable holding the token (containers often inject
+    /// secrets that way); an alternative to `token_file`.
+    pub token_env: Option<String>,
+}
+
+/// `log:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub format: Option<RawLogFormat>,
+    pub level: Option<String>,
+    /// Extension: level of the one line logged per closed session (default `info`); `debug`
+    /// quiets busy proxies without hiding role changes.
+    pub session_level: Option<RawSessionLevel>,
+}
+
+/// `defaults:` — what every cluster inherits unless it sets the key itself.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    /// `user` and the password keys are accepted here too (one monitoring account for many
+    /// clusters is common); `database` is not, it is per PostgreSQL cluster.
+    pub check: Option<RawCheck>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub max_replica_lag: Option<String>,
+    pub split_brain: Option<RawSplitBrain>,
+    pub on_demote: Option<RawOnDemote>,
+}
+
+/// `check:` of a cluster (or of `defaults`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCheck {
+    pub interval: Option<String>,
+    /// Extension: interval while a backend is down or the cluster has no primary, so that a
+    /// returning or newly promoted node is noticed fast (default `min(interval, 100ms)`).
+    pub down_interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub database: Option<String>,
+}
+
+/// One entry of `clusters:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCluster {
+    pub name: Option<String>,
+    pub protocol: Option<RawProtocol>,
+    pub check: Option<RawCheck>,
+    pub max_replica_lag: Option<String>,
+    pub split_brain: Option<RawSplitBrain>,
+    pub on_demote: Option<RawOnDemote>,
+    pub connect_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+}
+
+/// One entry of a cluster's `backends:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+/// One entry of `listeners:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub name: Option<String>,
+    pub bind: Option<String>,
+    pub cluster: Option<String>,
+    pub role: Option<RawRole>,
+    pub fallback: Option<RawRole>,
+    pub balance: Option<RawBalance>,
+    pub max_connections: Option<usize>,
+    pub queue_timeout: Option<String>,
+    /// Extension: `listen(2)` backlog (default 1024); raise it with `net.core.somaxconn` for
+    /// connection storms after a failover.
+    pub backlog: Option<u32>,
+    /// Extension: `auto` uses splice(2) where available, `copy` forces the buffered path
+    /// (a way around a kernel or platform that misbehaves with splice).
+    pub transfer: Option<RawTransfer>,
+}
+
+/// Serde mirrors of the typed enums in `mod.rs`, which stay free of serde attributes.
+macro_rules! raw_enum {
+    ($raw:ident => $typed:ident { $($variant:ident => $target:ident),* $(,)? }) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub(crate) enum $raw { $($variant),* }
+
+        impl From<$raw> for $typed {
+            fn from(raw: $raw) -> Self {
+                match raw { $($raw::$variant => $typed::$target),* }
+            }
+        }
+    };
+}
+
+raw_enum!(RawLogFormat => LogFormat { Text => Text, Json => Json });
+raw_enum!(RawProtocol => Protocol { Postgres => Postgres, Mysql => Mysql, Redis => Redis, Tcp => Tcp });
+raw_enum!(RawSplitBrain => SplitBrainPolicy {
+    FailClosed => FailClosed,
+    KeepCurrent => KeepCurrent,
+    HighestTimeline => HighestTimeline,
+});
+raw_enum!(RawOnDemote => OnDemote { Close => Close, Keep => Keep });
+raw_enum!(RawRole => RoleFilter { Primary => Primary, Replica => Replica, Any => Any });
+raw_enum!(RawBalance => Balance { RoundRobin => RoundRobin, LeastConn => LeastConn });
+raw_enum!(RawTransfer => TransferMode { Auto => Auto, Copy => Copy });
+
+/// `trace | debug | info | warn`; `error` is left out on purpose: a session close is never an
+/// error, and logging it at that level would page someone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawSessionLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+}
+
+impl From<RawSessionLevel> for tracing::Level {
+    fn from(raw: RawSessionLevel) -> Self {
+        match raw {
+            RawSessionLevel::Trace => tracing::Level::TRACE,
+            RawSessionLevel::Debug => tracing::Level::DEBUG,
+            RawSessionLevel::Info => tracing::Level::INFO,
+            RawSessionLevel::Warn => tracing::Level::WARN,
+        }
+    }
+}
+
+/// Parses the text into the raw shape. Structural errors (syntax, unknown key, wrong type,
+/// unknown enum value) stop here at the first one, as serde cannot resume after them.
+pub(crate) fn parse(text: &str) -> Result<RawConfig, serde_yaml::Error> {
+    // An empty file (or one holding only comments) is an empty mapping, not a type error, so
+    // that the validator can say what is missing.
+    if text.trim().is_empty() || text.lines().all(|l| l.trim_start().starts_with('#') || l.trim().is_empty()) {
+        return Ok(RawConfig::default());
+    }
+    serde_yaml::from_str(text)
+}

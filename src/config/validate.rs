@@ -1,0 +1,266 @@
+//! `RawConfig` → `Config`: applies the defaults and checks everything, collecting **every**
+//! error (vector's `compile()` is the model) so an operator fixes a file in one round.
+//!
+//! Each check reports through [`Validator::report`] with the field path; the position comes
+//! from [`Locator`]. A value that failed is carried on as `Err(Reported)`, so checks that
+//! combine several values skip it instead of piling a second, misleading error on the first.
+//! The typed `Config` is assembled only when no error was reported.
+
+mod address;
+mod cluster;
+mod listener;
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::error::{ConfigError, ConfigErrors, Location, Problem};
+use super::locate::{self, Locator};
+use super::raw::{self, RawAdmin, RawConfig, RawLog};
+use super::secret::SecretSource;
+use super::{duration, AdminConfig, Config, LogConfig, LogFormat, Secret};
+
+/// Built-in values for every key that may be omitted (README/CONFIG.md list the same table).
+mod builtin {
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+
+    pub(super) const CHECK_INTERVAL: Duration = Duration::from_millis(250);
+    pub(super) const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
+    /// `down_interval` defaults to `min(interval, DOWN_INTERVAL_CAP)`.
+    pub(super) const DOWN_INTERVAL_CAP: Duration = Duration::from_millis(100);
+    pub(super) const RISE: NonZeroU32 = NonZeroU32::MIN.saturating_add(1);
+    pub(super) const FALL: NonZeroU32 = NonZeroU32::MIN.saturating_add(1);
+    pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub(super) const IDLE_TIMEOUT: Duration = Duration::ZERO;
+    pub(super) const RETRIES: u32 = 2;
+    pub(super) const MAX_REPLICA_LAG: Duration = Duration::from_secs(10);
+    pub(super) const POSTGRES_DATABASE: &str = "postgres";
+    pub(super) const MAX_CONNECTIONS: usize = 10_000;
+    pub(super) const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub(super) const BACKLOG: u32 = 1024;
+    pub(super) const ADMIN_LISTEN: &str = "127.0.0.1:9813";
+    pub(super) const LOG_LEVEL: &str = "info";
+    pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+}
+
+/// Marker for "this value was invalid and its error is already in the list".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reported;
+
+/// A value that is either good or already reported.
+pub(super) type Checked<T> = Result<T, Reported>;
+
+/// Collects errors while the checks run.
+pub(super) struct Validator<'a> {
+    locator: Locator,
+    errors: Vec<ConfigError>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// Relative secret file paths start here (the config file's directory).
+    base_dir: Option<&'a Path>,
+}
+
+/// Parses and validates a config; see the module docs.
+///
+/// # Errors
+/// The first structural (serde) error, or every validation error, sorted by position.
+pub(crate) fn compile(
+    text: &str,
+    source: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let raw = raw::parse(text)
+        .map_err(|error| ConfigErrors::single(locate::syntax_error(error)).in_file(source))?;
+    let mut v = Validator {
+        locator: Locator::new(text),
+        errors: Vec::new(),
+        env,
+        base_dir: source.and_then(Path::parent),
+    };
+    let config = build(&raw, source, &mut v);
+    v.errors.sort_by_key(|e| (e.location().is_none(), e.location()));
+    match (ConfigErrors::new(source, v.errors), config) {
+        (Some(errors), _) => Err(errors),
+        (None, Ok(config)) => Ok(config),
+        // Every `Err(Reported)` comes with a pushed error; this arm only guards that invariant.
+        (None, Err(Reported)) => Err(ConfigErrors::single(ConfigError::Invalid {
+            path: String::new(),
+            location: None,
+            message: "internal error: validation failed without a message".into(),
+            hint: Some("please report this with the config file".into()),
+        })
+        .in_file(source)),
+    }
+}
+
+fn build(raw: &RawConfig, source: Option<&Path>, v: &mut Validator<'_>) -> Checked<Config> {
+    let admin = admin(raw.admin.as_ref(), v);
+    let log = log(raw.log.as_ref(), v);
+    let shutdown_grace = v.duration("shutdown_grace", raw.shutdown_grace.as_deref());
+    let inherited = cluster::inherited(raw.defaults.as_ref(), v);
+    let clusters = cluster::clusters(&raw.clusters, &inherited, v);
+    let admin_listen = admin.as_ref().ok().and_then(|a| a.listen);
+    let listeners = listener::listeners(&raw.listeners, &raw.clusters, admin_listen, v);
+    if raw.listeners.is_empty() {
+        v.report(
+            "listeners",
+            Problem::new("no listeners are configured, so rolegate would accept nothing")
+                .hint("add a listener (name, bind, cluster); see config/example.yaml"),
+        );
+    }
+    Ok(Config {
+        source: source.map(Path::to_path_buf),
+        admin: admin?,
+        log: log?,
+        shutdown_grace: shutdown_grace?.unwrap_or(builtin::SHUTDOWN_GRACE),
+        clusters: clusters?,
+        listeners: listeners?,
+    })
+}
+
+fn admin(raw: Option<&RawAdmin>, v: &mut Validator<'_>) -> Checked<AdminConfig> {
+    let default = RawAdmin::default();
+    let raw = raw.unwrap_or(&default);
+    let token = v.secret(
+        "admin",
+        &[("token_file", raw.token_file.as_deref()), ("token_env", raw.token_env.as_deref())],
+    );
+    if raw.enabled == Some(false) {
+        return Ok(AdminConfig { listen: None, token: token? });
+    }
+    let text = raw.listen.as_deref().unwrap_or(builtin::ADMIN_LISTEN);
+    let listen = address::bind(text).map_err(|p| v.report("admin.listen", p))?;
+    if !listen.ip().is_loopback() && matches!(token, Ok(None)) {
+        let problem = Problem::new(format!(
+            "{listen} is not a loopback address, so the admin actions need a token"
+        ))
+        .hint("set admin.token_file or admin.token_env, or listen on 127.0.0.1");
+        return Err(v.report("admin.listen", problem));
+    }
+    Ok(AdminConfig { listen: Some(listen), token: token? })
+}
+
+fn log(raw: Option<&RawLog>, v: &mut Validator<'_>) -> Checked<LogConfig> {
+    let default = RawLog::default();
+    let raw = raw.unwrap_or(&default);
+    let level = raw.level.as_deref().unwrap_or(builtin::LOG_LEVEL);
+    // EnvFilter accepts any bare word as a target name, so `inof` would silently log nothing
+    // useful; a bare word must be a level here.
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let bare_word = level
+        .split(',')
+        .find(|d| !d.contains(['=', '[']) && !LEVELS.contains(&d.trim().to_ascii_lowercase().as_str()));
+    let problem = match (bare_word, tracing_subscriber::EnvFilter::try_new(level)) {
+        _ if level.trim().is_empty() => Some(Problem::new("the log level is empty")),
+        (Some(word), _) => Some(Problem::new(format!("{word:?} is not a log level"))),
+        (None, Err(error)) => Some(Problem::new(format!("invalid log filter {level:?}: {error}"))),
+        (None, Ok(_)) => None,
+    };
+    if let Some(problem) = problem {
+        let hint = "use trace, debug, info, warn or error, or directives such as rolegate=debug,info";
+        return Err(v.report("log.level", problem.hint(hint)));
+    }
+    Ok(LogConfig {
+        format: raw.format.map_or(LogFormat::Text, Into::into),
+        level: level.to_string(),
+        session_level: raw.session_level.map_or(tracing::Level::INFO, Into::into),
+    })
+}
+
+/// Collects a list whose items were each checked, keeping every item's errors.
+pub(super) fn all<T>(items: Vec<Checked<T>>) -> Checked<Vec<T>> {
+    items.into_iter().collect()
+}
+
+// === impl Validator ===
+
+impl Validator<'_> {
+    /// Records an error at `path` (positioned at the value, or the nearest enclosing one).
+    pub(super) fn report(&mut self, path: impl Into<String>, problem: Problem) -> Reported {
+        let path = path.into();
+        let location = self.locator.value(&path);
+        self.push(path, location, problem)
+    }
+
+    /// Records an error positioned at the key of `path` rather than its value.
+    pub(super) fn report_key(&mut self, path: impl Into<String>, problem: Problem) -> Reported {
+        let path = path.into();
+        let location = self.locator.key(&path);
+        self.push(path, location, problem)
+    }
+
+    fn push(&mut self, path: String, location: Option<Location>, p: Problem) -> Reported {
+        self.errors.push(ConfigError::Invalid {
+            path,
+            location,
+            message: p.message,
+            hint: p.hint,
+        });
+        Reported
+    }
+
+    /// An optional duration.
+    pub(super) fn duration(&mut self, path: &str, raw: Option<&str>) -> Checked<Option<Duration>> {
+        raw.map(duration::parse)
+            .transpose()
+            .map_err(|p| self.report(path, p))
+    }
+
+    /// An optional duration that must not be zero (`why` says what zero would break).
+    pub(super) fn positive_duration(
+        &mut self,
+        path: &str,
+        raw: Option<&str>,
+        why: &str,
+    ) -> Checked<Option<Duration>> {
+        match self.duration(path, raw)? {
+            Some(Duration::ZERO) => {
+                let key = path.rsplit('.').next().unwrap_or(path);
+                Err(self.report(path, Problem::new(format!("{key} must be longer than 0s")).hint(why)))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A required name: non-empty, and only characters that are safe in metric labels and
+    /// URL path segments (`/backends/{cluster}/{backend}/drain`).
+    pub(super) fn name(&mut self, path: &str, raw: Option<&str>, kind: &str) -> Checked<String> {
+        let problem = match raw {
+            None => Problem::new(format!("this {kind} has no name")).hint("add name: ..."),
+            Some("") => Problem::new("the name is empty"),
+            Some(name) => match name.chars().find(|c| !c.is_ascii_alphanumeric() && !"_.-".contains(*c)) {
+                None => return Ok(name.to_string()),
+                Some(c) => Problem::new(format!("name {name:?} contains {c:?}")),
+            },
+        };
+        let hint = "use only letters, digits, '_', '.' and '-' (names become metric labels and URL path segments)";
+        Err(self.report(path, problem.hint(hint)))
+    }
+
+    /// One secret from at most one of `keys` (`password`, `*_env`, `*_file`) under `parent`.
+    pub(super) fn secret(
+        &mut self,
+        parent: &str,
+        keys: &[(&str, Option<&str>)],
+    ) -> Checked<Option<Secret>> {
+        let set: Vec<(&str, &str)> = keys.iter().filter_map(|(k, v)| Some((*k, (*v)?))).collect();
+        let [(key, value), rest @ ..] = set.as_slice() else {
+            return Ok(None);
+        };
+        if let Some((second, _)) = rest.first() {
+            let problem = Problem::new(format!("{key} and {second} are alternatives; set only one"))
+                .hint("prefer an *_env or *_file key: an inline secret stays readable in the file");
+            return Err(self.report_key(format!("{parent}.{second}"), problem));
+        }
+        let source = if key.ends_with("_env") {
+            SecretSource::Env(value)
+        } else if key.ends_with("_file") {
+            SecretSource::File(value)
+        } else {
+            SecretSource::Inline(value)
+        };
+        match source.resolve(self.env, self.base_dir) {
+            Ok(secret) => Ok(Some(secret)),
+            Err(problem) => Err(self.report(format!("{parent}.{key}"), problem)),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! rolegate: a role-aware L4 TCP proxy that keeps clients on the current primary of a
+//! replicated database (PostgreSQL, MySQL/MariaDB, Redis) or on its replicas.
+//!
+//! # Layout
+//! The modules follow the two paths of DESIGN.md.
+//!
+//! A connection's path:
+//! - [`listener`]: accept loop, connection limit, EMFILE back-off.
+//! - [`session`]: one client — one routing snapshot, connect (with retries), transfer, and
+//!   closing when its backend loses the role its listener serves.
+//! - [`transfer`]: moving bytes, with `splice(2)` on Linux and a buffered copy elsewhere.
+//!
+//! A role change's path:
+//! - [`health`]: one probe task per backend producing [`health::Observation`]s.
+//! - [`role`]: the pure per-backend state machine (rise/fall, demotion at first sight).
+//! - [`supervisor`]: sole owner of backend state; decides each cluster's primary and replicas.
+//! - [`routing`]: the immutable [`routing::RoutingTable`] swapped atomically for readers.
+//!
+//! Around them: [`config`] (file → validated `Config`), [`app`] (wiring, reload, graceful stop),
+//! [`admin`] (HTTP: metrics, readiness, status, admin actions) and [`metrics`].
+#![deny(unsafe_code)]
+#![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod health;
+pub mod listener;
+pub mod metrics;
+pub mod role;
+pub mod routing;
+pub mod session;
+pub mod supervisor;
+pub mod transfer;

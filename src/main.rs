@@ -1,0 +1,137 @@
+//! The `rolegate` binary: CLI, logging, signals. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rolegate::app::App;
+use rolegate::config::{Config, LogFormat};
+use rolegate::metrics::Metrics;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "rolegate", version, about = "Role-aware TCP proxy for replicated databases")]
+struct Cli {
+    /// Config file to run with.
+    #[arg(long, short, env = "ROLEGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate a config file: exit 0, or print every error and exit 1.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Run) | None => {
+            let Some(path) = cli.config else {
+                eprintln!("rolegate: no config file; pass --config FILE or set ROLEGATE_CONFIG");
+                return ExitCode::from(2);
+            };
+            run(path)
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} clusters, {} listeners)",
+                file.display(),
+                config.clusters.len(),
+                config.listeners.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match config.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            error!(message = "Cannot start the runtime.", error = %e);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(serve(path, config))
+}
+
+async fn serve(path: PathBuf, config: Config) -> ExitCode {
+    use tokio::signal::unix::{signal, SignalKind};
+    let grace = config.shutdown_grace;
+    let app = match App::start(config, Metrics::new()).await {
+        Ok(app) => app,
+        Err(e) => {
+            error!(message = "Cannot start.", error = %e);
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(message = "rolegate started.", version = env!("CARGO_PKG_VERSION"), config = %path.display(), admin = ?app.admin_addr());
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!(message = "Cannot install signal handlers.");
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(&app, &path).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    app.shutdown(grace).await;
+    ExitCode::SUCCESS
+}
+
+async fn reload(app: &App, path: &std::path::Path) {
+    let result = match Config::load(path) {
+        Ok(config) => app.reload(config).await.map_err(|e| e.to_string()),
+        Err(errors) => Err(errors.to_string()),
+    };
+    let label = if result.is_ok() { "success" } else { "error" };
+    app.metrics().config_reloads_total.with_label_values(&[label]).inc();
+    match result {
+        Ok(()) => info!(message = "Configuration reloaded.", config = %path.display()),
+        Err(error) => warn!(message = "Reload failed; the previous configuration keeps running.", config = %path.display(), %error),
+    }
+}

@@ -1,0 +1,73 @@
+//! Routing: the immutable [`RoutingTable`] that the data plane reads and the supervisor
+//! replaces, the per-cluster decision of who may receive new connections ([`policy`]), and the
+//! choice among candidates ([`select`]).
+//!
+//! One `ArcSwap` holds the whole table, so a reader never sees half an update; a session does
+//! exactly one `load` per routing decision. A `watch` channel carries the table's generation so
+//! that connections waiting for a backend (a failover in progress) wake the moment a new table
+//! is stored.
+
+pub mod policy;
+pub mod select;
+pub mod table;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+pub use table::{BackendEntry, Candidate, Route, RouteSettings, RoutingTable, Unavailable};
+
+/// The data plane's read-only view: cheap to clone, one per listener.
+#[derive(Clone)]
+pub struct Router {
+    table: Arc<ArcSwap<RoutingTable>>,
+    changes: watch::Receiver<u64>,
+}
+
+/// The supervisor's write side. There is exactly one.
+pub struct RouterWriter {
+    table: Arc<ArcSwap<RoutingTable>>,
+    changes: watch::Sender<u64>,
+}
+
+/// A router and its writer around an empty table (no listener has a route yet).
+pub fn new_router() -> (RouterWriter, Router) {
+    let table = Arc::new(ArcSwap::from_pointee(RoutingTable::empty()));
+    let (tx, rx) = watch::channel(0);
+    (
+        RouterWriter {
+            table: table.clone(),
+            changes: tx,
+        },
+        Router { table, changes: rx },
+    )
+}
+
+impl Router {
+    /// The current table. Held for the whole routing decision (connect and retries), so it is
+    /// an owned `Arc`, not a guard.
+    pub fn load(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    /// A receiver that resolves when a newer table is stored.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        let mut rx = self.changes.clone();
+        rx.mark_unchanged();
+        rx
+    }
+}
+
+impl RouterWriter {
+    /// Publishes a new table (its generation must be newer) and wakes waiting connections.
+    pub fn store(&self, table: RoutingTable) {
+        let generation = table.generation;
+        self.table.store(Arc::new(table));
+        self.changes.send_replace(generation);
+    }
+
+    pub fn current(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+}

@@ -1,0 +1,504 @@
+//! The supervisor: sole owner of every backend's state. It receives probe observations, runs
+//! the role machine and the cluster policy, fires session guards, and builds and stores the
+//! routing table. Nothing else writes backend state, so there are no locks around it.
+//!
+//! Order of operations for one observation (see [`Supervisor::on_observation`]):
+//! 1. feed the backend's role machine; log a transition (one line each);
+//! 2. decide the cluster again (`routing::policy::decide`), log its events;
+//! 3. fire the guards of roles lost (sessions on a demoted node close now);
+//! 4. if the routes changed, build a new table and store it (waiting connections wake);
+//! 5. ask the cluster's probes to go fast while it has no primary;
+//! 6. publish the status snapshot and metrics.
+
+mod apply;
+mod guards;
+mod status;
+mod table;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{BackendConfig, ClusterConfig, ClusterName, Config, ListenerConfig};
+use crate::health::{BackendKey, Observation, ProbeCommand, ProbeHandle};
+use crate::metrics::Metrics;
+use crate::role::{BackendMachine, Health, Role, Thresholds};
+use crate::routing::policy::{self, AdminState, BackendView, ClusterMemory, Decision, PolicyEvent};
+use crate::routing::{BackendEntry, RouterWriter};
+
+pub use guards::Held;
+pub use status::{BackendStatus, ClusterStatus, ListenerStatus, StatusSnapshot};
+
+use guards::Guards;
+
+/// An operator action on one backend (admin API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    Drain,
+    Disable,
+    Enable,
+}
+
+/// Why an admin action was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdminError {
+    #[error("no backend {0}")]
+    UnknownBackend(BackendKey),
+    #[error("the supervisor is not running")]
+    Stopped,
+}
+
+/// Requests to the supervisor.
+pub enum Command {
+    Admin {
+        backend: BackendKey,
+        action: AdminAction,
+        reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    /// Applies a new, already validated config (reload). Replies when the table is stored.
+    Apply {
+        config: Arc<Config>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// What the rest of the process holds to talk to the supervisor.
+#[derive(Clone)]
+pub struct SupervisorHandle {
+    commands: mpsc::Sender<Command>,
+    /// Sessions send a backend here when they could not connect to it: it is checked now.
+    pub recheck: mpsc::Sender<BackendKey>,
+    pub status: Arc<ArcSwap<StatusSnapshot>>,
+}
+
+impl SupervisorHandle {
+    pub async fn admin(&self, backend: BackendKey, action: AdminAction) -> Result<(), AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Admin {
+                backend,
+                action,
+                reply,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)?
+    }
+
+    /// Applies a validated config; returns once the new routing table is stored.
+    pub async fn apply(&self, config: Arc<Config>) -> Result<(), AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Apply { config, reply })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)
+    }
+}
+
+/// One backend as the supervisor owns it.
+struct BackendSlot {
+    key: BackendKey,
+    config: BackendConfig,
+    machine: BackendMachine,
+    admin: AdminState,
+    resolved: Option<SocketAddr>,
+    /// Data-plane view, rebuilt when the resolved address changes.
+    entry: Option<Arc<BackendEntry>>,
+    active: Arc<AtomicUsize>,
+    guards: Guards,
+    probe: ProbeHandle,
+    last_check: Option<(Instant, Duration)>,
+}
+
+struct ClusterState {
+    config: ClusterConfig,
+    backends: Vec<BackendSlot>,
+    memory: ClusterMemory,
+    decision: Option<Decision>,
+    /// Whether its probes were last told to go fast.
+    fast: bool,
+    no_primary_since: Option<Instant>,
+}
+
+/// The supervisor task's state.
+pub struct Supervisor {
+    clusters: Vec<ClusterState>,
+    listeners: Vec<ListenerConfig>,
+    router: RouterWriter,
+    metrics: Metrics,
+    generation: u64,
+    /// Parent of every session guard; fired by the app when the drain deadline passes.
+    sessions: CancellationToken,
+    /// Parent of every probe task.
+    probes: CancellationToken,
+    observations: mpsc::Sender<Observation>,
+    cursors: HashMap<crate::config::ListenerName, Arc<AtomicUsize>>,
+    session_metrics: HashMap<(crate::config::ListenerName, BackendKey), crate::metrics::SessionMetrics>,
+    /// Fingerprint of the stored table, to store only real changes.
+    stored: Option<table::Fingerprint>,
+    status: Arc<ArcSwap<StatusSnapshot>>,
+    /// Level of the per-session close line (from `log.session_level`).
+    session_level: tracing::Level,
+    /// Monotonic clock of the last tick (for seconds-without-primary accounting).
+    last_tick: Instant,
+}
+
+/// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
+/// stored, so listeners can start immediately.
+pub fn spawn(
+    config: Arc<Config>,
+    router: RouterWriter,
+    metrics: Metrics,
+    sessions: CancellationToken,
+    shutdown: CancellationToken,
+) -> SupervisorHandle {
+    let (obs_tx, obs_rx) = mpsc::channel(1024);
+    let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (recheck_tx, recheck_rx) = mpsc::channel(1024);
+    let status = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
+    let mut sup = Supervisor {
+        clusters: Vec::new(),
+        listeners: Vec::new(),
+        router,
+        metrics,
+        generation: 0,
+        sessions,
+        probes: shutdown.child_token(),
+        observations: obs_tx,
+        cursors: HashMap::new(),
+        session_metrics: HashMap::new(),
+        stored: None,
+        status: status.clone(),
+        session_level: config.log.session_level,
+        last_tick: Instant::now(),
+    };
+    sup.apply_config(&config);
+    tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
+    SupervisorHandle {
+        commands: cmd_tx,
+        recheck: recheck_tx,
+        status,
+    }
+}
+
+impl Supervisor {
+    async fn run(
+        mut self,
+        mut observations: mpsc::Receiver<Observation>,
+        mut commands: mpsc::Receiver<Command>,
+        mut recheck: mpsc::Receiver<BackendKey>,
+        shutdown: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(obs) = observations.recv() => self.on_observation(obs),
+                Some(key) = recheck.recv() => {
+                    if let Some(slot) = self.slot(&key) {
+                        slot.probe.send(ProbeCommand::CheckNow);
+                    }
+                }
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.probes.cancel();
+    }
+
+    fn slot(&mut self, key: &BackendKey) -> Option<&mut BackendSlot> {
+        self.clusters
+            .iter_mut()
+            .find(|c| c.config.name == key.cluster)?
+            .backends
+            .iter_mut()
+            .find(|b| b.key.backend == key.backend)
+    }
+
+    fn cluster_index(&self, name: &ClusterName) -> Option<usize> {
+        self.clusters.iter().position(|c| &c.config.name == name)
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Admin {
+                backend,
+                action,
+                reply,
+            } => {
+                let result = self.admin_action(&backend, action);
+                let _ = reply.send(result);
+            }
+            Command::Apply { config, reply } => {
+                self.apply_config(&config);
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn admin_action(&mut self, key: &BackendKey, action: AdminAction) -> Result<(), AdminError> {
+        let ci = self
+            .cluster_index(&key.cluster)
+            .ok_or_else(|| AdminError::UnknownBackend(key.clone()))?;
+        let cluster = &mut self.clusters[ci];
+        let slot = cluster
+            .backends
+            .iter_mut()
+            .find(|b| b.key.backend == key.backend)
+            .ok_or_else(|| AdminError::UnknownBackend(key.clone()))?;
+        let before = slot.admin;
+        match action {
+            AdminAction::Drain => slot.admin = AdminState::Drain,
+            AdminAction::Disable => {
+                slot.admin = AdminState::Disabled;
+                slot.guards.fire_all();
+            }
+            AdminAction::Enable => {
+                slot.admin = AdminState::Enabled;
+                // An operator vouches for the node: forget that it was stale, and let its
+                // checks establish its role again from scratch.
+                cluster.memory.forget(&key.backend);
+                slot.machine.forget_role();
+                slot.probe.send(ProbeCommand::CheckNow);
+            }
+        }
+        info!(
+            message = "Operator changed backend state.",
+            cluster = %key.cluster,
+            backend = %key.backend,
+            from = before.as_str(),
+            to = slot.admin.as_str(),
+        );
+        self.reconcile(ci);
+        Ok(())
+    }
+
+    fn on_tick(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        for c in &self.clusters {
+            let label = [c.config.name.as_str()];
+            if c.no_primary_since.is_some() {
+                self.metrics
+                    .seconds_without_primary_total
+                    .with_label_values(&label)
+                    .inc_by(elapsed);
+            }
+        }
+    }
+
+    /// Steps 1–6 of the module doc for one observation.
+    pub fn on_observation(&mut self, obs: Observation) {
+        let Some(ci) = self.cluster_index(&obs.backend.cluster) else {
+            return; // removed by a reload while the check ran
+        };
+        let cluster = &mut self.clusters[ci];
+        let thresholds = Thresholds {
+            rise: cluster.config.check.rise,
+            fall: cluster.config.check.fall,
+        };
+        let Some(slot) = cluster
+            .backends
+            .iter_mut()
+            .find(|b| b.key.backend == obs.backend.backend)
+        else {
+            return;
+        };
+        let labels = [slot.key.cluster.as_str(), slot.key.backend.as_str()];
+        self.metrics
+            .check_duration
+            .with_label_values(&labels)
+            .observe(obs.latency.as_secs_f64());
+        if let Err(f) = &obs.result {
+            self.metrics
+                .check_failures_total
+                .with_label_values(&[labels[0], labels[1], f.reason.as_str()])
+                .inc();
+        }
+        slot.last_check = Some((obs.at, obs.latency));
+        if obs.resolved.is_some() && obs.resolved != slot.resolved {
+            slot.resolved = obs.resolved;
+            slot.entry = None;
+        }
+        let old_role = slot.machine.role();
+        let since = slot.machine.since();
+        let transition = slot
+            .machine
+            .observe(obs.result.as_ref(), thresholds, obs.at);
+        if let Some((from, to)) = transition.health {
+            let reason = match &obs.result {
+                Ok(_) => "checks pass".to_string(),
+                Err(f) => f.to_string(),
+            };
+            let log = |lvl_warn: bool| {
+                if lvl_warn {
+                    warn!(message = "Backend health changed.", cluster = %slot.key.cluster, backend = %slot.key.backend, from = from.as_str(), to = to.as_str(), %reason, address = ?slot.resolved);
+                } else {
+                    info!(message = "Backend health changed.", cluster = %slot.key.cluster, backend = %slot.key.backend, from = from.as_str(), to = to.as_str(), %reason, address = ?slot.resolved);
+                }
+            };
+            log(to == Health::Down);
+        }
+        if let Some((from, to)) = transition.role {
+            let took = since.map(|s| obs.at.duration_since(s));
+            info!(
+                message = "Backend role changed.",
+                cluster = %slot.key.cluster,
+                backend = %slot.key.backend,
+                from = from.as_str(),
+                to = to.as_str(),
+                reason = role_reason(old_role, to),
+                took_ms = took.map(|d| d.as_millis() as u64),
+            );
+        }
+        self.reconcile(ci);
+    }
+
+    /// Re-decides one cluster, fires guards, stores a new table if routes changed, and
+    /// publishes status (steps 2–6).
+    fn reconcile(&mut self, ci: usize) {
+        let cluster = &mut self.clusters[ci];
+        let decision = decide_cluster(cluster);
+        log_decision(cluster, &decision);
+        let on_demote = cluster.config.on_demote;
+        for slot in &mut cluster.backends {
+            let up = slot.machine.health() == Health::Up;
+            let held = Held {
+                up,
+                primary: decision.holders.contains(&slot.key.backend),
+                replica: up && slot.machine.role() == Role::Replica,
+            };
+            let fired = slot.guards.update(held, on_demote);
+            if fired.any() {
+                info!(
+                    message = "Closing sessions of a backend that lost its role.",
+                    cluster = %slot.key.cluster,
+                    backend = %slot.key.backend,
+                    primary_sessions = fired.primary || fired.root,
+                    replica_sessions = fired.replica || fired.root,
+                );
+            }
+        }
+        let no_primary = decision.primary.is_err();
+        match (no_primary, cluster.no_primary_since) {
+            (true, None) => cluster.no_primary_since = Some(Instant::now()),
+            (false, Some(_)) => cluster.no_primary_since = None,
+            _ => {}
+        }
+        if no_primary != cluster.fast && cluster.config.protocol != crate::config::Protocol::Tcp {
+            cluster.fast = no_primary;
+            for slot in &cluster.backends {
+                slot.probe.send(ProbeCommand::Fast(no_primary));
+            }
+        }
+        for event in &decision.events {
+            if let PolicyEvent::PrimaryChanged { .. } = event {
+                self.metrics
+                    .primary_changes_total
+                    .with_label_values(&[cluster.config.name.as_str()])
+                    .inc();
+            }
+        }
+        cluster.decision = Some(decision);
+        self.publish();
+    }
+
+    /// Stores a new routing table if any route changed, then refreshes status and gauges.
+    fn publish(&mut self) {
+        let built = table::build(self);
+        if self.stored.as_ref() != Some(&built.fingerprint) {
+            self.generation += 1;
+            self.router
+                .store(crate::routing::RoutingTable::new(self.generation, built.routes));
+            self.stored = Some(built.fingerprint);
+        }
+        status::publish(self);
+    }
+}
+
+fn decide_cluster(cluster: &mut ClusterState) -> Decision {
+    let views: Vec<BackendView<'_>> = cluster
+        .backends
+        .iter()
+        .map(|b| BackendView {
+            name: &b.key.backend,
+            health: b.machine.health(),
+            role: b.machine.role(),
+            admin: b.admin,
+            facts: b
+                .machine
+                .last_failure()
+                .is_none()
+                .then(|| b.machine.last_facts())
+                .flatten(),
+        })
+        .collect();
+    let policy = policy::ClusterPolicy {
+        protocol: cluster.config.protocol,
+        split_brain: cluster.config.split_brain,
+        max_replica_lag: cluster.config.max_replica_lag,
+    };
+    policy::decide(policy, &views, &mut cluster.memory)
+}
+
+fn log_decision(cluster: &ClusterState, decision: &Decision) {
+    let name = &cluster.config.name;
+    for event in &decision.events {
+        match event {
+            PolicyEvent::PrimaryChanged { from, to } => info!(
+                message = "Primary changed.",
+                cluster = %name,
+                from = from.as_ref().map(|b| b.as_str()).unwrap_or("none"),
+                to = %to,
+            ),
+            PolicyEvent::StaleDetected(b) => error!(
+                message = "Stale primary: this node was replaced while it was down and is never routed to until it rejoins as a replica or an operator enables it.",
+                cluster = %name,
+                backend = %b,
+            ),
+            PolicyEvent::StaleCleared(b) => info!(
+                message = "Stale primary rejoined as a replica.",
+                cluster = %name,
+                backend = %b,
+            ),
+        }
+    }
+    if decision.split_brain {
+        let claimers: Vec<&str> = cluster
+            .backends
+            .iter()
+            .filter(|b| b.machine.claims_primary())
+            .map(|b| b.key.backend.as_str())
+            .collect();
+        error!(
+            message = "Split brain: more than one backend claims primary.",
+            cluster = %name,
+            claimers = ?claimers,
+            policy = ?cluster.config.split_brain,
+            routing = match &decision.primary {
+                Ok(v) => v.first().map(|b| b.as_str()).unwrap_or("none"),
+                Err(_) => "refused",
+            },
+        );
+    }
+}
+
+fn role_reason(old: Role, new: Role) -> &'static str {
+    match (old, new) {
+        (Role::Primary, Role::Replica) => "reported read-only/recovery/replica (demoted at first sight)",
+        (_, Role::Primary) => "claimed primary on rise consecutive checks",
+        (_, Role::Replica) => "reported read-only/recovery/replica",
+        _ => "role forgotten",
+    }
+}

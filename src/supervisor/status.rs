@@ -1,0 +1,161 @@
+//! The status snapshot behind `/status` and the backend gauges, refreshed after every
+//! decision. Field names are part of the admin API (documented in README.md); never a secret.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::Supervisor;
+use crate::role::Role;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusSnapshot {
+    /// Generation of the routing table in force.
+    pub generation: u64,
+    pub clusters: Vec<ClusterStatus>,
+    pub listeners: Vec<ListenerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub name: String,
+    pub protocol: &'static str,
+    /// The backend new primary connections go to, if any.
+    pub primary: Option<String>,
+    pub split_brain: bool,
+    pub split_brain_policy: String,
+    /// Backends replaced while down that still claim primary; never routed.
+    pub stale: Vec<String>,
+    /// Seconds since the cluster last had a routable primary (absent when it has one).
+    pub seconds_without_primary: Option<f64>,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    pub resolved: Option<String>,
+    /// `unknown` | `up` | `down`.
+    pub health: &'static str,
+    /// `unknown` | `primary` | `replica`.
+    pub role: &'static str,
+    /// `enabled` | `drain` | `disabled`.
+    pub admin: &'static str,
+    pub stale: bool,
+    pub replication_lag_seconds: Option<f64>,
+    pub timeline: Option<u32>,
+    /// `reason: detail` of the latest failed check; absent after a success.
+    pub last_error: Option<String>,
+    pub last_error_reason: Option<&'static str>,
+    pub last_check_duration_ms: Option<f64>,
+    pub sessions: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub bind: String,
+    pub cluster: String,
+    pub role: &'static str,
+    /// The role the route currently serves (differs from `role` when `fallback` applies).
+    pub serving: &'static str,
+    pub backends: Vec<String>,
+    /// Why no new connection can be placed (absent when one can).
+    pub unavailable: Option<&'static str>,
+}
+
+pub(super) fn publish(sup: &Supervisor) {
+    let table = sup.router.current();
+    let mut clusters = Vec::with_capacity(sup.clusters.len());
+    for c in &sup.clusters {
+        let name = c.config.name.as_str();
+        let decision = c.decision.as_ref();
+        let mut backends = Vec::with_capacity(c.backends.len());
+        for b in &c.backends {
+            let labels = [name, b.key.backend.as_str()];
+            let facts = b.machine.last_facts();
+            let lag = decision
+                .and_then(|d| d.lag.iter().find(|(n, _)| n == &b.key.backend))
+                .and_then(|(_, l)| *l);
+            let up = b.machine.health() == crate::role::Health::Up;
+            sup.metrics.backend_up.with_label_values(&labels).set(i64::from(up));
+            for role in [Role::Unknown, Role::Primary, Role::Replica] {
+                sup.metrics
+                    .backend_role
+                    .with_label_values(&[name, b.key.backend.as_str(), role.as_str()])
+                    .set(i64::from(b.machine.role() == role));
+            }
+            if let Some(l) = lag {
+                sup.metrics
+                    .backend_replication_lag
+                    .with_label_values(&labels)
+                    .set(l.as_secs_f64());
+            }
+            backends.push(BackendStatus {
+                name: b.key.backend.to_string(),
+                address: b.config.address.to_string(),
+                resolved: b.resolved.map(|a| a.to_string()),
+                health: b.machine.health().as_str(),
+                role: b.machine.role().as_str(),
+                admin: b.admin.as_str(),
+                stale: c.memory.stale.contains(&b.key.backend),
+                replication_lag_seconds: lag.map(|l| l.as_secs_f64()),
+                timeline: facts.and_then(|f| f.timeline),
+                last_error: b.machine.last_failure().map(|f| f.to_string()),
+                last_error_reason: b.machine.last_failure().map(|f| f.reason.as_str()),
+                last_check_duration_ms: b.last_check.map(|(_, d)| d.as_secs_f64() * 1e3),
+                sessions: b.active.load(Ordering::Relaxed),
+            });
+        }
+        let split = decision.is_some_and(|d| d.split_brain);
+        sup.metrics.split_brain.with_label_values(&[name]).set(i64::from(split));
+        sup.metrics
+            .primary_candidates
+            .with_label_values(&[name])
+            .set(decision.map_or(0, |d| d.primary_claims as i64));
+        let stale_claiming = c.memory.stale.len() as i64;
+        sup.metrics.stale_primaries.with_label_values(&[name]).set(stale_claiming);
+        sup.metrics.seconds_without_primary_total.with_label_values(&[name]);
+        clusters.push(ClusterStatus {
+            name: name.to_string(),
+            protocol: c.config.protocol.as_str(),
+            primary: decision
+                .and_then(|d| d.primary.as_ref().ok())
+                .and_then(|v| v.first())
+                .map(|b| b.to_string()),
+            split_brain: split,
+            split_brain_policy: format!("{:?}", c.config.split_brain),
+            stale: c.memory.stale.iter().map(|b| b.to_string()).collect(),
+            seconds_without_primary: c.no_primary_since.map(|s| s.elapsed().as_secs_f64()),
+            backends,
+        });
+    }
+    let listeners = sup
+        .listeners
+        .iter()
+        .map(|l| {
+            let route = table.route(&l.name);
+            ListenerStatus {
+                name: l.name.to_string(),
+                bind: l.bind.to_string(),
+                cluster: l.cluster.to_string(),
+                role: l.role.as_str(),
+                serving: route.map_or(l.role.as_str(), |r| r.serves.as_str()),
+                backends: route.map_or_else(Vec::new, |r| {
+                    r.candidates
+                        .iter()
+                        .map(|c| c.backend.key.backend.to_string())
+                        .collect()
+                }),
+                unavailable: route.map_or(Some("no_backend"), |r| r.unavailable.map(|u| u.as_str())),
+            }
+        })
+        .collect();
+    sup.status.store(Arc::new(StatusSnapshot {
+        generation: table.generation,
+        clusters,
+        listeners,
+    }));
+}
