@@ -48,7 +48,8 @@ cd /
 # override (ports and passwords are baked into the data directories).
 CONFIG_VARS=(LAB_OS_USER LAB_PG_VERSION
     LAB_PG_A_PORT LAB_PG_B_PORT LAB_MY_A_PORT LAB_MY_B_PORT LAB_REDIS_A_PORT LAB_REDIS_B_PORT
-    LAB_MONITOR_PASSWORD LAB_APP_PASSWORD LAB_MD5_PASSWORD LAB_REPL_PASSWORD LAB_NATIVE_PASSWORD)
+    LAB_MONITOR_PASSWORD LAB_APP_PASSWORD LAB_MD5_PASSWORD LAB_REPL_PASSWORD LAB_NATIVE_PASSWORD
+    LAB_ED25519_PASSWORD)
 declare -A CONFIG_DEFAULTS=(
     [LAB_OS_USER]=rolegate-lab [LAB_PG_VERSION]=15
     [LAB_PG_A_PORT]=15432 [LAB_PG_B_PORT]=15433
@@ -56,7 +57,7 @@ declare -A CONFIG_DEFAULTS=(
     [LAB_REDIS_A_PORT]=16379 [LAB_REDIS_B_PORT]=16380
     [LAB_MONITOR_PASSWORD]=monitor-secret [LAB_APP_PASSWORD]=app-secret
     [LAB_MD5_PASSWORD]=md5-secret [LAB_REPL_PASSWORD]=repl-secret
-    [LAB_NATIVE_PASSWORD]=native-secret)
+    [LAB_NATIVE_PASSWORD]=native-secret [LAB_ED25519_PASSWORD]=ed25519-secret)
 
 # Fixed user names (documented in README.md and exported by `env`).
 MONITOR_USER=rolegate_monitor   # what rolegate's health checks log in as
@@ -64,6 +65,7 @@ APP_USER=app                    # what clients/tests/load generators log in as
 MD5_USER=md5user                # PostgreSQL only: password stored as md5, md5 line in pg_hba
 REPL_USER=replicator            # replication (PostgreSQL and MariaDB)
 NATIVE_USER=native_user         # MariaDB only: explicitly IDENTIFIED VIA mysql_native_password
+ED25519_USER=ed25519_user       # MariaDB only, when the auth_ed25519 plugin ships: IDENTIFIED VIA ed25519
 APP_DB=app
 
 RUN_DIR=$LAB_DIR/run            # pid files and unix sockets
@@ -77,6 +79,7 @@ MARIADBD=/usr/sbin/mariadbd
 MARIADB=/usr/bin/mariadb
 MARIADB_DUMP=/usr/bin/mariadb-dump
 MARIADB_INSTALL_DB=/usr/bin/mariadb-install-db
+MARIADB_ED25519_PLUGIN=/usr/lib/mysql/plugin/auth_ed25519.so
 REDIS_SERVER=/usr/bin/redis-server
 REDIS_CLI=/usr/bin/redis-cli
 
@@ -185,7 +188,7 @@ load_config() {
         [[ -n ${!k+x} ]] || printf -v "$k" '%s' "${CONFIG_DEFAULTS[$k]}"
     done
     # Passwords and ports end up in config files and connection strings unquoted: keep them tame.
-    for k in LAB_MONITOR_PASSWORD LAB_APP_PASSWORD LAB_MD5_PASSWORD LAB_REPL_PASSWORD LAB_NATIVE_PASSWORD; do
+    for k in LAB_MONITOR_PASSWORD LAB_APP_PASSWORD LAB_MD5_PASSWORD LAB_REPL_PASSWORD LAB_NATIVE_PASSWORD LAB_ED25519_PASSWORD; do
         [[ ${!k} =~ ^[A-Za-z0-9._~+@%=-]+$ ]] || die "$k may only contain letters, digits and ._~+@%=-"
     done
     for k in LAB_PG_A_PORT LAB_PG_B_PORT LAB_MY_A_PORT LAB_MY_B_PORT LAB_REDIS_A_PORT LAB_REDIS_B_PORT; do
@@ -409,10 +412,13 @@ pg_start() { # NODE: start with whatever role its data directory has
     local n=$1 dd pid
     pg_pid "$n" >/dev/null && return 0
     dd=$(pg_dd "$n")
-    [[ -f $dd/PG_VERSION ]] || die "pg $n has no data directory ($dd); run 'lab.sh up pg'"
+    [[ -f $dd/PG_VERSION ]] || { log "pg $n has no data directory ($dd)"; return 1; }
     port_in_use "${PORT[pg:$n]}" &&
         die "pg $n: 127.0.0.1:${PORT[pg:$n]} is taken by a process the lab did not start"
-    rm -f "$dd/postmaster.pid"    # stale: pg_pid just established that it names no live postmaster
+    # Stale lock files: pg_pid and port_in_use just established that no live postmaster owns
+    # them. (Postgres itself would refuse to start while the old pid merely exists, and a killed
+    # postmaster can linger as a zombie when PID 1 is slow to reap.)
+    rm -f "$dd/postmaster.pid" "$RUN_DIR/.s.PGSQL.${PORT[pg:$n]}" "$RUN_DIR/.s.PGSQL.${PORT[pg:$n]}.lock"
     log "pg $n: starting"
     if ! (detached_exec runuser -u "$LAB_OS_USER" -- "$PG_BIN/pg_ctl" start -D "$dd" -l "$(lab_log "$(pg_log "$n")")" -w -t 60 -s >&2); then
         pg_pid "$n" >/dev/null || { tail -n 15 "$(pg_log "$n")" >&2; return 1; }
@@ -484,6 +490,7 @@ pg_promote() { # NODE: promote a standby and wait until it is writable
 }
 
 pg_is() { [[ $(pg_role "$1" 2>/dev/null) == "$2" ]]; }
+pg_answers() { pg_role "$1" >/dev/null 2>&1; }
 
 # pg_caught_up PRIMARY REPLICA LSN: REPLICA streams from PRIMARY and has replayed LSN.
 pg_caught_up() {
@@ -570,7 +577,7 @@ pg_reset() {
     log "pg: forcing the canonical topology (A authoritative, B re-cloned)"
     pg_stop B
     pg_start A || die "pg A does not start (see $(pg_log A)); 'lab.sh destroy pg && lab.sh up pg' starts over"
-    wait_for 30 "pg A to answer" pg_role A
+    wait_for 30 "pg A to answer" pg_answers A
     pg_is A replica && pg_promote A
     pg_rebuild B A
 }
@@ -704,6 +711,7 @@ innodb-log-file-size = 16M
 innodb-flush-log-at-trx-commit = 2
 innodb-doublewrite = 0
 sync-binlog = 0
+$( [[ -f $MARIADB_ED25519_PLUGIN ]] && echo "plugin-load-add = auth_ed25519" )
 !include $LAB_DIR/mysql/$n.role.cnf
 EOF
 }
@@ -711,7 +719,7 @@ EOF
 my_start() {
     local n=$1 pid i
     my_pid "$n" >/dev/null && return 0
-    [[ -d $(my_dd "$n")/mysql ]] || die "mysql $n has no data directory; run 'lab.sh up mysql'"
+    [[ -d $(my_dd "$n")/mysql ]] || { log "mysql $n has no data directory"; return 1; }
     port_in_use "${PORT[mysql:$n]}" &&
         die "mysql $n: 127.0.0.1:${PORT[mysql:$n]} is taken by a process the lab did not start"
     rm -f "$RUN_DIR/mysql-$n.pid" "$(my_sock "$n")"
@@ -923,6 +931,10 @@ my_init() {
         CREATE TABLE $APP_DB.writes (id BIGINT AUTO_INCREMENT PRIMARY KEY, node VARCHAR(64),
             at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB;
     " >/dev/null || die "mysql A: creating users/database failed"
+    if [[ -f $MARIADB_ED25519_PLUGIN ]]; then
+        my_sql A "CREATE USER '$ED25519_USER'@'%' IDENTIFIED VIA ed25519 USING PASSWORD('$LAB_ED25519_PASSWORD');
+            GRANT ALL ON $APP_DB.* TO '$ED25519_USER'@'%';" >/dev/null || die "mysql A: creating the ed25519 user failed"
+    fi
     # B starts from the same empty template, so replaying A's whole binlog brings it level.
     my_follow B A
     my_wait_caught_up A B 60
@@ -1019,7 +1031,7 @@ EOF
 redis_start() {
     local n=$1
     redis_pid "$n" >/dev/null && return 0
-    [[ -f $(rd_conf "$n") ]] || die "redis $n has no config; run 'lab.sh up redis'"
+    [[ -f $(rd_conf "$n") ]] || { log "redis $n has no config"; return 1; }
     port_in_use "${PORT[redis:$n]}" &&
         die "redis $n: 127.0.0.1:${PORT[redis:$n]} is taken by a process the lab did not start"
     rm -f "$RUN_DIR/redis-$n.pid"
@@ -1124,6 +1136,7 @@ redis_reset() {
     redis_start A || die "redis A does not start (see $LOG_DIR/redis-A.log)"
     rd_is A primary || rd_make_primary A
     rd_write_role A primary
+    [[ -f $(rd_conf B) ]] || { rd_write_conf B; rd_write_role B replica A; }
     redis_start B || die "redis B does not start (see $LOG_DIR/redis-B.log)"
     rd_follow B A
     rd_wait_caught_up A B 60
@@ -1235,17 +1248,26 @@ status_lines() {
 }
 
 cmd_up() {
-    local e t0
+    local e t0 i
     t0=$(now_us)
     need_root
     parse_engines "${1:-all}"
     ensure_packages "${ENGS[@]}"
     ensure_user
     ensure_dirs
+    # Engines are independent (own dirs, ports, logs): initialise the missing ones in parallel
+    # (mariadb-install-db alone takes a few seconds).
+    local -a pids=() names=()
     for e in "${ENGS[@]}"; do
-        call "$e" initialised || call "$e" init
-        call "$e" reset
+        if ! call "$e" initialised; then
+            (call "$e" init) &
+            pids+=("$!") names+=("$e")
+        fi
     done
+    for i in "${!pids[@]}"; do
+        wait "${pids[$i]}" || die "initialising ${names[$i]} failed (see the messages above and $LOG_DIR)"
+    done
+    for e in "${ENGS[@]}"; do call "$e" reset; done
     status_lines
     for e in "${ENGS[@]}"; do
         printf 'endpoint %s primary=127.0.0.1:%s replica=127.0.0.1:%s\n' "$e" "${PORT[$e:A]}" "${PORT[$e:B]}"
@@ -1386,7 +1408,8 @@ cmd_env() {
     printf 'export LAB_DIR=%q\n' "$LAB_DIR"
     for k in "${CONFIG_VARS[@]}"; do printf 'export %s=%q\n' "$k" "${!k}"; done
     printf 'export LAB_MONITOR_USER=%q LAB_APP_USER=%q LAB_APP_DB=%q\n' "$MONITOR_USER" "$APP_USER" "$APP_DB"
-    printf 'export LAB_MD5_USER=%q LAB_REPL_USER=%q LAB_NATIVE_USER=%q\n' "$MD5_USER" "$REPL_USER" "$NATIVE_USER"
+    printf 'export LAB_MD5_USER=%q LAB_REPL_USER=%q LAB_NATIVE_USER=%q LAB_ED25519_USER=%q\n' \
+        "$MD5_USER" "$REPL_USER" "$NATIVE_USER" "$ED25519_USER"
     printf 'export LAB_PG_A_ADDR=127.0.0.1:%s LAB_PG_B_ADDR=127.0.0.1:%s\n' "${PORT[pg:A]}" "${PORT[pg:B]}"
     printf 'export LAB_MY_A_ADDR=127.0.0.1:%s LAB_MY_B_ADDR=127.0.0.1:%s\n' "${PORT[mysql:A]}" "${PORT[mysql:B]}"
     printf 'export LAB_REDIS_A_ADDR=127.0.0.1:%s LAB_REDIS_B_ADDR=127.0.0.1:%s\n' "${PORT[redis:A]}" "${PORT[redis:B]}"

@@ -114,7 +114,10 @@ impl App {
             let mut running = app.listeners.lock().await;
             for l in &config.listeners {
                 if let Some(socket) = bound.remove(&l.name) {
-                    running.insert(l.name.clone(), app.start_listener(l.clone(), Arc::new(socket)));
+                    running.insert(
+                        l.name.clone(),
+                        app.start_listener(l.clone(), Arc::new(socket)),
+                    );
                 }
             }
         }
@@ -167,10 +170,11 @@ impl App {
         for l in &new.listeners {
             let needs_socket = running.get(&l.name).is_none_or(|r| r.config.bind != l.bind);
             if needs_socket {
-                let socket = listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
-                    listener: l.name.clone(),
-                    source,
-                })?;
+                let socket =
+                    listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
+                        listener: l.name.clone(),
+                        source,
+                    })?;
                 fresh.insert(l.name.clone(), Arc::new(socket));
             }
         }
@@ -210,11 +214,24 @@ impl App {
 
     /// Stops accepting, waits up to `grace` for sessions to finish, then closes the rest.
     pub async fn shutdown(&self, grace: Duration) {
-        info!(message = "Stopping: no new connections; draining sessions.", grace_ms = grace.as_millis() as u64, sessions = self.tracker.len());
+        info!(
+            message = "Stopping: no new connections; draining sessions.",
+            grace_ms = grace.as_millis() as u64,
+            sessions = self.tracker.len()
+        );
         self.shutdown.cancel();
+        // Close the listening sockets (accept loops drop their handles as they stop), so new
+        // clients are refused at once instead of waiting in a backlog nobody serves.
+        self.listeners.lock().await.clear();
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
-            info!(message = "Grace period over; closing remaining sessions.", sessions = self.tracker.len());
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            info!(
+                message = "Grace period over; closing remaining sessions.",
+                sessions = self.tracker.len()
+            );
             self.sessions.cancel();
             self.tracker.wait().await;
         }

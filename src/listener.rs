@@ -44,7 +44,8 @@ pub struct BindError {
 /// below 1024 without `CAP_NET_BIND_SERVICE`).
 pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, BindError> {
     let err = |source| BindError { addr, source };
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
     socket.set_reuse_address(true).map_err(err)?;
     if addr.is_ipv6() {
         socket.set_only_v6(true).map_err(err)?;

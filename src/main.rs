@@ -11,7 +11,11 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "rolegate", version, about = "Role-aware TCP proxy for replicated databases")]
+#[command(
+    name = "rolegate",
+    version,
+    about = "Role-aware TCP proxy for replicated databases"
+)]
 struct Cli {
     /// Config file to run with.
     #[arg(long, short, env = "ROLEGATE_CONFIG", global = true)]
@@ -67,7 +71,9 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
@@ -83,7 +89,10 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             error!(message = "Cannot start the runtime.", error = %e);
@@ -129,9 +138,14 @@ async fn reload(app: &App, path: &std::path::Path) {
         Err(errors) => Err(errors.to_string()),
     };
     let label = if result.is_ok() { "success" } else { "error" };
-    app.metrics().config_reloads_total.with_label_values(&[label]).inc();
+    app.metrics()
+        .config_reloads_total
+        .with_label_values(&[label])
+        .inc();
     match result {
         Ok(()) => info!(message = "Configuration reloaded.", config = %path.display()),
-        Err(error) => warn!(message = "Reload failed; the previous configuration keeps running.", config = %path.display(), %error),
+        Err(error) => {
+            warn!(message = "Reload failed; the previous configuration keeps running.", config = %path.display(), %error)
+        }
     }
 }

@@ -63,75 +63,262 @@ impl Metrics {
             0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
         ];
         let m = Metrics {
-            sessions_active: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_sessions_active", "Client sessions currently proxied."), &lb).unwrap()),
-            sessions_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_sessions_total", "Client sessions connected to a backend."), &lb).unwrap()),
-            session_duration: reg(&r, HistogramVec::new(
-                HistogramOpts::new("rolegate_session_duration_seconds", "Lifetime of proxied sessions.")
-                    .buckets(session_buckets), &["listener"]).unwrap()),
-            bytes_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_bytes_total", "Bytes proxied, by direction (counted when a session ends)."),
-                &["listener", "backend", "direction"]).unwrap()),
-            spliced_bytes_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_spliced_bytes_total", "Bytes of bytes_total moved with splice(2)."),
-                &["listener"]).unwrap()),
-            connect_errors_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_connect_errors_total", "Failed connects to a backend."),
-                &["listener", "backend", "reason"]).unwrap()),
-            accept_errors_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_accept_errors_total", "accept(2) errors on a listener."),
-                &["listener", "reason"]).unwrap()),
-            listener_refused_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_listener_refused_total", "Client connections not proxied, by reason."),
-                &["listener", "reason"]).unwrap()),
-            queued_connections: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_queued_connections", "Connections waiting for a qualifying backend."),
-                &["listener"]).unwrap()),
-            backend_up: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_backend_up", "1 when the backend's checks pass (after rise)."), &cb).unwrap()),
-            backend_role: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_backend_role", "1 for the backend's current role."),
-                &["cluster", "backend", "role"]).unwrap()),
-            backend_replication_lag: reg(&r, prometheus::GaugeVec::new(
-                Opts::new("rolegate_backend_replication_lag_seconds", "Replica lag as last checked."), &cb).unwrap()),
-            check_duration: reg(&r, HistogramVec::new(
-                HistogramOpts::new("rolegate_check_duration_seconds", "Duration of role checks.")
-                    .buckets(latency_buckets), &cb).unwrap()),
-            check_failures_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_check_failures_total", "Failed checks, by reason."),
-                &["cluster", "backend", "reason"]).unwrap()),
-            primary_changes_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_primary_changes_total", "Times the routed primary of a cluster changed."),
-                &["cluster"]).unwrap()),
-            split_brain: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_split_brain", "1 while more than one backend claims primary or a stale primary is seen."),
-                &["cluster"]).unwrap()),
-            stale_primaries: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_stale_primaries", "Backends claiming primary after another was confirmed in their place."),
-                &["cluster"]).unwrap()),
-            primary_candidates: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_primary_candidates", "Backends whose latest check claims primary."),
-                &["cluster"]).unwrap()),
-            seconds_without_primary_total: reg(&r, prometheus::CounterVec::new(
-                Opts::new("rolegate_seconds_without_primary_total", "Time the cluster had no routable primary."),
-                &["cluster"]).unwrap()),
-            sessions_fenced_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_sessions_fenced_total", "Sessions closed because their backend lost the role of their listener."),
-                &cb).unwrap()),
-            config_reloads_total: reg(&r, IntCounterVec::new(
-                Opts::new("rolegate_config_reloads_total", "Configuration reloads, by result."),
-                &["result"]).unwrap()),
-            config_last_reload_success: reg(&r, Gauge::new(
-                "rolegate_config_last_reload_success_timestamp_seconds",
-                "Unix time of the last successful configuration load.").unwrap()),
-            admin_auth_failures_total: reg(&r, IntCounter::new(
-                "rolegate_admin_auth_failures_total", "Admin requests refused for a missing or wrong token.").unwrap()),
-            build_info: reg(&r, IntGaugeVec::new(
-                Opts::new("rolegate_build_info", "Always 1; labels carry the version."), &["version"]).unwrap()),
+            sessions_active: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rolegate_sessions_active",
+                        "Client sessions currently proxied.",
+                    ),
+                    &lb,
+                )
+                .unwrap(),
+            ),
+            sessions_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_sessions_total",
+                        "Client sessions connected to a backend.",
+                    ),
+                    &lb,
+                )
+                .unwrap(),
+            ),
+            session_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rolegate_session_duration_seconds",
+                        "Lifetime of proxied sessions.",
+                    )
+                    .buckets(session_buckets),
+                    &["listener"],
+                )
+                .unwrap(),
+            ),
+            bytes_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_bytes_total",
+                        "Bytes proxied, by direction (counted when a session ends).",
+                    ),
+                    &["listener", "backend", "direction"],
+                )
+                .unwrap(),
+            ),
+            spliced_bytes_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_spliced_bytes_total",
+                        "Bytes of bytes_total moved with splice(2).",
+                    ),
+                    &["listener"],
+                )
+                .unwrap(),
+            ),
+            connect_errors_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_connect_errors_total",
+                        "Failed connects to a backend.",
+                    ),
+                    &["listener", "backend", "reason"],
+                )
+                .unwrap(),
+            ),
+            accept_errors_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_accept_errors_total",
+                        "accept(2) errors on a listener.",
+                    ),
+                    &["listener", "reason"],
+                )
+                .unwrap(),
+            ),
+            listener_refused_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_listener_refused_total",
+                        "Client connections not proxied, by reason.",
+                    ),
+                    &["listener", "reason"],
+                )
+                .unwrap(),
+            ),
+            queued_connections: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rolegate_queued_connections",
+                        "Connections waiting for a qualifying backend.",
+                    ),
+                    &["listener"],
+                )
+                .unwrap(),
+            ),
+            backend_up: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rolegate_backend_up",
+                        "1 when the backend's checks pass (after rise).",
+                    ),
+                    &cb,
+                )
+                .unwrap(),
+            ),
+            backend_role: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("rolegate_backend_role", "1 for the backend's current role."),
+                    &["cluster", "backend", "role"],
+                )
+                .unwrap(),
+            ),
+            backend_replication_lag: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "rolegate_backend_replication_lag_seconds",
+                        "Replica lag as last checked.",
+                    ),
+                    &cb,
+                )
+                .unwrap(),
+            ),
+            check_duration: reg(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "rolegate_check_duration_seconds",
+                        "Duration of role checks.",
+                    )
+                    .buckets(latency_buckets),
+                    &cb,
+                )
+                .unwrap(),
+            ),
+            check_failures_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("rolegate_check_failures_total", "Failed checks, by reason."),
+                    &["cluster", "backend", "reason"],
+                )
+                .unwrap(),
+            ),
+            primary_changes_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_primary_changes_total",
+                        "Times the routed primary of a cluster changed.",
+                    ),
+                    &["cluster"],
+                )
+                .unwrap(),
+            ),
+            split_brain: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rolegate_split_brain",
+                        "1 while more than one backend claims primary or a stale primary is seen.",
+                    ),
+                    &["cluster"],
+                )
+                .unwrap(),
+            ),
+            stale_primaries: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rolegate_stale_primaries",
+                        "Backends claiming primary after another was confirmed in their place.",
+                    ),
+                    &["cluster"],
+                )
+                .unwrap(),
+            ),
+            primary_candidates: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "rolegate_primary_candidates",
+                        "Backends whose latest check claims primary.",
+                    ),
+                    &["cluster"],
+                )
+                .unwrap(),
+            ),
+            seconds_without_primary_total: reg(
+                &r,
+                prometheus::CounterVec::new(
+                    Opts::new(
+                        "rolegate_seconds_without_primary_total",
+                        "Time the cluster had no routable primary.",
+                    ),
+                    &["cluster"],
+                )
+                .unwrap(),
+            ),
+            sessions_fenced_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_sessions_fenced_total",
+                        "Sessions closed because their backend lost the role of their listener.",
+                    ),
+                    &cb,
+                )
+                .unwrap(),
+            ),
+            config_reloads_total: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "rolegate_config_reloads_total",
+                        "Configuration reloads, by result.",
+                    ),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            config_last_reload_success: reg(
+                &r,
+                Gauge::new(
+                    "rolegate_config_last_reload_success_timestamp_seconds",
+                    "Unix time of the last successful configuration load.",
+                )
+                .unwrap(),
+            ),
+            admin_auth_failures_total: reg(
+                &r,
+                IntCounter::new(
+                    "rolegate_admin_auth_failures_total",
+                    "Admin requests refused for a missing or wrong token.",
+                )
+                .unwrap(),
+            ),
+            build_info: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("rolegate_build_info", "Always 1; labels carry the version."),
+                    &["version"],
+                )
+                .unwrap(),
+            ),
             registry: r,
         };
-        m.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for result in ["success", "error"] {
             m.config_reloads_total.with_label_values(&[result]);
         }

@@ -272,7 +272,11 @@ mod tests {
         m.observe(Ok(&facts(ObservedRole::Primary)), th, now);
         m.observe(Err(&fail()), th, now);
         m.observe(Ok(&facts(ObservedRole::Primary)), th, now);
-        assert_eq!(m.role(), Role::Replica, "claims were interrupted by a failure");
+        assert_eq!(
+            m.role(),
+            Role::Replica,
+            "claims were interrupted by a failure"
+        );
         m.observe(Ok(&facts(ObservedRole::Primary)), th, now);
         assert_eq!(m.role(), Role::Primary);
     }
@@ -295,7 +299,10 @@ mod tests {
         assert_eq!(m.health(), Health::Up, "a success reset the failure count");
         let tr = m.observe(Err(&fail()), th, now);
         assert_eq!(tr.health, Some((Health::Up, Health::Down)));
-        assert_eq!(m.last_failure().map(|f| f.reason), Some(FailureReason::Timeout));
+        assert_eq!(
+            m.last_failure().map(|f| f.reason),
+            Some(FailureReason::Timeout)
+        );
         assert_eq!(m.role(), Role::Replica, "failures do not change the role");
         m.observe(Ok(&facts(ObservedRole::Replica)), th, now);
         assert_eq!(m.health(), Health::Down);

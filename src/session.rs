@@ -104,7 +104,15 @@ pub async fn run(mut client: TcpStream, client_addr: SocketAddr, ctx: Arc<Listen
             ])
             .inc();
     }
-    log_close(&ctx, client_addr, &candidate, &stats, duration, reason, settings.session_level);
+    log_close(
+        &ctx,
+        client_addr,
+        &candidate,
+        &stats,
+        duration,
+        reason,
+        settings.session_level,
+    );
 }
 
 /// Finds a backend and connects to it, waiting for a newer table while none can be used.
@@ -119,7 +127,8 @@ async fn place(
         let Some(route) = table.route(&ctx.name) else {
             break Err(Refusal::NoRoute);
         };
-        let deadline = *deadline.get_or_insert_with(|| Instant::now() + route.settings.queue_timeout);
+        let deadline =
+            *deadline.get_or_insert_with(|| Instant::now() + route.settings.queue_timeout);
         match try_candidates(ctx, route).await {
             Ok(placed) => break Ok(placed),
             Err(refusal) if Instant::now() >= deadline => break Err(refusal),
@@ -186,7 +195,11 @@ async fn try_candidates(
         };
         ctx.metrics
             .connect_errors_total
-            .with_label_values(&[ctx.name.as_str(), candidate.backend.key.backend.as_str(), reason])
+            .with_label_values(&[
+                ctx.name.as_str(),
+                candidate.backend.key.backend.as_str(),
+                reason,
+            ])
             .inc();
         // Best effort: if the channel is full, a re-check is already on its way.
         let _ = ctx.recheck.try_send(candidate.backend.key.clone());

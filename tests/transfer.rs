@@ -53,13 +53,12 @@ impl Session {
 
 /// A connected TCP pair on 127.0.0.1: (connecting end, accepted end).
 async fn connected_pair() -> (TcpStream, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local addr");
     let (connected, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    (
-        connected.expect("connect"),
-        accepted.expect("accept").0,
-    )
+    (connected.expect("connect"), accepted.expect("accept").0)
 }
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -196,7 +195,10 @@ async fn half_close(mode: TransferMode) {
     let mut server = session.server;
     let server_side = async {
         let mut got = Vec::new();
-        server.read_to_end(&mut got).await.expect("server reads to EOF");
+        server
+            .read_to_end(&mut got)
+            .await
+            .expect("server reads to EOF");
         assert_eq!(got, request, "request arrives whole before EOF");
         server.write_all(&response).await.expect("server responds");
         drop(server);
@@ -205,7 +207,10 @@ async fn half_close(mode: TransferMode) {
         client.write_all(&request).await.expect("client sends");
         client.shutdown().await.expect("client half-closes");
         let mut got = Vec::new();
-        client.read_to_end(&mut got).await.expect("client reads response");
+        client
+            .read_to_end(&mut got)
+            .await
+            .expect("client reads response");
         assert_eq!(sha256(&got), sha256(&response));
     };
     tokio::join!(server_side, client_side);
@@ -237,7 +242,10 @@ async fn ping_pong_in_auto_does_not_splice() {
     let server_side = async {
         let mut msg = [0; 100];
         for _ in 0..ROUNDS {
-            server.read_exact(&mut msg).await.expect("server reads ping");
+            server
+                .read_exact(&mut msg)
+                .await
+                .expect("server reads ping");
             msg.reverse();
             server.write_all(&msg).await.expect("server writes pong");
         }
@@ -250,7 +258,10 @@ async fn ping_pong_in_auto_does_not_splice() {
             ping[0] = round as u8;
             ping[99] = 0xAA;
             client.write_all(&ping).await.expect("client writes ping");
-            client.read_exact(&mut pong).await.expect("client reads pong");
+            client
+                .read_exact(&mut pong)
+                .await
+                .expect("client reads pong");
             assert_eq!((pong[0], pong[99]), (0xAA, round as u8));
         }
         client.shutdown().await.expect("client half-closes");
@@ -275,8 +286,14 @@ async fn silent_session_ends_idle_on_time() {
     let elapsed = started.elapsed();
 
     assert!(matches!(stats.end, EndReason::Idle), "{stats:?}");
-    assert!(elapsed >= Duration::from_secs(10), "ended early: {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(10_010), "ended late: {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(10),
+        "ended early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(10_010),
+        "ended late: {elapsed:?}"
+    );
     assert_eq!((stats.client_to_backend, stats.backend_to_client), (0, 0));
 }
 
@@ -334,7 +351,10 @@ async fn client_reset_is_a_client_error() {
         reset(client);
         let stats = session.proxy.await.expect("transfer task");
 
-        assert!(matches!(stats.end, EndReason::ClientError(_)), "{mode:?}: {stats:?}");
+        assert!(
+            matches!(stats.end, EndReason::ClientError(_)),
+            "{mode:?}: {stats:?}"
+        );
         assert!(stats.backend_to_client >= MIB as u64);
         writer.await.expect("writer task");
     }
@@ -351,7 +371,10 @@ async fn backend_reset_is_a_backend_error() {
         reset(server);
         let stats = session.proxy.await.expect("transfer task");
 
-        assert!(matches!(stats.end, EndReason::BackendError(_)), "{mode:?}: {stats:?}");
+        assert!(
+            matches!(stats.end, EndReason::BackendError(_)),
+            "{mode:?}: {stats:?}"
+        );
         assert!(stats.client_to_backend >= MIB as u64);
         writer.await.expect("writer task");
     }
@@ -373,7 +396,10 @@ async fn no_pipes_falls_back_to_copy_byte_exact() {
     assert!(matches!(stats.end, EndReason::Completed), "{stats:?}");
     assert_eq!(stats.spliced, 0);
     if SPLICE {
-        assert!(transfer::splice_fallbacks() > fallbacks_before, "fallback not counted");
+        assert!(
+            transfer::splice_fallbacks() > fallbacks_before,
+            "fallback not counted"
+        );
     }
 }
 
@@ -385,7 +411,12 @@ async fn no_pipes_falls_back_to_copy_byte_exact() {
 fn pipe_and_fd_budget() {
     let exe = std::env::current_exe().expect("test binary path");
     let output = std::process::Command::new(exe)
-        .args(["pipe_and_fd_budget_child", "--exact", "--ignored", "--nocapture"])
+        .args([
+            "pipe_and_fd_budget_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
         .output()
         .expect("run child test");
     assert!(
@@ -405,19 +436,21 @@ async fn pipe_and_fd_budget_child() {
     let (close_tx, close_rx) = tokio::sync::watch::channel(false);
     let (burst_tx, mut burst_rx) = tokio::sync::mpsc::channel(SESSIONS);
 
+    let up: &'static [u8] = random_bytes(MIB, 10).leak();
+    let down: &'static [u8] = random_bytes(MIB, 11).leak();
+
     let mut tasks = Vec::new();
-    for i in 0..SESSIONS as u64 {
+    for i in 0..SESSIONS {
         let (mut close_rx, burst_tx) = (close_rx.clone(), burst_tx.clone());
         tasks.push(tokio::spawn(async move {
             let session = Session::start(TransferMode::Auto, None).await;
             let (mut client, mut server) = (session.client, session.server);
-            let (up, down) = (random_bytes(MIB, i), random_bytes(MIB, i + 1000));
             let (mut got_up, mut got_down) = (vec![0; MIB], vec![0; MIB]);
             let ((mut client_r, mut client_w), (mut server_r, mut server_w)) =
                 (client.split(), server.split());
             let (a, b, c, d) = tokio::join!(
-                client_w.write_all(&up),
-                server_w.write_all(&down),
+                client_w.write_all(up),
+                server_w.write_all(down),
                 server_r.read_exact(&mut got_up),
                 client_r.read_exact(&mut got_down),
             );
@@ -427,7 +460,10 @@ async fn pipe_and_fd_budget_child() {
 
             // Burst over; stay connected and silent until told to close.
             burst_tx.send(()).await.expect("report burst");
-            close_rx.wait_for(|close| *close).await.expect("close signal");
+            close_rx
+                .wait_for(|close| *close)
+                .await
+                .expect("close signal");
             drop((client, server));
             session.proxy.await.expect("transfer task")
         }));

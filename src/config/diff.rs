@@ -8,9 +8,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use super::{
-    BackendName, ClusterConfig, ClusterName, Config, ListenerConfig, ListenerName,
-};
+use super::{BackendName, ClusterConfig, ClusterName, Config, ListenerConfig, ListenerName};
 
 /// Everything a reload must act on. Lists keep the order of the config file (the new one for
 /// added and changed entries, the old one for removed entries), so applying is deterministic.
@@ -106,7 +104,10 @@ impl ConfigDiff {
         let clusters = ClusterDiff {
             added,
             removed,
-            changed: both.into_iter().filter_map(|(o, n)| cluster_change(o, n)).collect(),
+            changed: both
+                .into_iter()
+                .filter_map(|(o, n)| cluster_change(o, n))
+                .collect(),
         };
         ConfigDiff {
             listeners,

@@ -27,8 +27,9 @@ pub(crate) fn parse(text: &str) -> Result<Duration, Problem> {
         return Err(Problem::new(format!("duration {text} has no unit"))
             .hint(format!("write {text}s or {text}ms")));
     }
-    let duration = humantime::parse_duration(text)
-        .map_err(|error| Problem::new(format!("invalid duration {text:?}: {error}")).hint(EXAMPLES))?;
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        Problem::new(format!("invalid duration {text:?}: {error}")).hint(EXAMPLES)
+    })?;
     if duration > MAX {
         return Err(Problem::new(format!(
             "duration {text:?} is longer than the supported maximum of 365 days"
@@ -39,7 +40,9 @@ pub(crate) fn parse(text: &str) -> Result<Duration, Problem> {
 
 /// Formats a duration the way the file would write it (`1s`, `1s500ms`), for messages.
 pub(crate) fn display(duration: Duration) -> String {
-    humantime::format_duration(duration).to_string().replace(' ', "")
+    humantime::format_duration(duration)
+        .to_string()
+        .replace(' ', "")
 }
 
 #[cfg(test)]
@@ -58,7 +61,10 @@ mod tests {
     #[test]
     fn bare_number_asks_for_a_unit() {
         let problem = parse("5").expect_err("no unit");
-        assert_eq!(problem.to_string(), "duration 5 has no unit; write 5s or 5ms");
+        assert_eq!(
+            problem.to_string(),
+            "duration 5 has no unit; write 5s or 5ms"
+        );
     }
 
     #[test]

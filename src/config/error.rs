@@ -135,7 +135,11 @@ impl ConfigError {
     fn write_line(&self, file: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Read { path, source } => {
-                write!(f, "{}: cannot read the config file: {source}", path.display())
+                write!(
+                    f,
+                    "{}: cannot read the config file: {source}",
+                    path.display()
+                )
             }
             // `Display` starts with `LINE:COLUMN: ` when there is a location.
             _ if self.location().is_some() => write!(f, "{file}:{self}"),

@@ -16,7 +16,9 @@ use super::error::{ConfigError, Location};
 /// Field path → position of the value (and of the key, for mapping entries).
 #[derive(Debug, Default)]
 pub(crate) struct Locator {
+    /// First occurrence: the value serde kept when it accepted the document.
     values: HashMap<String, Location>,
+    /// Last occurrence, so that a key written twice can be pointed at where it repeats.
     keys: HashMap<String, Location>,
 }
 
@@ -105,7 +107,11 @@ impl Walker {
                 *next_index += 1;
                 Ok(child)
             }
-            Frame::Map { path, key, first_key_seen } => match key.take() {
+            Frame::Map {
+                path,
+                key,
+                first_key_seen,
+            } => match key.take() {
                 Some(child) => Ok(child),
                 None => {
                     let child = match (path.as_deref(), event) {
@@ -131,7 +137,10 @@ impl Walker {
 
     fn record(&mut self, path: &Option<String>, mark: Marker) {
         if let Some(path) = path {
-            self.locator.values.entry(path.clone()).or_insert(location(mark));
+            self.locator
+                .values
+                .entry(path.clone())
+                .or_insert(location(mark));
         }
     }
 }
@@ -177,16 +186,18 @@ impl MarkedEventReceiver for Walker {
 
 /// Converts a serde_yaml error: position from `location()`, field path from the `path: ` prefix
 /// serde_yaml puts on its messages, and the offending key appended for unknown/duplicate keys.
-pub(crate) fn syntax_error(error: serde_yaml::Error) -> ConfigError {
-    let location = error.location().map(|l| Location {
+/// `text` is only read again for a duplicate key, which serde positions at the enclosing
+/// mapping while the operator needs the line of the repeat.
+pub(crate) fn syntax_error(error: serde_yaml::Error, text: &str) -> ConfigError {
+    let mut location = error.location().map(|l| Location {
         line: l.line(),
         column: l.column(),
     });
-    let mut text = error.to_string();
+    let mut rendered = error.to_string();
     if let Some(l) = &location {
-        text = text.replacen(&format!(" at line {} column {}", l.line, l.column), "", 1);
+        rendered = rendered.replacen(&format!(" at line {} column {}", l.line, l.column), "", 1);
     }
-    let (mut path, message) = split_path(&text);
+    let (mut path, message) = split_path(&rendered);
     let mut message = friendly_types(message);
     let mut hint = None;
     if let Some(key) = quoted_after(&message, "unknown field `") {
@@ -201,6 +212,7 @@ pub(crate) fn syntax_error(error: serde_yaml::Error) -> ConfigError {
         }
     } else if let Some(key) = quoted_after(&message, "duplicate field `") {
         path = join(&path, &key);
+        location = Locator::new(text).key(&path).or(location);
         message = format!("`{key}` is set twice");
         hint = Some("keep one of them".to_string());
     }
@@ -228,7 +240,12 @@ fn split_path(text: &str) -> (String, &str) {
 /// Rust type names mean nothing to an operator.
 fn friendly_types(message: &str) -> String {
     let mut out = message.to_string();
-    for int in ["expected u16", "expected u32", "expected u64", "expected usize"] {
+    for int in [
+        "expected u16",
+        "expected u32",
+        "expected u64",
+        "expected usize",
+    ] {
         out = out.replace(int, "expected a whole number (0 or more)");
     }
     if let Some(at) = out.find("expected struct ") {
@@ -343,7 +360,14 @@ clusters:
 
     #[test]
     fn never_panics_on_odd_documents() {
-        for text in ["", "[", "? [a]\n: 1", "a: &x 1\nb: *x", "- - - ", "{a: {b: [c, {d: e}]}}"] {
+        for text in [
+            "",
+            "[",
+            "? [a]\n: 1",
+            "a: &x 1\nb: *x",
+            "- - - ",
+            "{a: {b: [c, {d: e}]}}",
+        ] {
             let _ = Locator::new(text);
         }
     }

@@ -183,7 +183,11 @@ impl From<RawSessionLevel> for tracing::Level {
 pub(crate) fn parse(text: &str) -> Result<RawConfig, serde_yaml::Error> {
     // An empty file (or one holding only comments) is an empty mapping, not a type error, so
     // that the validator can say what is missing.
-    if text.trim().is_empty() || text.lines().all(|l| l.trim_start().starts_with('#') || l.trim().is_empty()) {
+    if text.trim().is_empty()
+        || text
+            .lines()
+            .all(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
+    {
         return Ok(RawConfig::default());
     }
     serde_yaml::from_str(text)

@@ -78,8 +78,10 @@ impl SecretSource<'_> {
         base_dir: Option<&Path>,
     ) -> Result<Secret, Problem> {
         match self {
-            SecretSource::Inline("") => Err(Problem::new("the value is empty")
-                .hint("remove the key if no secret is needed")),
+            SecretSource::Inline("") => {
+                Err(Problem::new("the value is empty")
+                    .hint("remove the key if no secret is needed"))
+            }
             SecretSource::Inline(value) => Ok(Secret::new(value)),
             SecretSource::Env(name) => resolve_env(name, env),
             SecretSource::File(path) => resolve_file(path, base_dir),
@@ -169,7 +171,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("pw"), "top secret \r\n").expect("write");
         let secret = SecretSource::File("pw").resolve(&no_env, Some(dir.path()));
-        assert_eq!(secret.map(|s| s.expose().to_string()), Ok("top secret ".into()));
+        assert_eq!(
+            secret.map(|s| s.expose().to_string()),
+            Ok("top secret ".into())
+        );
 
         std::fs::write(dir.path().join("empty"), "\n").expect("write");
         let empty = SecretSource::File("empty").resolve(&no_env, Some(dir.path()));

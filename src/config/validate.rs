@@ -7,6 +7,7 @@
 //! The typed `Config` is assembled only when no error was reported.
 
 mod address;
+mod check;
 mod cluster;
 mod listener;
 
@@ -69,7 +70,7 @@ pub(crate) fn compile(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
     let raw = raw::parse(text)
-        .map_err(|error| ConfigErrors::single(locate::syntax_error(error)).in_file(source))?;
+        .map_err(|error| ConfigErrors::single(locate::syntax_error(error, text)).in_file(source))?;
     let mut v = Validator {
         locator: Locator::new(text),
         errors: Vec::new(),
@@ -77,7 +78,8 @@ pub(crate) fn compile(
         base_dir: source.and_then(Path::parent),
     };
     let config = build(&raw, source, &mut v);
-    v.errors.sort_by_key(|e| (e.location().is_none(), e.location()));
+    v.errors
+        .sort_by_key(|e| (e.location().is_none(), e.location()));
     match (ConfigErrors::new(source, v.errors), config) {
         (Some(errors), _) => Err(errors),
         (None, Ok(config)) => Ok(config),
@@ -122,10 +124,16 @@ fn admin(raw: Option<&RawAdmin>, v: &mut Validator<'_>) -> Checked<AdminConfig> 
     let raw = raw.unwrap_or(&default);
     let token = v.secret(
         "admin",
-        &[("token_file", raw.token_file.as_deref()), ("token_env", raw.token_env.as_deref())],
+        &[
+            ("token_file", raw.token_file.as_deref()),
+            ("token_env", raw.token_env.as_deref()),
+        ],
     );
     if raw.enabled == Some(false) {
-        return Ok(AdminConfig { listen: None, token: token? });
+        return Ok(AdminConfig {
+            listen: None,
+            token: token?,
+        });
     }
     let text = raw.listen.as_deref().unwrap_or(builtin::ADMIN_LISTEN);
     let listen = address::bind(text).map_err(|p| v.report("admin.listen", p))?;
@@ -136,7 +144,10 @@ fn admin(raw: Option<&RawAdmin>, v: &mut Validator<'_>) -> Checked<AdminConfig> 
         .hint("set admin.token_file or admin.token_env, or listen on 127.0.0.1");
         return Err(v.report("admin.listen", problem));
     }
-    Ok(AdminConfig { listen: Some(listen), token: token? })
+    Ok(AdminConfig {
+        listen: Some(listen),
+        token: token?,
+    })
 }
 
 fn log(raw: Option<&RawLog>, v: &mut Validator<'_>) -> Checked<LogConfig> {
@@ -146,17 +157,20 @@ fn log(raw: Option<&RawLog>, v: &mut Validator<'_>) -> Checked<LogConfig> {
     // EnvFilter accepts any bare word as a target name, so `inof` would silently log nothing
     // useful; a bare word must be a level here.
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
-    let bare_word = level
-        .split(',')
-        .find(|d| !d.contains(['=', '[']) && !LEVELS.contains(&d.trim().to_ascii_lowercase().as_str()));
+    let bare_word = level.split(',').find(|d| {
+        !d.contains(['=', '[']) && !LEVELS.contains(&d.trim().to_ascii_lowercase().as_str())
+    });
     let problem = match (bare_word, tracing_subscriber::EnvFilter::try_new(level)) {
         _ if level.trim().is_empty() => Some(Problem::new("the log level is empty")),
         (Some(word), _) => Some(Problem::new(format!("{word:?} is not a log level"))),
-        (None, Err(error)) => Some(Problem::new(format!("invalid log filter {level:?}: {error}"))),
+        (None, Err(error)) => Some(Problem::new(format!(
+            "invalid log filter {level:?}: {error}"
+        ))),
         (None, Ok(_)) => None,
     };
     if let Some(problem) = problem {
-        let hint = "use trace, debug, info, warn or error, or directives such as rolegate=debug,info";
+        let hint =
+            "use trace, debug, info, warn or error, or directives such as rolegate=debug,info";
         return Err(v.report("log.level", problem.hint(hint)));
     }
     Ok(LogConfig {
@@ -164,6 +178,15 @@ fn log(raw: Option<&RawLog>, v: &mut Validator<'_>) -> Checked<LogConfig> {
         level: level.to_string(),
         session_level: raw.session_level.map_or(tracing::Level::INFO, Into::into),
     })
+}
+
+/// A level's own value if it set one, else the parent's; an invalid own value stays invalid.
+pub(super) fn pick<T>(own: Checked<Option<T>>, parent: Checked<T>) -> Checked<T> {
+    match own {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => parent,
+        Err(reported) => Err(reported),
+    }
 }
 
 /// Collects a list whose items were each checked, keeping every item's errors.
@@ -215,7 +238,10 @@ impl Validator<'_> {
         match self.duration(path, raw)? {
             Some(Duration::ZERO) => {
                 let key = path.rsplit('.').next().unwrap_or(path);
-                Err(self.report(path, Problem::new(format!("{key} must be longer than 0s")).hint(why)))
+                Err(self.report(
+                    path,
+                    Problem::new(format!("{key} must be longer than 0s")).hint(why),
+                ))
             }
             other => Ok(other),
         }
@@ -225,14 +251,17 @@ impl Validator<'_> {
     /// URL path segments (`/backends/{cluster}/{backend}/drain`).
     pub(super) fn name(&mut self, path: &str, raw: Option<&str>, kind: &str) -> Checked<String> {
         let problem = match raw {
-            None => Problem::new(format!("this {kind} has no name")).hint("add name: ..."),
+            None => Problem::new(format!("this {kind} has no name")),
             Some("") => Problem::new("the name is empty"),
-            Some(name) => match name.chars().find(|c| !c.is_ascii_alphanumeric() && !"_.-".contains(*c)) {
+            Some(name) => match name
+                .chars()
+                .find(|c| !c.is_ascii_alphanumeric() && !"_.-".contains(*c))
+            {
                 None => return Ok(name.to_string()),
                 Some(c) => Problem::new(format!("name {name:?} contains {c:?}")),
             },
         };
-        let hint = "use only letters, digits, '_', '.' and '-' (names become metric labels and URL path segments)";
+        let hint = format!("give the {kind} a name of letters, digits, '_', '.' and '-' (names become metric labels and URL path segments)");
         Err(self.report(path, problem.hint(hint)))
     }
 
@@ -247,8 +276,13 @@ impl Validator<'_> {
             return Ok(None);
         };
         if let Some((second, _)) = rest.first() {
-            let problem = Problem::new(format!("{key} and {second} are alternatives; set only one"))
-                .hint("prefer an *_env or *_file key: an inline secret stays readable in the file");
+            let hint = match (*key == "password", *second == "password") {
+                (false, false) => "keep the one you deploy with",
+                _ => "prefer the *_env or *_file key: an inline secret stays readable in the file",
+            };
+            let problem =
+                Problem::new(format!("{key} and {second} are alternatives; set only one"))
+                    .hint(hint);
             return Err(self.report_key(format!("{parent}.{second}"), problem));
         }
         let source = if key.ends_with("_env") {

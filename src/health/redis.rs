@@ -18,7 +18,10 @@ impl RedisProbe {
         _addr: SocketAddr,
         _connect_timeout: Duration,
     ) -> Result<Facts, CheckFailure> {
-        Err(CheckFailure::new(FailureReason::WrongProtocol, "not implemented"))
+        Err(CheckFailure::new(
+            FailureReason::WrongProtocol,
+            "not implemented",
+        ))
     }
 
     pub fn reset(&mut self) {}

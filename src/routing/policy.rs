@@ -163,7 +163,12 @@ pub fn decide(
             memory.routed_primary = Some(b.name.clone());
         }
         // The handover is now observed: whoever was lost is stale.
-        let replaced: Vec<_> = memory.lost.iter().filter(|n| *n != b.name).cloned().collect();
+        let replaced: Vec<_> = memory
+            .lost
+            .iter()
+            .filter(|n| *n != b.name)
+            .cloned()
+            .collect();
         for name in replaced {
             memory.lost.remove(&name);
             memory.stale.insert(name.clone());
@@ -237,7 +242,9 @@ fn choose_primary<'v, 'a>(
             SplitBrainPolicy::HighestTimeline => {
                 let timeline = |b: &BackendView<'_>| b.facts.and_then(|f| f.timeline);
                 let best = several.iter().filter_map(|b| timeline(b)).max();
-                let mut on_best = several.iter().filter(|b| best.is_some() && timeline(b) == best);
+                let mut on_best = several
+                    .iter()
+                    .filter(|b| best.is_some() && timeline(b) == best);
                 match (on_best.next(), on_best.next()) {
                     (Some(b), None) => Ok(b),
                     _ => Err(Unavailable::SplitBrain),

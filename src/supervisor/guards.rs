@@ -104,7 +104,11 @@ mod tests {
     use super::*;
 
     fn held(primary: bool, replica: bool, up: bool) -> Held {
-        Held { primary, replica, up }
+        Held {
+            primary,
+            replica,
+            up,
+        }
     }
 
     #[test]
@@ -115,7 +119,13 @@ mod tests {
         let (old_primary, old_replica, old_root) =
             (g.primary.clone(), g.replica.clone(), g.root.clone());
         let fired = g.update(held(false, true, true), OnDemote::Close);
-        assert_eq!(fired, Fired { primary: true, ..Fired::default() });
+        assert_eq!(
+            fired,
+            Fired {
+                primary: true,
+                ..Fired::default()
+            }
+        );
         assert!(old_primary.is_cancelled());
         assert!(!old_replica.is_cancelled() && !old_root.is_cancelled());
         assert!(!g.primary.is_cancelled(), "new sessions get a fresh guard");

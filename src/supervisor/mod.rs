@@ -142,7 +142,8 @@ pub struct Supervisor {
     probes: CancellationToken,
     observations: mpsc::Sender<Observation>,
     cursors: HashMap<crate::config::ListenerName, Arc<AtomicUsize>>,
-    session_metrics: HashMap<(crate::config::ListenerName, BackendKey), crate::metrics::SessionMetrics>,
+    session_metrics:
+        HashMap<(crate::config::ListenerName, BackendKey), crate::metrics::SessionMetrics>,
     /// Fingerprint of the stored table, to store only real changes.
     stored: Option<table::Fingerprint>,
     status: Arc<ArcSwap<StatusSnapshot>>,
@@ -419,8 +420,10 @@ impl Supervisor {
         let built = table::build(self);
         if self.stored.as_ref() != Some(&built.fingerprint) {
             self.generation += 1;
-            self.router
-                .store(crate::routing::RoutingTable::new(self.generation, built.routes));
+            self.router.store(crate::routing::RoutingTable::new(
+                self.generation,
+                built.routes,
+            ));
             self.stored = Some(built.fingerprint);
         }
         status::publish(self);
@@ -496,7 +499,9 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
 
 fn role_reason(old: Role, new: Role) -> &'static str {
     match (old, new) {
-        (Role::Primary, Role::Replica) => "reported read-only/recovery/replica (demoted at first sight)",
+        (Role::Primary, Role::Replica) => {
+            "reported read-only/recovery/replica (demoted at first sight)"
+        }
         (_, Role::Primary) => "claimed primary on rise consecutive checks",
         (_, Role::Replica) => "reported read-only/recovery/replica",
         _ => "role forgotten",

@@ -80,7 +80,10 @@ pub(super) fn publish(sup: &Supervisor) {
                 .and_then(|d| d.lag.iter().find(|(n, _)| n == &b.key.backend))
                 .and_then(|(_, l)| *l);
             let up = b.machine.health() == crate::role::Health::Up;
-            sup.metrics.backend_up.with_label_values(&labels).set(i64::from(up));
+            sup.metrics
+                .backend_up
+                .with_label_values(&labels)
+                .set(i64::from(up));
             for role in [Role::Unknown, Role::Primary, Role::Replica] {
                 sup.metrics
                     .backend_role
@@ -110,14 +113,22 @@ pub(super) fn publish(sup: &Supervisor) {
             });
         }
         let split = decision.is_some_and(|d| d.split_brain);
-        sup.metrics.split_brain.with_label_values(&[name]).set(i64::from(split));
+        sup.metrics
+            .split_brain
+            .with_label_values(&[name])
+            .set(i64::from(split));
         sup.metrics
             .primary_candidates
             .with_label_values(&[name])
             .set(decision.map_or(0, |d| d.primary_claims as i64));
         let stale_claiming = c.memory.stale.len() as i64;
-        sup.metrics.stale_primaries.with_label_values(&[name]).set(stale_claiming);
-        sup.metrics.seconds_without_primary_total.with_label_values(&[name]);
+        sup.metrics
+            .stale_primaries
+            .with_label_values(&[name])
+            .set(stale_claiming);
+        sup.metrics
+            .seconds_without_primary_total
+            .with_label_values(&[name]);
         clusters.push(ClusterStatus {
             name: name.to_string(),
             protocol: c.config.protocol.as_str(),
@@ -149,7 +160,8 @@ pub(super) fn publish(sup: &Supervisor) {
                         .map(|c| c.backend.key.backend.to_string())
                         .collect()
                 }),
-                unavailable: route.map_or(Some("no_backend"), |r| r.unavailable.map(|u| u.as_str())),
+                unavailable: route
+                    .map_or(Some("no_backend"), |r| r.unavailable.map(|u| u.as_str())),
             }
         })
         .collect();

@@ -85,7 +85,11 @@ pub fn build(sup: &mut Supervisor) -> Built {
         }
         // Members without a resolved address cannot be used; if none is left the route is
         // unavailable for the reason of the role it serves.
-        let reason = if names.is_empty() { reason } else { unavailable_for(serves) };
+        let reason = if names.is_empty() {
+            reason
+        } else {
+            unavailable_for(serves)
+        };
         let cfg = &sup.clusters[ci].config;
         let settings = RouteSettings {
             connect_timeout: cfg.connect_timeout,
@@ -135,7 +139,10 @@ fn candidate(
     name: &crate::config::BackendName,
 ) -> Option<(Candidate, u64)> {
     let cluster: &mut ClusterState = &mut sup.clusters[ci];
-    let slot = cluster.backends.iter_mut().find(|b| &b.key.backend == name)?;
+    let slot = cluster
+        .backends
+        .iter_mut()
+        .find(|b| &b.key.backend == name)?;
     let addr = slot.resolved?;
     let entry = slot
         .entry

@@ -137,7 +137,8 @@ pub async fn transfer(
         .idle_timeout
         .map(|timeout| tokio::time::sleep_until(start + timeout.min(FAR_FUTURE))));
 
-    let end = poll_fn(|cx| duplex.poll(cx, client, backend, cancelled.as_mut(), idle.as_mut())).await;
+    let end =
+        poll_fn(|cx| duplex.poll(cx, client, backend, cancelled.as_mut(), idle.as_mut())).await;
     duplex.stats(end)
 }
 
@@ -305,7 +306,11 @@ impl Duplex {
     }
 
     /// Called only when both directions wait. See "Idle timeout" in the module docs.
-    fn poll_idle(&mut self, cx: &mut Context<'_>, idle: Pin<&mut Option<Sleep>>) -> Poll<EndReason> {
+    fn poll_idle(
+        &mut self,
+        cx: &mut Context<'_>,
+        idle: Pin<&mut Option<Sleep>>,
+    ) -> Poll<EndReason> {
         let Some(mut sleep) = idle.as_pin_mut() else {
             return Poll::Pending;
         };

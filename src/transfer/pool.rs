@@ -126,3 +126,39 @@ impl Drop for OpenPipe {
         OPEN_PIPES.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The only unit test that opens pipes, so the process-wide count is ours to check.
+    #[test]
+    fn pool_is_bounded_and_keeps_only_empty_pipes() {
+        clear_this_thread();
+        let before = open_pipes();
+
+        let pipes: Vec<Pipe> = (0..POOL_PER_THREAD + 4)
+            .map(|_| take().expect("pipe"))
+            .collect();
+        assert_eq!(open_pipes(), before + POOL_PER_THREAD + 4);
+
+        for pipe in pipes {
+            give(Some(pipe));
+        }
+        assert_eq!(pooled_on_this_thread(), POOL_PER_THREAD);
+        assert_eq!(open_pipes(), before + POOL_PER_THREAD);
+
+        // Reuse, not creation.
+        let pipe = take().expect("pooled pipe");
+        assert_eq!(open_pipes(), before + POOL_PER_THREAD);
+        give(Some(pipe));
+
+        refuse_on_this_thread(true);
+        let refused = take().err().and_then(|e| e.raw_os_error());
+        assert_eq!(refused, Some(libc::EMFILE));
+        refuse_on_this_thread(false);
+
+        clear_this_thread();
+        assert_eq!(open_pipes(), before);
+    }
+}

@@ -51,8 +51,14 @@ fn listener_rebind_is_told_apart_from_a_settings_change() {
     assert_eq!(
         diff.listeners.changed,
         [
-            ListenerChange { name: "rw".into(), bind_changed: true },
-            ListenerChange { name: "ro".into(), bind_changed: false },
+            ListenerChange {
+                name: "rw".into(),
+                bind_changed: true
+            },
+            ListenerChange {
+                name: "ro".into(),
+                bind_changed: false
+            },
         ]
     );
     assert!(diff.clusters == ClusterDiff::default());
@@ -70,8 +76,14 @@ fn renamed_listener_is_a_removal_and_an_addition() {
 #[test]
 fn backend_changes_are_listed_per_cluster() {
     let new = BASE
-        .replace("{ name: a, address: 10.0.0.1:5432 }", "{ name: a, address: 10.0.0.9:5432 }")
-        .replace("      - { name: b, address: 10.0.0.2:5432 }\n", "      - { name: d, address: 10.0.0.4:5432 }\n");
+        .replace(
+            "{ name: a, address: 10.0.0.1:5432 }",
+            "{ name: a, address: 10.0.0.9:5432 }",
+        )
+        .replace(
+            "      - { name: b, address: 10.0.0.2:5432 }\n",
+            "      - { name: d, address: 10.0.0.4:5432 }\n",
+        );
     let diff = ConfigDiff::between(&config(BASE), &config(&new));
     let [change] = diff.clusters.changed.as_slice() else {
         panic!("one cluster should change: {diff:?}");

@@ -58,8 +58,9 @@ pub(crate) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
 }
 
 fn invalid(text: &str, reason: &str) -> Problem {
-    Problem::new(format!("invalid socket address {text:?}: {reason}"))
-        .hint("write HOST:PORT or IP:PORT with a port from 1 to 65535, and IPv6 in brackets: [::1]:5432")
+    Problem::new(format!("invalid socket address {text:?}: {reason}")).hint(
+        "write HOST:PORT or IP:PORT with a port from 1 to 65535, and IPv6 in brackets: [::1]:5432",
+    )
 }
 
 /// Splits `host:port`, with messages for the usual mistakes.
@@ -70,12 +71,18 @@ fn split_port(text: &str) -> Result<(&str, u16), Problem> {
     if host.is_empty() {
         return Err(invalid(text, "missing host"));
     }
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.contains(':') && host.parse::<IpAddr>().is_ok() && !text.starts_with('[') {
         return Err(invalid(text, "an IPv6 address needs brackets"));
     }
-    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+    if port.is_empty() {
         return Err(invalid(text, "missing port"));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(text, &format!("port {port:?} is not a number")));
     }
     let port = port
         .parse::<u16>()
@@ -100,7 +107,9 @@ fn is_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -109,15 +118,23 @@ mod tests {
     use super::*;
 
     fn backend_err(text: &str) -> String {
-        backend(text).map(|a| a.to_string()).unwrap_or_else(|p| p.message)
+        backend(text)
+            .map(|a| a.to_string())
+            .unwrap_or_else(|p| p.message)
     }
 
     #[test]
     fn backends_accept_ip_ipv6_and_dns() {
         assert_eq!(backend_err("10.0.0.1:5432"), "10.0.0.1:5432");
         assert_eq!(backend_err("[::1]:5432"), "[::1]:5432");
-        assert_eq!(backend_err("db.example.internal:5432"), "db.example.internal:5432");
-        assert_eq!(backend_err("db-1.rds.amazonaws.com.:3306"), "db-1.rds.amazonaws.com.:3306");
+        assert_eq!(
+            backend_err("db.example.internal:5432"),
+            "db.example.internal:5432"
+        );
+        assert_eq!(
+            backend_err("db-1.rds.amazonaws.com.:3306"),
+            "db-1.rds.amazonaws.com.:3306"
+        );
     }
 
     #[test]
@@ -129,10 +146,17 @@ mod tests {
         assert_eq!(reason("10.0.0.1:99999"), "invalid port");
         assert_eq!(reason("10.0.0.1"), "missing port");
         assert_eq!(reason("db:"), "missing port");
+        assert_eq!(reason("db:http"), "port \"http\" is not a number");
         assert_eq!(reason(":5432"), "missing host");
         assert_eq!(reason("::1:5432"), "an IPv6 address needs brackets");
-        assert_eq!(reason("10.0.0.256:5432"), "invalid IP address \"10.0.0.256\"");
-        assert_eq!(reason("db host:5432"), "\"db host\" is not a valid host name");
+        assert_eq!(
+            reason("10.0.0.256:5432"),
+            "invalid IP address \"10.0.0.256\""
+        );
+        assert_eq!(
+            reason("db host:5432"),
+            "\"db host\" is not a valid host name"
+        );
         assert_eq!(reason("10.0.0.1:0"), "port 0 cannot be connected to");
     }
 

@@ -7,9 +7,7 @@ use std::net::SocketAddr;
 use super::{address, all, builtin, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::{RawCluster, RawListener};
-use crate::config::{
-    Balance, ClusterName, ListenerConfig, ListenerName, RoleFilter, TransferMode,
-};
+use crate::config::{Balance, ClusterName, ListenerConfig, ListenerName, RoleFilter, TransferMode};
 
 /// Checks every listener; `admin` is the admin server's address, which no listener may take.
 pub(super) fn listeners(
@@ -24,7 +22,11 @@ pub(super) fn listeners(
     let mut out = Vec::with_capacity(raw.len());
     for (i, listener) in raw.iter().enumerate() {
         let path = format!("listeners[{i}]");
-        let mut name = v.name(&format!("{path}.name"), listener.name.as_deref(), "listener");
+        let mut name = v.name(
+            &format!("{path}.name"),
+            listener.name.as_deref(),
+            "listener",
+        );
         if let Some(raw_name) = listener.name.as_deref().filter(|n| !n.is_empty()) {
             if let Some(&first) = names.get(raw_name) {
                 let problem = Problem::new(format!(
@@ -94,8 +96,14 @@ fn bind(
     }
     .map_err(|problem| v.report(&bind_path, problem))?;
     let hint = "use another port, or bind each to a different specific address";
-    if let Some((j, other)) = earlier.iter().find(|(_, other)| address::overlaps(addr, *other)) {
-        let other_name = all_listeners.get(*j).and_then(|l| l.name.as_deref()).unwrap_or("?");
+    if let Some((j, other)) = earlier
+        .iter()
+        .find(|(_, other)| address::overlaps(addr, *other))
+    {
+        let other_name = all_listeners
+            .get(*j)
+            .and_then(|l| l.name.as_deref())
+            .unwrap_or("?");
         let problem = Problem::new(format!(
             "{addr} collides with listener {other_name:?} on {other}"
         ))
@@ -122,7 +130,10 @@ fn cluster(
     };
     let hint = match known {
         [] => "define the cluster under clusters:".to_string(),
-        _ => format!("use one of the clusters defined under clusters: {}", known.join(", ")),
+        _ => format!(
+            "use one of the clusters defined under clusters: {}",
+            known.join(", ")
+        ),
     };
     Err(v.report(format!("{path}.cluster"), problem.hint(hint)))
 }
@@ -144,15 +155,19 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
     };
     let max_connections = match raw.max_connections {
         Some(0) => {
-            let problem = Problem::new("max_connections must be at least 1")
-                .hint(format!("omit it for the default of {}", builtin::MAX_CONNECTIONS));
+            let problem = Problem::new("max_connections must be at least 1").hint(format!(
+                "omit it for the default of {}",
+                builtin::MAX_CONNECTIONS
+            ));
             Err(v.report(format!("{path}.max_connections"), problem))
         }
         other => Ok(other.unwrap_or(builtin::MAX_CONNECTIONS)),
     };
     let backlog = match raw.backlog {
         Some(0) => Err(Problem::new("backlog must be at least 1")),
-        Some(n) if i32::try_from(n).is_err() => Err(Problem::new(format!("backlog {n} is too large"))),
+        Some(n) if i32::try_from(n).is_err() => {
+            Err(Problem::new(format!("backlog {n} is too large")))
+        }
         other => Ok(other.unwrap_or(builtin::BACKLOG)),
     }
     .map_err(|problem| {
@@ -160,7 +175,10 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         v.report(format!("{path}.backlog"), problem.hint(hint))
     });
     let queue_timeout = v
-        .duration(&format!("{path}.queue_timeout"), raw.queue_timeout.as_deref())
+        .duration(
+            &format!("{path}.queue_timeout"),
+            raw.queue_timeout.as_deref(),
+        )
         .map(|d| d.unwrap_or(builtin::QUEUE_TIMEOUT));
     Settings {
         role,

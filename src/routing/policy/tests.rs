@@ -90,7 +90,10 @@ fn one_primary_and_fresh_replica() {
     assert_eq!(d.primary_claims, 1);
     assert_eq!(
         d.events,
-        [PolicyEvent::PrimaryChanged { from: None, to: "a".into() }]
+        [PolicyEvent::PrimaryChanged {
+            from: None,
+            to: "a".into()
+        }]
     );
 }
 
@@ -134,12 +137,20 @@ fn split_brain_policies() {
 
     // keep_current: the one routed before keeps the route.
     let mut mem = ClusterMemory::default();
-    run(policy(SplitBrainPolicy::KeepCurrent), &[primary("a"), replica("b", Some(0), None)], &mut mem);
+    run(
+        policy(SplitBrainPolicy::KeepCurrent),
+        &[primary("a"), replica("b", Some(0), None)],
+        &mut mem,
+    );
     let d = run(policy(SplitBrainPolicy::KeepCurrent), &both, &mut mem);
     assert_eq!(d.primary, Ok(names(&["a"])));
     assert!(d.split_brain);
     // ... and with no history it fails closed.
-    let d = run(policy(SplitBrainPolicy::KeepCurrent), &both, &mut ClusterMemory::default());
+    let d = run(
+        policy(SplitBrainPolicy::KeepCurrent),
+        &both,
+        &mut ClusterMemory::default(),
+    );
     assert_eq!(d.primary, Err(Unavailable::SplitBrain));
 
     // highest_timeline: the promoted node is on a newer timeline.
@@ -152,7 +163,11 @@ fn split_brain_policies() {
     );
     assert_eq!(d.primary, Ok(names(&["b"])));
     // A tie fails closed.
-    let d = run(policy(SplitBrainPolicy::HighestTimeline), &both, &mut ClusterMemory::default());
+    let d = run(
+        policy(SplitBrainPolicy::HighestTimeline),
+        &both,
+        &mut ClusterMemory::default(),
+    );
     assert_eq!(d.primary, Err(Unavailable::SplitBrain));
 }
 
@@ -162,13 +177,21 @@ fn returning_old_primary_after_observed_handover_is_stale_until_seen_as_replica(
     let mut mem = ClusterMemory::default();
     run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
     // a goes down while primary; b is then confirmed primary.
-    run(p, &[down(primary("a")), replica("b", Some(0), None)], &mut mem);
+    run(
+        p,
+        &[down(primary("a")), replica("b", Some(0), None)],
+        &mut mem,
+    );
     let d = run(p, &[down(primary("a")), primary("b")], &mut mem);
     assert_eq!(d.primary, Ok(names(&["b"])));
     assert!(d.events.contains(&PolicyEvent::StaleDetected("a".into())));
     // a wakes up still claiming primary: never routed, reported as split brain.
     let d = run(p, &[primary("a"), primary("b")], &mut mem);
-    assert_eq!(d.primary, Ok(names(&["b"])), "the confirmed primary keeps serving");
+    assert_eq!(
+        d.primary,
+        Ok(names(&["b"])),
+        "the confirmed primary keeps serving"
+    );
     assert!(d.split_brain);
     assert_eq!(d.primary_claims, 2);
     assert!(!d.any.contains(&"a".into()));
@@ -184,7 +207,11 @@ fn primary_that_returns_before_any_replacement_is_not_stale() {
     let p = policy(SplitBrainPolicy::FailClosed);
     let mut mem = ClusterMemory::default();
     run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
-    let d = run(p, &[down(primary("a")), replica("b", Some(0), None)], &mut mem);
+    let d = run(
+        p,
+        &[down(primary("a")), replica("b", Some(0), None)],
+        &mut mem,
+    );
     assert_eq!(d.primary, Err(Unavailable::NoPrimary));
     let d = run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
     assert_eq!(d.primary, Ok(names(&["a"])));
@@ -197,7 +224,11 @@ fn primary_that_returns_before_any_replacement_is_not_stale() {
 fn drained_primary_is_not_routed_but_still_counted() {
     let mut a = primary("a");
     a.admin = AdminState::Drain;
-    let d = run(policy(SplitBrainPolicy::FailClosed), &[a], &mut ClusterMemory::default());
+    let d = run(
+        policy(SplitBrainPolicy::FailClosed),
+        &[a],
+        &mut ClusterMemory::default(),
+    );
     assert_eq!(d.primary, Err(Unavailable::NoPrimary));
     assert_eq!(d.primary_claims, 1);
 }
@@ -208,7 +239,11 @@ fn tcp_clusters_route_every_up_backend_in_config_order() {
         protocol: Protocol::Tcp,
         ..policy(SplitBrainPolicy::FailClosed)
     };
-    let d = run(p, &[down(primary("a")), primary("b"), primary("c")], &mut ClusterMemory::default());
+    let d = run(
+        p,
+        &[down(primary("a")), primary("b"), primary("c")],
+        &mut ClusterMemory::default(),
+    );
     assert_eq!(d.primary, Ok(names(&["b", "c"])));
     assert!(!d.split_brain);
     let d = run(p, &[down(primary("a"))], &mut ClusterMemory::default());

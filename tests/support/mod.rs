@@ -1,0 +1,123 @@
+//! Shared helpers for integration tests: start a proxy in-process on ephemeral ports, fake
+//! backends, and condition waits (never sleeps).
+#![allow(dead_code)]
+
+pub mod fake;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rolegate::app::App;
+use rolegate::config::Config;
+use rolegate::metrics::Metrics;
+
+/// A running proxy and what tests need to reach it.
+pub struct Proxy {
+    pub app: Arc<App>,
+}
+
+impl Proxy {
+    /// Starts a proxy from YAML text (binds should use port 0).
+    pub async fn start(yaml: &str) -> Proxy {
+        let config = Config::from_yaml_str_with_env(yaml, None, &|k| std::env::var(k).ok())
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let app = App::start(config, Metrics::new())
+            .await
+            .unwrap_or_else(|e| panic!("proxy failed to start: {e}"));
+        Proxy { app }
+    }
+
+    pub async fn addr(&self, listener: &str) -> std::net::SocketAddr {
+        self.app
+            .listener_addr(listener)
+            .await
+            .unwrap_or_else(|| panic!("no listener {listener}"))
+    }
+
+    /// Waits until `listener` has at least `n` candidates.
+    pub async fn wait_candidates(&self, listener: &str, n: usize) {
+        let router = self.app.router().clone();
+        let name = rolegate::config::ListenerName::from(listener);
+        let mut changes = router.subscribe();
+        eventually(Duration::from_secs(20), "listener candidates", || {
+            let table = router.load();
+            let ok = table.route(&name).is_some_and(|r| r.candidates.len() >= n);
+            async move { ok }
+        })
+        .await;
+        let _ = changes.borrow_and_update();
+    }
+
+    /// Waits until the route of `listener` satisfies `pred` on its candidate names.
+    pub async fn wait_route(&self, listener: &str, what: &str, pred: impl Fn(&[String]) -> bool) {
+        let router = self.app.router().clone();
+        let name = rolegate::config::ListenerName::from(listener);
+        let mut changes = router.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let names: Vec<String> = router
+                .load()
+                .route(&name)
+                .map(|r| {
+                    r.candidates
+                        .iter()
+                        .map(|c| c.backend.key.backend.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if pred(&names) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed())
+                .await
+                .is_err()
+            {
+                panic!("timed out waiting for route of {listener}: {what}; last: {names:?}");
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> String {
+        self.app.metrics().encode()
+    }
+
+    pub async fn stop(&self) {
+        self.app.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Polls `cond` until true, with a deadline. For conditions that have no event to await
+/// (e.g. a counter in another process), polled every 10 ms.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("condition not met within {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Value of a metric line (`name{labels} value`) in a scrape, matched by prefix.
+pub fn metric_value(scrape: &str, prefix: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
