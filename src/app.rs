@@ -34,6 +34,17 @@ use crate::routing::new_router;
 use crate::session::ListenerContext;
 use crate::supervisor::{self, SupervisorHandle};
 
+/// A reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the running configuration was not loaded from a file")]
+    NoSource,
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Apply(#[from] StartError),
+}
+
 /// Start-up failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -210,6 +221,32 @@ impl App {
         *self.config.lock().await = new;
         self.metrics.config_last_reload_success.set(unix_now());
         Ok(())
+    }
+
+    /// Reads the config file the running config came from again and applies it (SIGHUP,
+    /// `POST /reload`). Counts the result, logs it, and leaves the old config running on any
+    /// error.
+    ///
+    /// # Errors
+    /// The file is unreadable or invalid (every error, with positions), or a new listener
+    /// cannot be bound.
+    pub async fn reload_from_source(&self) -> Result<(), ReloadError> {
+        let source = self.config().await.source.clone();
+        let result = match source.as_deref() {
+            None => Err(ReloadError::NoSource),
+            Some(path) => match Config::load(path) {
+                Ok(config) => self.reload(config).await.map_err(ReloadError::from),
+                Err(errors) => Err(ReloadError::from(errors)),
+            },
+        };
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics.config_reloads_total.with_label_values(&[label]).inc();
+        let file = source.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        match &result {
+            Ok(()) => info!(message = "Configuration reloaded.", config = %file),
+            Err(error) => tracing::warn!(message = "Reload failed; the previous configuration keeps running.", config = %file, %error),
+        }
+        result
     }
 
     /// Stops accepting, waits up to `grace` for sessions to finish, then closes the rest.

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use rolegate::app::App;
 use rolegate::config::{Config, LogFormat};
 use rolegate::metrics::Metrics;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -123,29 +123,14 @@ async fn serve(path: PathBuf, config: Config) -> ExitCode {
     };
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&app, &path).await,
+            _ = hup.recv() => {
+                // Outcome is logged and counted by the app; the old config keeps running on error.
+                let _ = app.reload_from_source().await;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     app.shutdown(grace).await;
     ExitCode::SUCCESS
-}
-
-async fn reload(app: &App, path: &std::path::Path) {
-    let result = match Config::load(path) {
-        Ok(config) => app.reload(config).await.map_err(|e| e.to_string()),
-        Err(errors) => Err(errors.to_string()),
-    };
-    let label = if result.is_ok() { "success" } else { "error" };
-    app.metrics()
-        .config_reloads_total
-        .with_label_values(&[label])
-        .inc();
-    match result {
-        Ok(()) => info!(message = "Configuration reloaded.", config = %path.display()),
-        Err(error) => {
-            warn!(message = "Reload failed; the previous configuration keeps running.", config = %path.display(), %error)
-        }
-    }
 }

@@ -300,7 +300,7 @@ fn errors_without_a_file_are_labelled_config() {
         .map(|e| e.to_string());
     assert_eq!(
         errors.as_deref(),
-        Some("<config>:1:1: listeners: no listeners are configured, so rolegate would accept nothing; add a listener (name, bind, cluster); see config/example.yaml")
+        Some("<config>:1:12: listeners: no listeners are configured, so rolegate would accept nothing; add a listener (name, bind, cluster); see config/example.yaml")
     );
 }
 

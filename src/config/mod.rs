@@ -41,7 +41,8 @@ pub struct Config {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
-    /// `None` disables the admin server (`admin.listen: ""` is not allowed; omit `admin` instead).
+    /// `None` when the file says `admin: { enabled: false }`: no admin server. An omitted
+    /// `admin` block means the default `127.0.0.1:9813`, not "off".
     pub listen: Option<SocketAddr>,
     /// Bearer token for mutating endpoints; required when `listen` is not loopback.
     pub token: Option<Secret>,

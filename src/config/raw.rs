@@ -179,16 +179,8 @@ impl From<RawSessionLevel> for tracing::Level {
 }
 
 /// Parses the text into the raw shape. Structural errors (syntax, unknown key, wrong type,
-/// unknown enum value) stop here at the first one, as serde cannot resume after them.
+/// unknown enum value) stop here at the first one, as serde cannot resume after them. An empty
+/// or comment-only file parses as an empty config, so the validator can say what is missing.
 pub(crate) fn parse(text: &str) -> Result<RawConfig, serde_yaml::Error> {
-    // An empty file (or one holding only comments) is an empty mapping, not a type error, so
-    // that the validator can say what is missing.
-    if text.trim().is_empty()
-        || text
-            .lines()
-            .all(|l| l.trim_start().starts_with('#') || l.trim().is_empty())
-    {
-        return Ok(RawConfig::default());
-    }
     serde_yaml::from_str(text)
 }
