@@ -550,11 +550,22 @@ async fn pump(mut from: TcpStream, mut to: TcpStream, total: usize) -> f64 {
     total as f64 / MIB as f64 / started.elapsed().as_secs_f64()
 }
 
-/// Median of `rounds` runs of [`pump`] through `mode` (`None`: a direct socket pair), plus the
-/// spliced share of the last run.
-async fn measure(mode: Option<TransferMode>, total: usize, rounds: usize) -> (f64, f64) {
+/// User + system CPU seconds this process has used (from `/proc/self/stat`, 10 ms ticks).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / 100.0
+}
+
+/// Median MiB/s of `rounds` runs of [`pump`] through `mode` (`None`: a direct socket pair), the
+/// process CPU seconds per GiB moved (writer and reader included), and the spliced share.
+async fn measure(mode: Option<TransferMode>, total: usize, rounds: usize) -> (f64, f64, f64) {
     let mut rates = Vec::new();
-    let mut spliced = 0.0;
+    let mut spliced = 0;
+    let cpu_before = cpu_seconds();
     for _ in 0..rounds {
         let rate = match mode {
             None => {
@@ -564,15 +575,17 @@ async fn measure(mode: Option<TransferMode>, total: usize, rounds: usize) -> (f6
             Some(mode) => {
                 let session = Session::start(mode, None).await;
                 let rate = pump(session.client, session.server, total).await;
-                let stats = session.proxy.await.expect("transfer task");
-                spliced = stats.spliced as f64 / total as f64;
+                spliced += session.proxy.await.expect("transfer task").spliced;
                 rate
             }
         };
         rates.push(rate);
     }
+    let gib = (total * rounds) as f64 / (1024 * MIB) as f64;
+    let cpu_per_gib = (cpu_seconds() - cpu_before) / gib;
     rates.sort_by(f64::total_cmp);
-    (rates[rates.len() / 2], spliced)
+    let share = spliced as f64 / (total * rounds) as f64;
+    (rates[rates.len() / 2], cpu_per_gib, share)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -580,13 +593,13 @@ async fn measure(mode: Option<TransferMode>, total: usize, rounds: usize) -> (f6
 async fn throughput_1gib() {
     const TOTAL: usize = 1024 * MIB;
     const ROUNDS: usize = 5;
-    println!("1 GiB one way, median of {ROUNDS} rounds");
-    let (direct, _) = measure(None, TOTAL, ROUNDS).await;
-    println!("direct socket pair : {direct:6.0} MiB/s");
+    println!("1 GiB one way, median of {ROUNDS} rounds; CPU = whole process per GiB");
+    let (direct, cpu, _) = measure(None, TOTAL, ROUNDS).await;
+    println!("direct socket pair : {direct:6.0} MiB/s  CPU {cpu:.2} s/GiB");
     for mode in [TransferMode::Auto, TransferMode::Copy] {
-        let (rate, spliced) = measure(Some(mode), TOTAL, ROUNDS).await;
+        let (rate, cpu, spliced) = measure(Some(mode), TOTAL, ROUNDS).await;
         println!(
-            "transfer() {mode:<5?}   : {rate:6.0} MiB/s ({:.0}% of direct, {:.1}% spliced)",
+            "transfer() {mode:<5?}   : {rate:6.0} MiB/s  CPU {cpu:.2} s/GiB  ({:.0}% of direct, {:.1}% spliced)",
             100.0 * rate / direct,
             100.0 * spliced
         );

@@ -21,7 +21,7 @@ use super::splice::Pipe;
 /// Capacity asked for with `F_SETPIPE_SZ`. 256 KiB (64 pages) measured as fast as 1 MiB on
 /// loopback and stays well inside the default `pipe-user-pages-soft` budget (64 MiB per user)
 /// when the proxy runs unprivileged.
-const PIPE_SIZE: usize = 1024 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// Empty pipes kept per worker thread for the next burst.
 pub(super) const POOL_PER_THREAD: usize = 16;

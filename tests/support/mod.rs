@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod db;
+pub mod lab;
 
 use std::future::Future;
 use std::sync::Arc;
