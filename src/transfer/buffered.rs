@@ -162,7 +162,7 @@ impl Spill {
         self.pos == self.buf.len()
     }
 
-    fn pending(&self) -> &[u8] {
+    pub(super) fn pending(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
 

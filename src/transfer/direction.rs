@@ -133,7 +133,7 @@ impl HalfDuplex {
                 ))?;
                 match end {
                     SpliceEnd::Eof => return Poll::Ready(Ok(())),
-                    SpliceEnd::Drained => {}
+                    SpliceEnd::Drained => self.engine = Engine::Copy,
                     SpliceEnd::NoPipe(error) => self.fall_back("no pipe", &error),
                     SpliceEnd::Unsupported(error) => {
                         self.rescue_pipe()?;

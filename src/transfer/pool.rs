@@ -128,12 +128,20 @@ impl Drop for OpenPipe {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::sync::{Mutex, MutexGuard};
+
     use super::*;
 
-    /// The only unit test that opens pipes, so the process-wide count is ours to check.
+    /// Unit tests that open pipes hold this, so the process-wide count is theirs to check.
+    pub(in crate::transfer) fn exclusive() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn pool_is_bounded_and_keeps_only_empty_pipes() {
+        let _exclusive = exclusive();
         clear_this_thread();
         let before = open_pipes();
 

@@ -224,3 +224,34 @@ pub(super) fn poll_splice(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// Bytes spliced into a pipe and then stranded (the kernel refusing the splice-out) are read
+    /// back in order into the spill, and the pipe ends up empty, fit for the pool.
+    #[test]
+    fn stranded_pipe_bytes_are_rescued_into_the_spill() {
+        let _exclusive = pool::tests::exclusive();
+        let (mut tx, rx) = UnixStream::pair().expect("socketpair");
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+        tx.write_all(&data).expect("write");
+
+        let mut pipe = pool::take().expect("pipe");
+        let mut got = 0;
+        while got < data.len() {
+            got += pipe.splice_in(rx.as_fd()).expect("splice in");
+        }
+        assert!(!pipe.is_empty());
+
+        let mut spill = Spill::new();
+        pipe.drain_into(&mut spill).expect("drain");
+        assert!(pipe.is_empty());
+        assert_eq!(spill.pending(), &data[..]);
+        drop(pipe);
+    }
+}
