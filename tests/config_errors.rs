@@ -93,9 +93,10 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "duplicate_names.yaml",
         &[
-            "duplicate_names.yaml:6:17: clusters[0].backends[1].name: backend name \"a\" is already used by backends[0]; give each backend of a cluster a unique name",
-            "duplicate_names.yaml:7:11: clusters[1].name: cluster name \"app\" is already used by clusters[0]; give each cluster a unique name",
-            "duplicate_names.yaml:13:13: listeners[1].name: listener name \"web\" is already used by listeners[0]; give each listener a unique name",
+            "duplicate_names.yaml:6:17: clusters[0].backends[1].name: backend name \"a\" is already used by clusters[0].backends[0]; backend names must be unique in a cluster",
+            "duplicate_names.yaml:7:11: clusters[1].name: cluster name \"app\" is already used by clusters[0]; cluster names must be unique in the config",
+            "duplicate_names.yaml:11:29: clusters[1].backends[1].address: address 10.0.0.3:80 is already used by clusters[1].backends[0]; each backend must be a different server",
+            "duplicate_names.yaml:14:13: listeners[1].name: listener name \"web\" is already used by listeners[0]; listener names must be unique in the config",
         ],
     ),
     (
@@ -130,7 +131,7 @@ const CASES: &[(&str, &[&str])] = &[
             "many_mistakes.yaml:9:7: clusters[0].check.user: a postgres cluster needs check.user, the account its health checks log in as; add check.user (e.g. rolegate_monitor) and password_env or password_file, or set them in defaults.check",
             "many_mistakes.yaml:10:17: clusters[0].check.interval: interval must be longer than 0s; a zero interval would check in a busy loop; e.g. 250ms",
             "many_mistakes.yaml:13:32: clusters[0].backends[1].address: invalid socket address \"10.0.0.12:99999\": invalid port; write HOST:PORT or IP:PORT with a port from 1 to 65535, and IPv6 in brackets: [::1]:5432",
-            "many_mistakes.yaml:14:17: clusters[0].backends[2].name: backend name \"pg-a\" is already used by backends[0]; give each backend of a cluster a unique name",
+            "many_mistakes.yaml:14:17: clusters[0].backends[2].name: backend name \"pg-a\" is already used by clusters[0].backends[0]; backend names must be unique in a cluster",
             "many_mistakes.yaml:17:26: listeners[1].bind: 0.0.0.0:5432 collides with listener \"pg-rw\" on 0.0.0.0:5432; use another port, or bind each to a different specific address",
             "many_mistakes.yaml:17:78: listeners[1].fallback: fallback is the same as role (replica); remove fallback, or name the role to use when none qualifies for role",
             "many_mistakes.yaml:18:49: listeners[2].cluster: cluster \"mysql\" is not defined; use one of the clusters defined under clusters: pg",

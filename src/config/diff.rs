@@ -14,7 +14,9 @@ use super::{BackendName, ClusterConfig, ClusterName, Config, ListenerConfig, Lis
 /// added and changed entries, the old one for removed entries), so applying is deterministic.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConfigDiff {
+    /// Listeners by name: sockets to open, close or rebind, and settings to swap.
     pub listeners: ListenerDiff,
+    /// Clusters by name: checkers to start, stop or restart, and routing to rebuild.
     pub clusters: ClusterDiff,
     /// The admin address or token changed (the admin server is restarted or re-keyed).
     pub admin_changed: bool,
@@ -24,6 +26,7 @@ pub struct ConfigDiff {
     pub shutdown_grace_changed: bool,
 }
 
+/// Listeners added, removed and changed between two configs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListenerDiff {
     pub added: Vec<ListenerName>,
@@ -40,6 +43,7 @@ pub struct ListenerChange {
     pub bind_changed: bool,
 }
 
+/// Clusters added, removed and changed between two configs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ClusterDiff {
     pub added: Vec<ClusterName>,

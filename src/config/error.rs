@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 /// A 1-based line and column in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column, in characters.
     pub column: usize,
 }
 
@@ -38,7 +40,9 @@ pub enum ConfigError {
         /// Field path such as `clusters[0].check`; empty when the error is not inside a field.
         path: String,
         location: Option<Location>,
+        /// What is wrong, in serde_yaml's words with Rust type names translated.
         message: String,
+        /// A likely fix, e.g. the closest known key for a typo.
         hint: Option<String>,
         #[source]
         source: serde_yaml::Error,
@@ -46,9 +50,13 @@ pub enum ConfigError {
     /// A well-formed value that is not acceptable (found by validation, all reported at once).
     #[error("{}", Line { location: *location, path, message, hint: hint.as_deref() })]
     Invalid {
+        /// Field path such as `clusters[0].backends[1].address`.
         path: String,
+        /// Where the value is (or the enclosing mapping, when the key is missing).
         location: Option<Location>,
+        /// What is wrong.
         message: String,
+        /// What to do about it, when the message alone does not say.
         hint: Option<String>,
     },
 }
@@ -191,6 +199,7 @@ impl ConfigErrors {
         self.file.as_deref()
     }
 
+    /// The errors in file order (errors without a position last).
     pub fn iter(&self) -> std::slice::Iter<'_, ConfigError> {
         self.errors.iter()
     }

@@ -11,6 +11,7 @@ mod check;
 mod cluster;
 mod listener;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::raw::{self, RawAdmin, RawConfig, RawLog};
 use super::secret::SecretSource;
 use super::{duration, AdminConfig, Config, LogConfig, LogFormat, Secret};
 
-/// Built-in values for every key that may be omitted (README/CONFIG.md list the same table).
+/// Built-in values for every key that may be omitted (config/example.yaml shows the same).
 mod builtin {
     use std::num::NonZeroU32;
     use std::time::Duration;
@@ -263,6 +264,35 @@ impl Validator<'_> {
         };
         let hint = format!("give the {kind} a name of letters, digits, '_', '.' and '-' (names become metric labels and URL path segments)");
         Err(self.report(path, problem.hint(hint)))
+    }
+
+    /// A valid name (see [`Validator::name`]) that no earlier item of the same list used;
+    /// `seen` maps each name to the path of the item that took it first, and `scope` says
+    /// where names must be unique (for the hint).
+    pub(super) fn unique_name<'r>(
+        &mut self,
+        item_path: &str,
+        raw: Option<&'r str>,
+        seen: &mut HashMap<&'r str, String>,
+        (kind, scope): (&str, &str),
+    ) -> Checked<String> {
+        let path = format!("{item_path}.name");
+        let name = self.name(&path, raw, kind);
+        let Some(raw) = raw.filter(|n| !n.is_empty()) else {
+            return name;
+        };
+        match seen.get(raw) {
+            Some(first) => {
+                let problem =
+                    Problem::new(format!("{kind} name {raw:?} is already used by {first}"))
+                        .hint(format!("{kind} names must be unique in {scope}"));
+                Err(self.report(path, problem))
+            }
+            None => {
+                seen.insert(raw, item_path.to_string());
+                name
+            }
+        }
     }
 
     /// One secret from at most one of `keys` (`password`, `*_env`, `*_file`) under `parent`.

@@ -12,7 +12,8 @@ use super::{address, all, builtin, pick, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::{RawBackend, RawCheck, RawCluster, RawDefaults};
 use crate::config::{
-    BackendConfig, BackendName, ClusterConfig, ClusterName, OnDemote, Protocol, SplitBrainPolicy,
+    BackendAddress, BackendConfig, BackendName, ClusterConfig, ClusterName, OnDemote, Protocol,
+    SplitBrainPolicy,
 };
 
 /// What every cluster inherits: `defaults:` over the built-in values.
@@ -58,22 +59,16 @@ pub(super) fn clusters(
     inherited: &Inherited,
     v: &mut Validator<'_>,
 ) -> Checked<Vec<ClusterConfig>> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut names = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, cluster) in raw.iter().enumerate() {
         let path = format!("clusters[{i}]");
-        let mut name = v.name(&format!("{path}.name"), cluster.name.as_deref(), "cluster");
-        if let Some(raw_name) = cluster.name.as_deref().filter(|n| !n.is_empty()) {
-            if let Some(&first) = seen.get(raw_name) {
-                let problem = Problem::new(format!(
-                    "cluster name {raw_name:?} is already used by clusters[{first}]"
-                ))
-                .hint("give each cluster a unique name");
-                name = Err(v.report(format!("{path}.name"), problem));
-            } else {
-                seen.insert(raw_name, i);
-            }
-        }
+        let name = v.unique_name(
+            &path,
+            cluster.name.as_deref(),
+            &mut names,
+            ("cluster", "the config"),
+        );
         out.push(one_cluster(v, &path, cluster, inherited, name));
     }
     all(out)
@@ -162,41 +157,18 @@ fn backends(
             .hint("list at least one backend with a name and an address");
         return Err(v.report(format!("{cluster_path}.backends"), problem));
     }
-    let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut addresses: HashMap<String, usize> = HashMap::new();
+    let mut names = HashMap::new();
+    let mut addresses = HashMap::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, backend) in raw.iter().enumerate() {
         let path = format!("{cluster_path}.backends[{i}]");
-        let mut name = v.name(&format!("{path}.name"), backend.name.as_deref(), "backend");
-        if let Some(raw_name) = backend.name.as_deref().filter(|n| !n.is_empty()) {
-            if let Some(&first) = names.get(raw_name) {
-                let problem = Problem::new(format!(
-                    "backend name {raw_name:?} is already used by backends[{first}]"
-                ))
-                .hint("give each backend of a cluster a unique name");
-                name = Err(v.report(format!("{path}.name"), problem));
-            } else {
-                names.insert(raw_name, i);
-            }
-        }
-        let address = match backend.address.as_deref() {
-            None => Err(Problem::new("the backend has no address").hint("add address: HOST:PORT")),
-            Some(text) => address::backend(text),
-        }
-        .map_err(|problem| v.report(format!("{path}.address"), problem))
-        .and_then(|address| match addresses.get(&address.to_string()) {
-            Some(&first) => {
-                let problem = Problem::new(format!(
-                    "address {address} is already used by backends[{first}]"
-                ))
-                .hint("each backend must be a different server");
-                Err(v.report(format!("{path}.address"), problem))
-            }
-            None => {
-                addresses.insert(address.to_string(), i);
-                Ok(address)
-            }
-        });
+        let name = v.unique_name(
+            &path,
+            backend.name.as_deref(),
+            &mut names,
+            ("backend", "a cluster"),
+        );
+        let address = backend_address(v, &path, backend.address.as_deref(), &mut addresses);
         out.push(name.and_then(|name| {
             Ok(BackendConfig {
                 name: BackendName::from(name.as_str()),
@@ -205,6 +177,29 @@ fn backends(
         }));
     }
     all(out)
+}
+
+/// A valid address that no earlier backend of the cluster uses (`seen`: address → path).
+fn backend_address(
+    v: &mut Validator<'_>,
+    backend_path: &str,
+    raw: Option<&str>,
+    seen: &mut HashMap<String, String>,
+) -> Checked<BackendAddress> {
+    let path = format!("{backend_path}.address");
+    let address = match raw {
+        None => Err(Problem::new("the backend has no address").hint("add address: HOST:PORT")),
+        Some(text) => address::backend(text),
+    }
+    .map_err(|problem| v.report(&path, problem))?;
+    let key = address.to_string();
+    if let Some(first) = seen.get(&key) {
+        let problem = Problem::new(format!("address {address} is already used by {first}"))
+            .hint("each backend must be a different server");
+        return Err(v.report(path, problem));
+    }
+    seen.insert(key, backend_path.to_string());
+    Ok(address)
 }
 
 fn positive(v: &mut Validator<'_>, path: &str, raw: &Option<String>) -> Checked<Option<Duration>> {

@@ -17,27 +17,17 @@ pub(super) fn listeners(
     v: &mut Validator<'_>,
 ) -> Checked<Vec<ListenerConfig>> {
     let cluster_names: Vec<&str> = clusters.iter().filter_map(|c| c.name.as_deref()).collect();
-    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut names = HashMap::new();
     let mut binds: Vec<(usize, SocketAddr)> = Vec::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, listener) in raw.iter().enumerate() {
         let path = format!("listeners[{i}]");
-        let mut name = v.name(
-            &format!("{path}.name"),
+        let name = v.unique_name(
+            &path,
             listener.name.as_deref(),
-            "listener",
+            &mut names,
+            ("listener", "the config"),
         );
-        if let Some(raw_name) = listener.name.as_deref().filter(|n| !n.is_empty()) {
-            if let Some(&first) = names.get(raw_name) {
-                let problem = Problem::new(format!(
-                    "listener name {raw_name:?} is already used by listeners[{first}]"
-                ))
-                .hint("give each listener a unique name");
-                name = Err(v.report(format!("{path}.name"), problem));
-            } else {
-                names.insert(raw_name, i);
-            }
-        }
         let bind = bind(v, &path, listener, &binds, raw, admin);
         if let Ok(addr) = bind {
             binds.push((i, addr));
