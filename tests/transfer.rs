@@ -482,7 +482,7 @@ async fn pipe_and_fd_budget_child() {
     .expect("idle sessions still hold pipes");
     let pooled = testing::pooled_pipes_on_this_thread();
     println!("idle: {SESSIONS} sessions, {pooled} pooled pipes");
-    assert!(pooled > 0, "no session spliced");
+    assert!(pooled > 0 || !SPLICE, "no session spliced");
     assert_eq!(open_fds(), baseline + SESSIONS * 4 + pooled * 2);
 
     // 2. All sessions closed.
@@ -604,5 +604,61 @@ async fn throughput_1gib() {
             100.0 * rate / direct,
             100.0 * spliced
         );
+    }
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, run by hand: cargo test --release --test transfer -- --ignored --nocapture footprint"]
+async fn idle_session_footprint() {
+    const SESSIONS: usize = 4_000; // 4 sockets each in this process: 16,000 descriptors
+    let mut ends = Vec::with_capacity(SESSIONS);
+    let mut proxied = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        let (client, client_side) = connected_pair().await;
+        let (backend_side, server) = connected_pair().await;
+        ends.push((client, server));
+        proxied.push((client_side, backend_side));
+    }
+    let cancel = CancellationToken::new();
+    let before = resident_bytes();
+
+    let mut tasks = Vec::with_capacity(SESSIONS);
+    for (mut client_side, mut backend_side) in proxied {
+        let token = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            let opts = TransferOptions {
+                mode: TransferMode::Auto,
+                idle_timeout: Some(Duration::from_secs(3600)),
+            };
+            transfer(&mut client_side, &mut backend_side, &opts, &token).await
+        }));
+    }
+    // One small exchange each way, then silence.
+    for (client, server) in &mut ends {
+        let mut buf = [0; 100];
+        client.write_all(&[1; 100]).await.expect("write");
+        server.read_exact(&mut buf).await.expect("read");
+        server.write_all(&[2; 100]).await.expect("write");
+        client.read_exact(&mut buf).await.expect("read");
+    }
+    let after = resident_bytes();
+    println!(
+        "{SESSIONS} idle sessions: {} bytes of RSS each for task + transfer state (sockets excluded), {} pipes open",
+        (after.saturating_sub(before)) / SESSIONS,
+        transfer::open_pipes(),
+    );
+    cancel.cancel();
+    for task in tasks {
+        task.await.expect("transfer task");
     }
 }
