@@ -47,7 +47,11 @@ async fn proxy_for(engine: Engine, extra: &str) -> Proxy {
     proxy
 }
 
-fn status_backend(proxy: &Proxy, cluster: &str, backend: &str) -> rolegate::supervisor::BackendStatus {
+fn status_backend(
+    proxy: &Proxy,
+    cluster: &str,
+    backend: &str,
+) -> rolegate::supervisor::BackendStatus {
     let s = proxy.app.supervisor().status.load_full();
     s.clusters
         .iter()
@@ -84,7 +88,11 @@ fn spawn_writer(
             handles.push(tokio::spawn(async move {
                 let started = wall();
                 let result = db::connect_and_write(engine, addr, &format!("w{i}")).await;
-                attempts.lock().unwrap().push(Attempt { started, finished: wall(), result });
+                attempts.lock().unwrap().push(Attempt {
+                    started,
+                    finished: wall(),
+                    result,
+                });
             }));
         }
         for h in handles {
@@ -96,8 +104,11 @@ fn spawn_writer(
     })
 }
 
+/// `(wall-clock time, candidate names)` for every stored table.
+type RouteLog = Arc<Mutex<Vec<(f64, Vec<String>)>>>;
+
 /// Records, with wall-clock times, every change of the `rw` route's candidates.
-fn spawn_route_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<(f64, Vec<String>)>>>) {
+fn spawn_route_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, RouteLog) {
     let router = proxy.app.router().clone();
     let log = Arc::new(Mutex::new(Vec::new()));
     let out = log.clone();
@@ -108,7 +119,12 @@ fn spawn_route_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, Arc<Mutex<V
             let names: Vec<String> = router
                 .load()
                 .route(&name)
-                .map(|r| r.candidates.iter().map(|c| c.backend.key.backend.to_string()).collect())
+                .map(|r| {
+                    r.candidates
+                        .iter()
+                        .map(|c| c.backend.key.backend.to_string())
+                        .collect()
+                })
                 .unwrap_or_default();
             out.lock().unwrap().push((wall(), names));
             if changes.changed().await.is_err() {
@@ -156,12 +172,18 @@ async fn switchover(engine: Engine) {
         .filter(|a| a.started >= start && a.result == Ok(b_port))
         .map(|a| a.finished)
         .fold(f64::INFINITY, f64::min);
-    assert!(first_b.is_finite(), "{engine:?}: no write reached the new primary: {attempts:?}");
+    assert!(
+        first_b.is_finite(),
+        "{engine:?}: no write reached the new primary: {attempts:?}"
+    );
     let errors = attempts
         .iter()
         .filter(|a| a.started >= start - 0.5 && a.finished <= first_b && a.result.is_err())
         .count();
-    let window: Vec<_> = attempts.iter().filter(|a| a.started >= start - 0.5 && a.finished <= first_b).collect();
+    let window: Vec<_> = attempts
+        .iter()
+        .filter(|a| a.started >= start - 0.5 && a.finished <= first_b)
+        .collect();
     eprintln!(
         "FIGURES {engine:?} switchover: first write on new primary {:.0} ms after the switchover started, {:.0} ms after promotion; {} client errors among {} attempts in that window",
         (first_b - start) * 1e3,
@@ -185,8 +207,15 @@ async fn switchover(engine: Engine) {
     );
     if engine != Engine::Pg {
         let m = proxy.metrics();
-        let fenced = metric_value(&m, "rolegate_sessions_fenced_total{backend=\"a\",cluster=\"db\"}").unwrap_or(0.0);
-        assert!(fenced >= 1.0, "{engine:?}: rolegate closed the old primary's sessions\n{m}");
+        let fenced = metric_value(
+            &m,
+            "rolegate_sessions_fenced_total{backend=\"a\",cluster=\"db\"}",
+        )
+        .unwrap_or(0.0);
+        assert!(
+            fenced >= 1.0,
+            "{engine:?}: rolegate closed the old primary's sessions\n{m}"
+        );
     }
     proxy.stop().await;
     lab::reset(engine).await;
@@ -202,7 +231,10 @@ async fn routes_by_role(engine: Engine) {
     assert_eq!(r.server_port().await, Ok(engine.addr('B').port()));
     let status = status_backend(&proxy, "db", "b");
     assert_eq!((status.health, status.role), ("up", "replica"));
-    assert!(status.replication_lag_seconds.is_some_and(|l| l < 10.0), "{status:?}");
+    assert!(
+        status.replication_lag_seconds.is_some_and(|l| l < 10.0),
+        "{status:?}"
+    );
     proxy.stop().await;
 }
 
@@ -215,7 +247,10 @@ async fn kill_primary(engine: Engine) {
     proxy.wait_route("rw", "b is primary", |n| n == ["b"]).await;
     let a = status_backend(&proxy, "db", "a");
     assert_eq!(a.health, "down", "{a:?}");
-    assert_eq!(db::connect_and_write(engine, rw, "after-kill").await, Ok(engine.addr('B').port()));
+    assert_eq!(
+        db::connect_and_write(engine, rw, "after-kill").await,
+        Ok(engine.addr('B').port())
+    );
     proxy.stop().await;
     lab::reset(engine).await;
 }
@@ -225,13 +260,18 @@ async fn hang_and_resume(engine: Engine) {
     let proxy = proxy_for(engine, "").await;
     let rw = proxy.addr("rw").await;
     lab::scenario("hang", engine).await;
-    proxy.wait_route("rw", "frozen primary taken out", |n| n.is_empty()).await;
+    proxy
+        .wait_route("rw", "frozen primary taken out", |n| n.is_empty())
+        .await;
     let a = status_backend(&proxy, "db", "a");
     assert_eq!(a.last_error_reason, Some("timeout"), "{a:?}");
     lab::scenario("resume", engine).await;
     // No other node was promoted: the same primary comes back.
     proxy.wait_route("rw", "primary back", |n| n == ["a"]).await;
-    assert_eq!(db::connect_and_write(engine, rw, "after-resume").await, Ok(engine.addr('A').port()));
+    assert_eq!(
+        db::connect_and_write(engine, rw, "after-resume").await,
+        Ok(engine.addr('A').port())
+    );
     proxy.stop().await;
     lab::reset(engine).await;
 }
@@ -241,7 +281,9 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
     let proxy = proxy_for(engine, "").await;
     let rw = proxy.addr("rw").await;
     lab::scenario("hang", engine).await;
-    proxy.wait_route("rw", "frozen primary taken out", |n| n.is_empty()).await;
+    proxy
+        .wait_route("rw", "frozen primary taken out", |n| n.is_empty())
+        .await;
     lab::scenario("promote", engine).await;
     proxy.wait_route("rw", "b promoted", |n| n == ["b"]).await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -256,13 +298,29 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
     tokio::time::sleep(Duration::from_secs(1)).await; // keep writing while the zombie is up
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let attempts = writer.await.unwrap();
-    let on_a = attempts.iter().filter(|a| a.result == Ok(engine.addr('A').port())).count();
-    let on_b = attempts.iter().filter(|a| a.result == Ok(engine.addr('B').port())).count();
+    let on_a = attempts
+        .iter()
+        .filter(|a| a.result == Ok(engine.addr('A').port()))
+        .count();
+    let on_b = attempts
+        .iter()
+        .filter(|a| a.result == Ok(engine.addr('B').port()))
+        .count();
     assert_eq!(on_a, 0, "{engine:?}: writes reached the stale primary");
-    assert!(on_b > 10, "{engine:?}: writes kept flowing to the confirmed primary ({on_b})");
+    assert!(
+        on_b > 10,
+        "{engine:?}: writes kept flowing to the confirmed primary ({on_b})"
+    );
     let m = proxy.metrics();
-    assert_eq!(metric_value(&m, "rolegate_split_brain{cluster=\"db\"}"), Some(1.0), "{m}");
-    assert_eq!(metric_value(&m, "rolegate_stale_primaries{cluster=\"db\"}"), Some(1.0));
+    assert_eq!(
+        metric_value(&m, "rolegate_split_brain{cluster=\"db\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "rolegate_stale_primaries{cluster=\"db\"}"),
+        Some(1.0)
+    );
     proxy.stop().await;
     lab::reset(engine).await;
 }
@@ -271,13 +329,24 @@ async fn split_brain_policies(engine: Engine) {
     let _lock = lab::lock();
     lab::require(engine).await;
     let mut clusters = cluster_yaml("fc", engine, "");
-    clusters.push_str(&cluster_yaml("kc", engine, "    split_brain: keep_current\n"));
+    clusters.push_str(&cluster_yaml(
+        "kc",
+        engine,
+        "    split_brain: keep_current\n",
+    ));
     let mut listeners = String::from("  - { name: fc, bind: \"127.0.0.1:0\", cluster: fc, queue_timeout: 0s }\n  - { name: kc, bind: \"127.0.0.1:0\", cluster: kc }\n");
     if engine == Engine::Pg {
-        clusters.push_str(&cluster_yaml("ht", engine, "    split_brain: highest_timeline\n"));
+        clusters.push_str(&cluster_yaml(
+            "ht",
+            engine,
+            "    split_brain: highest_timeline\n",
+        ));
         listeners.push_str("  - { name: ht, bind: \"127.0.0.1:0\", cluster: ht }\n");
     }
-    let proxy = Proxy::start(&format!("admin: {{ listen: 127.0.0.1:0 }}\nclusters:\n{clusters}listeners:\n{listeners}")).await;
+    let proxy = Proxy::start(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nclusters:\n{clusters}listeners:\n{listeners}"
+    ))
+    .await;
     for l in ["fc", "kc"] {
         proxy.wait_route(l, "a primary", |n| n == ["a"]).await;
     }
@@ -289,17 +358,32 @@ async fn split_brain_policies(engine: Engine) {
     let err = db::connect_and_write(engine, proxy.addr("fc").await, "sb").await;
     assert!(err.is_err(), "fail_closed refuses new connections: {err:?}");
     let after = tokio::time::timeout(Duration::from_secs(5), on_fc.server_port()).await;
-    assert!(!matches!(after, Ok(Ok(_))), "fail_closed closed the open session");
+    assert!(
+        !matches!(after, Ok(Ok(_))),
+        "fail_closed closed the open session"
+    );
     // keep_current: the primary that was serving keeps the route.
     proxy.wait_route("kc", "still a", |n| n == ["a"]).await;
-    assert_eq!(db::connect_and_write(engine, proxy.addr("kc").await, "sb").await, Ok(engine.addr('A').port()));
+    assert_eq!(
+        db::connect_and_write(engine, proxy.addr("kc").await, "sb").await,
+        Ok(engine.addr('A').port())
+    );
     if engine == Engine::Pg {
         // highest_timeline: the promoted standby is on timeline 2.
-        proxy.wait_route("ht", "b on the newer timeline", |n| n == ["b"]).await;
+        proxy
+            .wait_route("ht", "b on the newer timeline", |n| n == ["b"])
+            .await;
     }
     let m = proxy.metrics();
-    assert_eq!(metric_value(&m, "rolegate_split_brain{cluster=\"fc\"}"), Some(1.0), "{m}");
-    assert_eq!(metric_value(&m, "rolegate_primary_candidates{cluster=\"fc\"}"), Some(2.0));
+    assert_eq!(
+        metric_value(&m, "rolegate_split_brain{cluster=\"fc\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "rolegate_primary_candidates{cluster=\"fc\"}"),
+        Some(2.0)
+    );
     proxy.stop().await;
     lab::reset(engine).await;
 }

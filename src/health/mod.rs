@@ -12,7 +12,11 @@
 //! connection into [`Facts`].
 
 mod failure;
+#[cfg(test)]
+mod fake;
 mod mysql;
+mod net;
+pub mod parse;
 mod postgres;
 mod probe;
 mod redis;

@@ -30,7 +30,10 @@ pub(super) const SNIFF_BYTES: usize = 32;
 ///
 /// # Errors
 /// `Refused`, `Timeout` or `Io`, with the address in the detail.
-pub(super) async fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, CheckFailure> {
+pub(super) async fn connect(
+    addr: SocketAddr,
+    deadline: Instant,
+) -> Result<TcpStream, CheckFailure> {
     let stream = match timeout_at(deadline, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
@@ -51,6 +54,18 @@ pub(super) async fn connect(addr: SocketAddr, deadline: Instant) -> Result<TcpSt
     // of milliseconds to every one of them.
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// The first `std::io::Error` in an error's source chain (client crates wrap them).
+pub(super) fn io_source<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return Some(io);
+        }
+        cause = e.source();
+    }
+    None
 }
 
 // === impl Driver ===
@@ -85,9 +100,9 @@ impl Driver {
     }
 }
 
-/// Runs `close` (a polite disconnect) in the background, bounded by [`GOODBYE`]. Used from the
-/// synchronous `reset`, so it only spawns when called inside a runtime; otherwise the caller's
-/// value is simply dropped (the OS closes the socket).
+/// Runs `close` (a polite disconnect) in the background, bounded by [`GOODBYE`]. Used from
+/// `Drop`, so it only spawns when called inside a runtime; otherwise `close` is simply dropped
+/// (and the OS closes the socket).
 pub(super) fn close_in_background<F>(close: F)
 where
     F: Future + Send + 'static,
@@ -112,10 +127,11 @@ pub(super) struct Greeting {
 }
 
 /// Connects again without the client crate, sends `hello`, and collects up to
-/// [`SNIFF_BYTES`] bytes until EOF or `deadline`. Whatever arrived by then is returned.
+/// [`SNIFF_BYTES`] bytes until EOF, an error (a reset) or `deadline`. Whatever arrived by then
+/// is returned, possibly nothing.
 ///
 /// # Errors
-/// Connect and I/O errors (a reset after some bytes still returns those bytes).
+/// Only when the new connection cannot be made.
 pub(super) async fn first_bytes(
     addr: SocketAddr,
     hello: &[u8],
@@ -125,20 +141,15 @@ pub(super) async fn first_bytes(
         Ok(stream) => stream?,
         Err(_) => return Ok(Vec::new()),
     };
-    if !hello.is_empty() {
-        match timeout_at(deadline, stream.write_all(hello)).await {
-            Ok(written) => written?,
-            Err(_) => return Ok(Vec::new()),
-        }
-    }
+    // A peer that answers and closes at once may reset the connection before the hello is
+    // written; what it sent first is still worth reading.
+    let _ = timeout_at(deadline, stream.write_all(hello)).await;
     let mut buf = vec![0u8; SNIFF_BYTES];
     let mut filled = 0;
     while filled < buf.len() {
         match timeout_at(deadline, stream.read(&mut buf[filled..])).await {
-            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
             Ok(Ok(n)) => filled += n,
-            Ok(Err(error)) if filled == 0 => return Err(error),
-            Ok(Err(_)) => break,
         }
     }
     buf.truncate(filled);
@@ -229,6 +240,9 @@ mod tests {
             looks_native: |b| b.starts_with(b"SSH"),
             ..foreign
         };
-        assert_eq!(explain(original.clone(), addr, &native, deadline).await, original);
+        assert_eq!(
+            explain(original.clone(), addr, &native, deadline).await,
+            original
+        );
     }
 }

@@ -94,7 +94,8 @@ impl Channel {
         let mut sql_seen = false;
         for (name, value) in columns {
             let value = value.map(str::to_string);
-            let is = |a: &str, b: &str| name.eq_ignore_ascii_case(a) || name.eq_ignore_ascii_case(b);
+            let is =
+                |a: &str, b: &str| name.eq_ignore_ascii_case(a) || name.eq_ignore_ascii_case(b);
             if is("Slave_IO_Running", "Replica_IO_Running") {
                 channel.io_running = value;
                 io_seen = true;
@@ -263,11 +264,8 @@ mod tests {
         .unwrap();
         assert_eq!(facts.lag, Some(Duration::from_secs(9)));
         assert!(facts.link_up);
-        let facts = replica_facts(&[
-            channel("Yes", "Yes", Some("1")),
-            channel("No", "Yes", None),
-        ])
-        .unwrap();
+        let facts =
+            replica_facts(&[channel("Yes", "Yes", Some("1")), channel("No", "Yes", None)]).unwrap();
         assert_eq!(facts.lag, None);
         assert!(!facts.link_up);
     }
@@ -291,6 +289,9 @@ mod tests {
         let running = replica_facts(&[channel("Yes", "Yes", Some("0"))]).unwrap();
         let f = facts(ObservedRole::Primary, Some(running.clone()));
         assert_eq!(f.replica, None);
-        assert_eq!(facts(ObservedRole::Replica, Some(running.clone())).replica, Some(running));
+        assert_eq!(
+            facts(ObservedRole::Replica, Some(running.clone())).replica,
+            Some(running)
+        );
     }
 }
