@@ -79,9 +79,13 @@ pub struct Thresholds {
 pub struct Transition {
     pub health: Option<(Health, Health)>,
     pub role: Option<(Role, Role)>,
+    /// How long the change took to confirm: from the first observation that pointed to it
+    /// (first failure, first primary claim, first success) to this one. Zero for a demotion.
+    pub took: std::time::Duration,
 }
 
 impl Transition {
+    /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
         self.health.is_none() && self.role.is_none()
     }
@@ -100,6 +104,9 @@ pub struct BackendMachine {
     last_failure: Option<CheckFailure>,
     /// When health or role last changed.
     since: Option<Instant>,
+    /// First observation of the current streak (successes, failures or primary claims).
+    streak_since: Option<Instant>,
+    claims_since: Option<Instant>,
 }
 
 impl Default for BackendMachine {
@@ -113,6 +120,8 @@ impl Default for BackendMachine {
             last_facts: None,
             last_failure: None,
             since: None,
+            streak_since: None,
+            claims_since: None,
         }
     }
 }
@@ -157,6 +166,16 @@ impl BackendMachine {
         now: Instant,
     ) -> Transition {
         let before = (self.health, self.role);
+        let streak_broken = match result {
+            Ok(_) => self.successes == 0,
+            Err(_) => self.failures == 0,
+        };
+        if streak_broken {
+            self.streak_since = Some(now);
+        }
+        if matches!(result, Ok(f) if f.role == ObservedRole::Primary) && self.primary_claims == 0 {
+            self.claims_since = Some(now);
+        }
         match result {
             Ok(facts) => self.on_success(facts, t),
             Err(failure) => self.on_failure(failure, t),
@@ -166,7 +185,13 @@ impl BackendMachine {
         if health.is_some() || role.is_some() {
             self.since = Some(now);
         }
-        Transition { health, role }
+        let from = match role {
+            Some((_, Role::Primary)) => self.claims_since,
+            Some(_) => Some(now),
+            None => self.streak_since,
+        };
+        let took = from.map_or(std::time::Duration::ZERO, |f| now.saturating_duration_since(f));
+        Transition { health, role, took }
     }
 
     /// Forgets the confirmed role (used when a backend is re-enabled by an operator, so that
@@ -247,6 +272,24 @@ mod tests {
         assert_eq!(tr.health, Some((Health::Unknown, Health::Up)));
         assert_eq!(tr.role, Some((Role::Unknown, Role::Primary)));
         assert_eq!(m.since(), Some(now));
+    }
+
+    #[test]
+    fn took_measures_from_the_first_observation_of_the_streak() {
+        let t0 = Instant::now();
+        let mut m = BackendMachine::default();
+        m.observe(Ok(&facts(ObservedRole::Primary)), t(3, 2), t0);
+        m.observe(Ok(&facts(ObservedRole::Primary)), t(3, 2), t0 + std::time::Duration::from_millis(250));
+        let tr = m.observe(Ok(&facts(ObservedRole::Primary)), t(3, 2), t0 + std::time::Duration::from_millis(500));
+        assert_eq!(tr.role, Some((Role::Unknown, Role::Primary)));
+        assert_eq!(tr.took, std::time::Duration::from_millis(500));
+        let tr = m.observe(Ok(&facts(ObservedRole::Replica)), t(3, 2), t0 + std::time::Duration::from_secs(1));
+        assert_eq!(tr.took, std::time::Duration::ZERO, "demotion is immediate");
+        let t1 = t0 + std::time::Duration::from_secs(2);
+        m.observe(Err(&fail()), t(3, 2), t1);
+        let tr = m.observe(Err(&fail()), t(3, 2), t1 + std::time::Duration::from_millis(100));
+        assert_eq!(tr.health, Some((Health::Up, Health::Down)));
+        assert_eq!(tr.took, std::time::Duration::from_millis(100));
     }
 
     #[test]

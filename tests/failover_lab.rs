@@ -137,6 +137,7 @@ fn spawn_route_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, RouteLog) {
 
 async fn switchover(engine: Engine) {
     let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
     let proxy = proxy_for(engine, "").await;
     let rw = proxy.addr("rw").await;
     let (a_port, b_port) = (engine.addr('A').port(), engine.addr('B').port());
@@ -223,6 +224,7 @@ async fn switchover(engine: Engine) {
 
 async fn routes_by_role(engine: Engine) {
     let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
     let proxy = proxy_for(engine, "").await;
     let mut w = db::open(engine, proxy.addr("rw").await).await.unwrap();
     assert_eq!(w.server_port().await, Ok(engine.addr('A').port()));
@@ -240,6 +242,7 @@ async fn routes_by_role(engine: Engine) {
 
 async fn kill_primary(engine: Engine) {
     let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
     let proxy = proxy_for(engine, "").await;
     let rw = proxy.addr("rw").await;
     let ts = lab::scenario("kill", engine).await;
@@ -257,6 +260,7 @@ async fn kill_primary(engine: Engine) {
 
 async fn hang_and_resume(engine: Engine) {
     let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
     let proxy = proxy_for(engine, "").await;
     let rw = proxy.addr("rw").await;
     lab::scenario("hang", engine).await;
@@ -278,6 +282,7 @@ async fn hang_and_resume(engine: Engine) {
 
 async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
     let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
     let proxy = proxy_for(engine, "").await;
     let rw = proxy.addr("rw").await;
     lab::scenario("hang", engine).await;
@@ -327,6 +332,7 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
 
 async fn split_brain_policies(engine: Engine) {
     let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
     lab::require(engine).await;
     let mut clusters = cluster_yaml("fc", engine, "");
     clusters.push_str(&cluster_yaml(

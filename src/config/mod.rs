@@ -127,6 +127,17 @@ pub enum SplitBrainPolicy {
     HighestTimeline,
 }
 
+impl SplitBrainPolicy {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitBrainPolicy::FailClosed => "fail_closed",
+            SplitBrainPolicy::KeepCurrent => "keep_current",
+            SplitBrainPolicy::HighestTimeline => "highest_timeline",
+        }
+    }
+}
+
 /// What happens to live sessions on a backend that lost the role of their listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnDemote {

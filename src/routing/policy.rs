@@ -143,10 +143,10 @@ pub fn decide(
         .filter(|b| b.health == Health::Up && b.role == Role::Primary)
         .filter(|b| !memory.stale.contains(b.name))
         .collect();
+    // Judged on the confirmed role (which only a replica answer changes), not on the latest
+    // check, so one slow check of a woken zombie does not hide it from the alarm.
     let stale_claiming = backends.iter().any(|b| {
-        memory.stale.contains(b.name)
-            && b.health == Health::Up
-            && b.facts.is_some_and(|f| f.role == ObservedRole::Primary)
+        memory.stale.contains(b.name) && b.health == Health::Up && b.role == Role::Primary
     });
     let chosen = choose_primary(policy, &claimers, memory);
     let primary = match &chosen {

@@ -333,7 +333,6 @@ impl Supervisor {
             slot.entry = None;
         }
         let old_role = slot.machine.role();
-        let since = slot.machine.since();
         let transition = slot
             .machine
             .observe(obs.result.as_ref(), thresholds, obs.at);
@@ -342,17 +341,14 @@ impl Supervisor {
                 Ok(_) => "checks pass".to_string(),
                 Err(f) => f.to_string(),
             };
-            let log = |lvl_warn: bool| {
-                if lvl_warn {
-                    warn!(message = "Backend health changed.", cluster = %slot.key.cluster, backend = %slot.key.backend, from = from.as_str(), to = to.as_str(), %reason, address = ?slot.resolved);
-                } else {
-                    info!(message = "Backend health changed.", cluster = %slot.key.cluster, backend = %slot.key.backend, from = from.as_str(), to = to.as_str(), %reason, address = ?slot.resolved);
-                }
-            };
-            log(to == Health::Down);
+            let took_ms = transition.took.as_millis() as u64;
+            if to == Health::Down {
+                warn!(message = "Backend health changed.", cluster = %slot.key.cluster, backend = %slot.key.backend, from = from.as_str(), to = to.as_str(), %reason, took_ms, address = ?slot.resolved);
+            } else {
+                info!(message = "Backend health changed.", cluster = %slot.key.cluster, backend = %slot.key.backend, from = from.as_str(), to = to.as_str(), %reason, took_ms, address = ?slot.resolved);
+            }
         }
         if let Some((from, to)) = transition.role {
-            let took = since.map(|s| obs.at.duration_since(s));
             info!(
                 message = "Backend role changed.",
                 cluster = %slot.key.cluster,
@@ -360,7 +356,7 @@ impl Supervisor {
                 from = from.as_str(),
                 to = to.as_str(),
                 reason = role_reason(old_role, to),
-                took_ms = took.map(|d| d.as_millis() as u64),
+                took_ms = transition.took.as_millis() as u64,
             );
         }
         self.reconcile(ci);
@@ -465,8 +461,8 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
                 from = from.as_ref().map(|b| b.as_str()).unwrap_or("none"),
                 to = %to,
             ),
-            PolicyEvent::StaleDetected(b) => error!(
-                message = "Stale primary: this node was replaced while it was down and is never routed to until it rejoins as a replica or an operator enables it.",
+            PolicyEvent::StaleDetected(b) => warn!(
+                message = "Primary replaced while it was down: if it returns claiming primary it is stale and never routed to, until it rejoins as a replica or an operator enables it.",
                 cluster = %name,
                 backend = %b,
             ),
@@ -488,7 +484,7 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
             message = "Split brain: more than one backend claims primary.",
             cluster = %name,
             claimers = ?claimers,
-            policy = ?cluster.config.split_brain,
+            policy = cluster.config.split_brain.as_str(),
             routing = match &decision.primary {
                 Ok(v) => v.first().map(|b| b.as_str()).unwrap_or("none"),
                 Err(_) => "refused",

@@ -24,7 +24,7 @@ pub struct ClusterStatus {
     /// The backend new primary connections go to, if any.
     pub primary: Option<String>,
     pub split_brain: bool,
-    pub split_brain_policy: String,
+    pub split_brain_policy: &'static str,
     /// Backends replaced while down that still claim primary; never routed.
     pub stale: Vec<String>,
     /// Seconds since the cluster last had a routable primary (absent when it has one).
@@ -137,7 +137,7 @@ pub(super) fn publish(sup: &Supervisor) {
                 .and_then(|v| v.first())
                 .map(|b| b.to_string()),
             split_brain: split,
-            split_brain_policy: format!("{:?}", c.config.split_brain),
+            split_brain_policy: c.config.split_brain.as_str(),
             stale: c.memory.stale.iter().map(|b| b.to_string()).collect(),
             seconds_without_primary: c.no_primary_since.map(|s| s.elapsed().as_secs_f64()),
             backends,

@@ -71,7 +71,8 @@ pub fn lock() -> LabLock {
         .write(true)
         .open(&path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    file.lock().unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+    file.lock()
+        .unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
     LabLock(file)
 }
 
@@ -104,7 +105,11 @@ pub async fn require(engine: Engine) {
         let ok = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
             .await
             .is_ok_and(|r| r.is_ok());
-        assert!(ok, "{} node {node} at {addr} is unreachable: {START_HINT}", engine.as_str());
+        assert!(
+            ok,
+            "{} node {node} at {addr} is unreachable: {START_HINT}",
+            engine.as_str()
+        );
     }
 }
 
@@ -154,4 +159,19 @@ pub fn wall() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// Puts the lab back when a scenario test fails half-way, so one failure does not leave a
+/// topology (say, two primaries) that makes every later test fail too.
+pub struct ResetOnPanic(pub Engine);
+
+impl Drop for ResetOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = Command::new("bash")
+                .arg(script())
+                .args(["reset", self.0.as_str()])
+                .output();
+        }
+    }
 }
