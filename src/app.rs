@@ -136,6 +136,7 @@ impl App {
             let state = AdminState::new(app.clone());
             tokio::spawn(admin::serve(socket, state, app.shutdown.clone()));
         }
+        app.metrics.declare(&config);
         app.metrics.config_last_reload_success.set(unix_now());
         Ok(app)
     }
@@ -218,7 +219,14 @@ impl App {
             old.stop.cancel();
         }
         *running = next;
-        *self.config.lock().await = new;
+        let old = std::mem::replace(&mut *self.config.lock().await, new.clone());
+        if old.admin.listen != new.admin.listen {
+            // The admin server is not rebound: it may be serving this very reload. The new
+            // token applies at once (it is read per request); the address needs a restart.
+            tracing::warn!(message = "admin.listen changed; the admin server keeps its address until restart.", running = ?self.admin_addr, configured = ?new.admin.listen);
+        }
+        self.metrics.forget_removed(&old, &new);
+        self.metrics.declare(&new);
         self.metrics.config_last_reload_success.set(unix_now());
         Ok(())
     }
@@ -240,11 +248,19 @@ impl App {
             },
         };
         let label = if result.is_ok() { "success" } else { "error" };
-        self.metrics.config_reloads_total.with_label_values(&[label]).inc();
-        let file = source.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+        self.metrics
+            .config_reloads_total
+            .with_label_values(&[label])
+            .inc();
+        let file = source
+            .as_deref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         match &result {
             Ok(()) => info!(message = "Configuration reloaded.", config = %file),
-            Err(error) => tracing::warn!(message = "Reload failed; the previous configuration keeps running.", config = %file, %error),
+            Err(error) => {
+                tracing::warn!(message = "Reload failed; the previous configuration keeps running.", config = %file, %error)
+            }
         }
         result
     }

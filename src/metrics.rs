@@ -10,6 +10,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
+mod series;
+
+pub use series::{ACCEPT_ERROR_REASONS, CONNECT_ERROR_REASONS, REFUSAL_REASONS};
+
 /// All metric families. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone)]
 pub struct Metrics {
@@ -273,7 +277,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "rolegate_sessions_fenced_total",
-                        "Sessions closed because their backend lost the role of their listener.",
+                        "Sessions closed because their backend lost their listener's role, went down, or was disabled or removed.",
                     ),
                     &cb,
                 )
@@ -302,7 +306,7 @@ impl Metrics {
                 &r,
                 IntCounter::new(
                     "rolegate_admin_auth_failures_total",
-                    "Admin requests refused for a missing or wrong token.",
+                    "Admin requests refused: missing or wrong token, or a non-loopback peer when no token is set.",
                 )
                 .unwrap(),
             ),

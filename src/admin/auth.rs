@@ -132,11 +132,24 @@ mod tests {
         let t = Some(&token);
         for peer in [LOCAL, REMOTE] {
             let peer = peer.parse().unwrap();
-            assert_eq!(authorize(t, peer, &headers(&["Bearer s3cret-token"])), Ok(()));
-            assert_eq!(authorize(t, peer, &headers(&["bearer  s3cret-token "])), Ok(()));
+            assert_eq!(
+                authorize(t, peer, &headers(&["Bearer s3cret-token"])),
+                Ok(())
+            );
+            assert_eq!(
+                authorize(t, peer, &headers(&["bearer  s3cret-token "])),
+                Ok(())
+            );
             assert_eq!(authorize(t, peer, &headers(&[])), Err(Denied::MissingToken));
-            for wrong in ["Bearer s3cret-tokem", "Bearer s3cret", "Bearer s3cret-token2"] {
-                assert_eq!(authorize(t, peer, &headers(&[wrong])), Err(Denied::WrongToken));
+            for wrong in [
+                "Bearer s3cret-tokem",
+                "Bearer s3cret",
+                "Bearer s3cret-token2",
+            ] {
+                assert_eq!(
+                    authorize(t, peer, &headers(&[wrong])),
+                    Err(Denied::WrongToken)
+                );
             }
             for malformed in ["s3cret-token", "Basic czNjcmV0", "Bearer", "Bearer   "] {
                 assert_eq!(
@@ -169,7 +182,12 @@ mod tests {
     fn constant_time_eq_is_equality() {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(constant_time_eq(b"", b""));
-        for (a, b) in [(&b"abc"[..], &b"abd"[..]), (b"ab", b"abc"), (b"abc", b"ab"), (b"", b"a")] {
+        for (a, b) in [
+            (&b"abc"[..], &b"abd"[..]),
+            (b"ab", b"abc"),
+            (b"abc", b"ab"),
+            (b"", b"a"),
+        ] {
             assert!(!constant_time_eq(a, b));
         }
         // A presented prefix padded with the NULs `get` substitutes must not match.
@@ -178,7 +196,12 @@ mod tests {
 
     #[test]
     fn messages_never_carry_the_token() {
-        for d in [Denied::MissingToken, Denied::Malformed, Denied::WrongToken, Denied::NotLoopback] {
+        for d in [
+            Denied::MissingToken,
+            Denied::Malformed,
+            Denied::WrongToken,
+            Denied::NotLoopback,
+        ] {
             assert!(!d.to_string().contains("s3cret"));
         }
     }

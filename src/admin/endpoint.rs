@@ -49,7 +49,12 @@ impl Endpoint {
             "/reload" => return Ok(Endpoint::Reload),
             _ => {}
         }
-        let unknown = || NotFound(format!("no endpoint {}; endpoints: {ENDPOINTS}", printable(path)));
+        let unknown = || {
+            NotFound(format!(
+                "no endpoint {}; endpoints: {ENDPOINTS}",
+                printable(path)
+            ))
+        };
         let rest = path.strip_prefix("/backends/").ok_or_else(unknown)?;
         let parts: Vec<&str> = rest.split('/').collect();
         let [cluster, backend, action] = parts.as_slice() else {

@@ -1,30 +1,50 @@
 //! The admin HTTP server, on its own listener (loopback by default), never on the data plane.
 //!
 //! Endpoints:
-//! - `GET /metrics` — Prometheus text format.
+//! - `GET /metrics` — Prometheus text format (every family in [`crate::metrics`]).
 //! - `GET /healthz` — 200 while the process runs.
-//! - `GET /readyz` — 200 when every listener can place a new connection; otherwise 503 and one
-//!   line per listener that cannot, with the reason.
-//! - `GET /status` — JSON: clusters, backends (health, role, lag, last error, sessions),
-//!   listeners.
+//! - `GET /readyz` — 200 when every listener can place a new connection (its route has a
+//!   candidate in the current routing table); otherwise 503 and one `listener: reason` line per
+//!   listener that cannot. For keepalived's `vrrp_script` and Kubernetes readiness probes.
+//! - `GET /status` — JSON: clusters, backends (health, role, admin state, lag, last error,
+//!   sessions), listeners (route, bound address), readiness and version.
+//! - `POST /reload` — re-reads the config file and applies it; 422 with every error
+//!   (`FILE:LINE:COLUMN: FIELD: MESSAGE`) when it is invalid, and the old config keeps running.
+//! - `POST /backends/{cluster}/{backend}/{drain|disable|enable}` — operator actions: drain (no
+//!   new sessions, existing ones finish), disable (no new sessions, existing ones closed),
+//!   enable (back to what the checks say). 404 for a backend the config does not have.
 //!
-//! The service is a function of [`AdminState`], so tests call [`handle`] without sockets.
+//! `GET` endpoints also answer `HEAD`. The `POST` endpoints need `Authorization: Bearer
+//! <token>` when a token is configured, and a loopback peer when none is ([`auth`]). Any other
+//! method gets 405 with `Allow`, an unknown path 404, a body on a `POST` 400 (413 when large).
+//! Malformed HTTP is answered by hyper (400/431) before it reaches [`handle`].
+//!
+//! [`handle`] is a function of [`AdminState`] and the request, so tests call it without
+//! sockets; [`serve`] puts it on a bounded listener ([`server`]).
 
-use std::convert::Infallible;
+mod actions;
+pub mod auth;
+pub mod endpoint;
+mod routes;
+mod server;
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Request, Response, StatusCode};
+use tracing::warn;
 
 use crate::app::App;
+pub use actions::{action_name, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
+pub use endpoint::{Endpoint, NotFound};
+pub use routes::{unready, Unready};
+pub use server::{serve, serve_with, Limits, MAX_HEAD_BYTES};
 
-/// What the admin service reads.
+/// What the admin service reads and acts on. Cheap to clone (one `Arc`).
 #[derive(Clone)]
 pub struct AdminState {
     app: Arc<App>,
@@ -36,84 +56,91 @@ impl AdminState {
     }
 }
 
-type Body = Full<Bytes>;
+/// Every response body is built whole: the largest is a metrics scrape.
+pub type Body = Full<Bytes>;
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(Full::new(body.into()))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
-/// Answers one request.
-pub async fn handle<B>(state: &AdminState, req: Request<B>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => Response::builder()
-            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(Bytes::from(state.app.metrics().encode())))
-            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "encode failed")),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            let table = state.app.router().load();
-            let missing = table.unavailable();
-            if missing.is_empty() && table.generation > 0 {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                let mut body = String::new();
-                for (listener, why) in missing {
-                    body.push_str(&format!("{listener}: {}\n", why.as_str()));
-                }
-                text(StatusCode::SERVICE_UNAVAILABLE, body)
-            }
+/// Answers one request from `peer`.
+///
+/// Order: route (404/405) → authorize mutating requests (401/403, counted, logged) → bounded
+/// body read (413/408/400) → act. Nothing is read or changed for a request that is refused.
+pub async fn handle<B>(state: &AdminState, peer: SocketAddr, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let app = &state.app;
+    let endpoint = match Endpoint::parse(req.uri().path()) {
+        Ok(e) => e,
+        Err(not_found) => return text(StatusCode::NOT_FOUND, format!("{not_found}\n")),
+    };
+    if !endpoint.allows(req.method()) {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "method {} not allowed on {}; use {}\n",
+                req.method(),
+                req.uri().path(),
+                endpoint.allow()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(endpoint.allow()));
+        return response;
+    }
+    if endpoint.is_mutating() {
+        let token = app.config().await.admin.token.clone();
+        if let Err(denied) = auth::authorize(token.as_ref(), peer, req.headers()) {
+            return refuse(app, peer, req.uri().path(), denied);
         }
-        (&Method::GET, "/status") => {
-            let snapshot = state.app.supervisor().status.load_full();
-            match serde_json::to_vec_pretty(&*snapshot) {
-                Ok(body) => Response::builder()
-                    .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(body)))
-                    .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "")),
-                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            }
+        let (parts, body) = req.into_parts();
+        if let Err(response) = actions::read_empty_body(&parts.headers, body).await {
+            return response;
         }
-        (_, "/metrics" | "/healthz" | "/readyz" | "/status") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+    match endpoint {
+        Endpoint::Metrics => routes::metrics(app),
+        Endpoint::Healthz => routes::healthz(),
+        Endpoint::Readyz => routes::readyz(app).await,
+        Endpoint::Status => routes::status(app).await,
+        Endpoint::Reload => actions::reload(app, peer).await,
+        Endpoint::Backend {
+            cluster,
+            backend,
+            action,
+        } => actions::backend(app, peer, &cluster, &backend, action).await,
     }
 }
 
-/// Serves admin requests until `shutdown` fires.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    debug!(message = "Admin accept failed.", error = %e);
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r {
-                    debug!(message = "Admin connection error.", peer = %peer, error = %e);
-                },
-                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-        });
+/// 401 (with `WWW-Authenticate: Bearer`) or 403; counted and logged with the peer, never with
+/// the token.
+fn refuse(app: &App, peer: SocketAddr, path: &str, denied: auth::Denied) -> Response<Body> {
+    app.metrics().admin_auth_failures_total.inc();
+    warn!(
+        message = "Admin request refused.",
+        peer = %peer,
+        path = %path.chars().take(200).collect::<String>(),
+        reason = denied.as_str(),
+    );
+    if denied.is_unauthorized() {
+        let mut response = text(StatusCode::UNAUTHORIZED, format!("{denied}\n"));
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"rolegate\""),
+        );
+        response
+    } else {
+        text(StatusCode::FORBIDDEN, format!("{denied}\n"))
     }
 }

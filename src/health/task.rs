@@ -132,7 +132,16 @@ impl ProbeTask {
                                 next = next.min(started + self.settings.check.down_interval);
                             }
                         }
-                        Some(ProbeCommand::Update(settings)) => self.update(settings),
+                        Some(ProbeCommand::Update(settings)) => {
+                            // A shorter interval applies to the check already scheduled.
+                            self.update(settings);
+                            let period = if failed || self.fast {
+                                self.settings.check.down_interval
+                            } else {
+                                self.settings.check.interval
+                            };
+                            next = next.min(started + period);
+                        }
                     },
                 }
             }

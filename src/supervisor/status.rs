@@ -90,11 +90,17 @@ pub(super) fn publish(sup: &Supervisor) {
                     .with_label_values(&[name, b.key.backend.as_str(), role.as_str()])
                     .set(i64::from(b.machine.role() == role));
             }
-            if let Some(l) = lag {
-                sup.metrics
+            // An unknown lag (replication stopped, not a replica) exports no value rather
+            // than a stale one.
+            match lag {
+                Some(l) => sup
+                    .metrics
                     .backend_replication_lag
                     .with_label_values(&labels)
-                    .set(l.as_secs_f64());
+                    .set(l.as_secs_f64()),
+                None => {
+                    let _ = sup.metrics.backend_replication_lag.remove_label_values(&labels);
+                }
             }
             backends.push(BackendStatus {
                 name: b.key.backend.to_string(),

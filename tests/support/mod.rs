@@ -2,8 +2,10 @@
 //! backends, and condition waits (never sleeps).
 #![allow(dead_code)]
 
-pub mod fake;
 pub mod db;
+pub mod fake;
+pub mod files;
+pub mod http;
 pub mod lab;
 
 use std::future::Future;
@@ -24,6 +26,17 @@ impl Proxy {
     pub async fn start(yaml: &str) -> Proxy {
         let config = Config::from_yaml_str_with_env(yaml, None, &|k| std::env::var(k).ok())
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let app = App::start(config, Metrics::new())
+            .await
+            .unwrap_or_else(|e| panic!("proxy failed to start: {e}"));
+        Proxy { app }
+    }
+
+    /// Starts a proxy from a config file, so that `App::reload_from_source`, `POST /reload`
+    /// and SIGHUP re-read that file.
+    pub async fn start_file(path: &std::path::Path) -> Proxy {
+        let config = Config::load(path)
+            .unwrap_or_else(|e| panic!("test config {} is invalid:\n{e}", path.display()));
         let app = App::start(config, Metrics::new())
             .await
             .unwrap_or_else(|e| panic!("proxy failed to start: {e}"));
@@ -78,6 +91,13 @@ impl Proxy {
                 panic!("timed out waiting for route of {listener}: {what}; last: {names:?}");
             }
         }
+    }
+
+    /// The admin server's bound address (the config must enable it, e.g. `127.0.0.1:0`).
+    pub fn admin(&self) -> std::net::SocketAddr {
+        self.app
+            .admin_addr()
+            .expect("the test config enables the admin server")
     }
 
     pub fn metrics(&self) -> String {
