@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::admin::{self, AdminState};
-use crate::config::{Config, ListenerConfig, ListenerName};
+use crate::config::{Config, ConfigDiff, ListenerConfig, ListenerName};
 use crate::listener::{self, BindError};
 use crate::metrics::Metrics;
 use crate::routing::new_router;
@@ -62,6 +62,9 @@ struct RunningListener {
     config: ListenerConfig,
     socket: Arc<TcpListener>,
     local: SocketAddr,
+    /// Connection permits; kept across a settings change so sessions already open still
+    /// count against the (possibly new) `max_connections`.
+    limit: Arc<Semaphore>,
     /// Stops this accept loop only.
     stop: CancellationToken,
 }
@@ -142,6 +145,16 @@ impl App {
     }
 
     fn start_listener(&self, config: ListenerConfig, socket: Arc<TcpListener>) -> RunningListener {
+        let limit = Arc::new(Semaphore::new(config.max_connections));
+        self.start_accepting(config, socket, limit)
+    }
+
+    fn start_accepting(
+        &self,
+        config: ListenerConfig,
+        socket: Arc<TcpListener>,
+        limit: Arc<Semaphore>,
+    ) -> RunningListener {
         let stop = self.shutdown.child_token();
         let ctx = Arc::new(ListenerContext {
             name: config.name.clone(),
@@ -150,13 +163,12 @@ impl App {
             recheck: self.supervisor.recheck.clone(),
             sessions: self.sessions.clone(),
         });
-        let limit = Arc::new(Semaphore::new(config.max_connections));
         let local = socket.local_addr().unwrap_or(config.bind);
         info!(message = "Listening.", listener = %config.name, addr = %local, cluster = %config.cluster, role = config.role.as_str());
         tokio::spawn(listener::run(
             socket.clone(),
             ctx,
-            limit,
+            limit.clone(),
             stop.clone(),
             self.tracker.clone(),
         ));
@@ -164,6 +176,7 @@ impl App {
             config,
             socket,
             local,
+            limit,
             stop,
         }
     }
@@ -177,48 +190,73 @@ impl App {
         let new = Arc::new(new);
         // 1. One reload at a time: the listener map lock is held throughout.
         let mut running = self.listeners.lock().await;
+        let diff = ConfigDiff::between(&*self.config.lock().await.clone(), &new);
+        info!(
+            message = "Applying configuration.",
+            listeners_added = diff.listeners.added.len(),
+            listeners_removed = diff.listeners.removed.len(),
+            listeners_changed = diff.listeners.changed.len(),
+            clusters_added = diff.clusters.added.len(),
+            clusters_removed = diff.clusters.removed.len(),
+            clusters_changed = diff.clusters.changed.len(),
+        );
         // 2. Bind what is new or moved before touching anything.
+        let rebinds = diff
+            .listeners
+            .changed
+            .iter()
+            .filter(|c| c.bind_changed)
+            .map(|c| &c.name);
         let mut fresh = HashMap::new();
-        for l in &new.listeners {
-            let needs_socket = running.get(&l.name).is_none_or(|r| r.config.bind != l.bind);
-            if needs_socket {
-                let socket =
-                    listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
-                        listener: l.name.clone(),
-                        source,
-                    })?;
-                fresh.insert(l.name.clone(), Arc::new(socket));
-            }
+        for name in diff.listeners.added.iter().chain(rebinds) {
+            let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
+                continue;
+            };
+            let socket = listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
+                listener: l.name.clone(),
+                source,
+            })?;
+            fresh.insert(l.name.clone(), Arc::new(socket));
         }
         // 3. Routes for the new shape.
         let _ = self.supervisor.apply(new.clone()).await;
-        // 4. and 5.
-        let mut next = HashMap::new();
-        for l in &new.listeners {
-            let old = running.remove(&l.name);
-            let entry = match (old, fresh.remove(&l.name)) {
-                (Some(old), None) if old.config == *l => old,
-                (Some(old), None) => {
-                    info!(message = "Listener settings changed.", listener = %l.name);
-                    old.stop.cancel();
-                    self.start_listener(l.clone(), old.socket)
-                }
-                (old, Some(socket)) => {
-                    if let Some(old) = old {
-                        info!(message = "Listener rebound.", listener = %l.name, from = %old.local, to = %l.bind);
-                        old.stop.cancel();
-                    }
+        // 4. New sockets start accepting; changed settings restart the loop on the same socket.
+        for name in &diff.listeners.added {
+            if let (Some(l), Some(socket)) = (
+                new.listeners.iter().find(|l| &l.name == name),
+                fresh.remove(name),
+            ) {
+                running.insert(name.clone(), self.start_listener(l.clone(), socket));
+            }
+        }
+        for change in &diff.listeners.changed {
+            let (Some(l), Some(old)) = (
+                new.listeners.iter().find(|l| l.name == change.name),
+                running.remove(&change.name),
+            ) else {
+                continue;
+            };
+            old.stop.cancel();
+            let entry = match fresh.remove(&change.name) {
+                Some(socket) => {
+                    info!(message = "Listener rebound.", listener = %l.name, from = %old.local, to = %l.bind);
                     self.start_listener(l.clone(), socket)
                 }
-                (None, None) => continue, // unreachable: a new listener always gets a socket
+                None => {
+                    info!(message = "Listener settings changed.", listener = %l.name);
+                    resize(&old.limit, old.config.max_connections, l.max_connections);
+                    self.start_accepting(l.clone(), old.socket, old.limit)
+                }
             };
-            next.insert(l.name.clone(), entry);
+            running.insert(change.name.clone(), entry);
         }
-        for (name, old) in running.drain() {
-            info!(message = "Listener removed.", listener = %name, addr = %old.local);
-            old.stop.cancel();
+        // 5. Removed listeners stop accepting; their sessions finish or follow their backends.
+        for name in &diff.listeners.removed {
+            if let Some(old) = running.remove(name) {
+                info!(message = "Listener removed.", listener = %name, addr = %old.local);
+                old.stop.cancel();
+            }
         }
-        *running = next;
         let old = std::mem::replace(&mut *self.config.lock().await, new.clone());
         if old.admin.listen != new.admin.listen {
             // The admin server is not rebound: it may be serving this very reload. The new
@@ -323,6 +361,22 @@ impl App {
     /// Number of live client sessions (including queued ones).
     pub fn sessions(&self) -> usize {
         self.tracker.len()
+    }
+}
+
+/// Changes a listener's connection limit in place. Permits held by open sessions stay
+/// counted; lowering the limit takes permits away as sessions release them.
+fn resize(limit: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        limit.add_permits(new - old);
+    } else if new < old {
+        let limit = limit.clone();
+        let excess = u32::try_from(old - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(permits) = limit.acquire_many_owned(excess).await {
+                permits.forget();
+            }
+        });
     }
 }
 

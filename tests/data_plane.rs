@@ -485,3 +485,39 @@ async fn graceful_stop_lets_sessions_finish_within_the_grace_period() {
     assert_eq!(answer, "got 9 bytes");
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn raising_max_connections_by_reload_admits_waiting_clients_without_rebinding() {
+    let backend = fake::echo().spawn().await;
+    let yaml = |max: usize| {
+        config(&[("a", backend.addr)], "").replace(
+            "role: any, queue_timeout: 0s }",
+            &format!("role: any, queue_timeout: 0s, max_connections: {max} }}"),
+        )
+    };
+    let proxy = Proxy::start(&yaml(1)).await;
+    proxy.wait_candidates("rw", 1).await;
+    let addr = proxy.addr("rw").await;
+    let mut first = TcpStream::connect(addr).await.unwrap();
+    first.write_all(b"1").await.unwrap();
+    let mut b = [0u8; 1];
+    first.read_exact(&mut b).await.unwrap();
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(b"2").await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), second.read_exact(&mut b))
+            .await
+            .is_err(),
+        "the second client waits while the limit is 1"
+    );
+    let cfg = rolegate::config::Config::from_yaml_str(&yaml(2), None).unwrap();
+    proxy.app.reload(cfg).await.unwrap();
+    second.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"2");
+    // The first session was never interrupted and the address did not change.
+    first.write_all(b"x").await.unwrap();
+    first.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"x");
+    assert_eq!(proxy.addr("rw").await, addr);
+    proxy.stop().await;
+}
