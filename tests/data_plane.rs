@@ -519,5 +519,6 @@ async fn raising_max_connections_by_reload_admits_waiting_clients_without_rebind
     first.read_exact(&mut b).await.unwrap();
     assert_eq!(&b, b"x");
     assert_eq!(proxy.addr("rw").await, addr);
+    drop((first, second));
     proxy.stop().await;
 }
