@@ -16,6 +16,14 @@ cd "$ROOT"
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
+# Deployment tests (tests/keepalived.rs, tests/deployment.rs): real VRRP between network
+# namespaces, `systemd-analyze verify`, the compose file's validators, shellcheck.
+command -v keepalived >/dev/null || need_pkgs+=(keepalived)
+command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)
+command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
+/usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || need_pkgs+=(python3-yaml python3-jsonschema)
+command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 if ((${#need_pkgs[@]})); then
     echo "installing: ${need_pkgs[*]}"
     policy=/usr/sbin/policy-rc.d backup=""

@@ -17,7 +17,8 @@
 //! - [`routing`]: the immutable [`routing::RoutingTable`] swapped atomically for readers.
 //!
 //! Around them: [`config`] (file → validated `Config`), [`app`] (wiring, reload, graceful stop),
-//! [`admin`] (HTTP: metrics, readiness, status, admin actions) and [`metrics`].
+//! [`admin`] (HTTP: metrics, readiness, status, admin actions) and [`metrics`]; for deployment,
+//! [`notify`] (systemd `sd_notify`) and [`probe_cli`] (`rolegate probe`, a curl-free health probe).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
@@ -27,6 +28,8 @@ pub mod config;
 pub mod health;
 pub mod listener;
 pub mod metrics;
+pub mod notify;
+pub mod probe_cli;
 pub mod role;
 pub mod routing;
 pub mod session;

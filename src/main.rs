@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rolegate::app::App;
 use rolegate::config::{Config, LogFormat};
 use rolegate::metrics::Metrics;
-use tracing::{error, info};
+use rolegate::notify::Notifier;
+use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -33,12 +35,23 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// GET an admin URL (e.g. /readyz): exit 0 on 2xx, 1 otherwise. For HEALTHCHECK,
+    /// keepalived's vrrp_script and exec probes, so that no curl is needed.
+    Probe {
+        /// Plain-HTTP URL to GET.
+        #[arg(long, default_value = "http://127.0.0.1:9813/readyz")]
+        url: String,
+        /// Deadline for the whole exchange (connect, request, answer).
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Probe { url, timeout }) => rolegate::probe_cli::run(&url, timeout),
         Some(Command::Run) | None => {
             let Some(path) = cli.config else {
                 eprintln!("rolegate: no config file; pass --config FILE or set ROLEGATE_CONFIG");
@@ -105,14 +118,8 @@ fn run(path: PathBuf) -> ExitCode {
 async fn serve(path: PathBuf, config: Config) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let grace = config.shutdown_grace;
-    let app = match App::start(config, Metrics::new()).await {
-        Ok(app) => app,
-        Err(e) => {
-            error!(message = "Cannot start.", error = %e);
-            return ExitCode::FAILURE;
-        }
-    };
-    info!(message = "rolegate started.", version = env!("CARGO_PKG_VERSION"), config = %path.display(), admin = ?app.admin_addr());
+    // Handlers first: a SIGHUP (`systemctl reload`) or SIGTERM that arrives while starting, or
+    // right after READY=1, must not hit the default action (terminate).
     let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::hangup()),
         signal(SignalKind::terminate()),
@@ -121,16 +128,45 @@ async fn serve(path: PathBuf, config: Config) -> ExitCode {
         error!(message = "Cannot install signal handlers.");
         return ExitCode::FAILURE;
     };
+    let app = match App::start(config, Metrics::new()).await {
+        Ok(app) => app,
+        Err(e) => {
+            error!(message = "Cannot start.", error = %e);
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(message = "rolegate started.", version = env!("CARGO_PKG_VERSION"), config = %path.display(), admin = ?app.admin_addr());
+    // Listeners are bound: tell systemd (Type=notify) that clients can connect.
+    let notifier = Notifier::from_env();
+    notify(&notifier.ready(&serving(&app).await));
     loop {
         tokio::select! {
             _ = hup.recv() => {
+                notify(&notifier.reloading("reloading the configuration"));
                 // Outcome is logged and counted by the app; the old config keeps running on error.
-                let _ = app.reload_from_source().await;
+                let status = match app.reload_from_source().await {
+                    Ok(()) => serving(&app).await,
+                    Err(_) => "reload failed; the previous configuration keeps running".to_string(),
+                };
+                notify(&notifier.ready(&status));
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
+    notify(&notifier.stopping("draining sessions"));
     app.shutdown(grace).await;
     ExitCode::SUCCESS
+}
+
+/// The `STATUS=` line while running.
+async fn serving(app: &App) -> String {
+    format!("serving {} listeners", app.config().await.listeners.len())
+}
+
+/// A failed notification is worth a warning, never a stop.
+fn notify(result: &std::io::Result<bool>) {
+    if let Err(e) = result {
+        warn!(message = "Cannot notify the service manager.", error = %e);
+    }
 }
