@@ -190,7 +190,7 @@ impl App {
         let new = Arc::new(new);
         // 1. One reload at a time: the listener map lock is held throughout.
         let mut running = self.listeners.lock().await;
-        let diff = ConfigDiff::between(&*self.config.lock().await.clone(), &new);
+        let diff = ConfigDiff::between(&self.config.lock().await.clone(), &new);
         info!(
             message = "Applying configuration.",
             listeners_added = diff.listeners.added.len(),

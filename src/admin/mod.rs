@@ -35,7 +35,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use tracing::warn;
 
 use crate::app::App;
@@ -80,25 +80,10 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let app = &state.app;
-    let endpoint = match Endpoint::parse(req.uri().path()) {
+    let endpoint = match route(req.method(), req.uri().path()) {
         Ok(e) => e,
-        Err(not_found) => return text(StatusCode::NOT_FOUND, format!("{not_found}\n")),
+        Err(response) => return *response,
     };
-    if !endpoint.allows(req.method()) {
-        let mut response = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            format!(
-                "method {} not allowed on {}; use {}\n",
-                req.method(),
-                req.uri().path(),
-                endpoint.allow()
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(endpoint.allow()));
-        return response;
-    }
     if endpoint.is_mutating() {
         let token = app.config().await.admin.token.clone();
         if let Err(denied) = auth::authorize(token.as_ref(), peer, req.headers()) {
@@ -121,6 +106,37 @@ where
             action,
         } => actions::backend(app, peer, &cluster, &backend, action).await,
     }
+}
+
+/// The endpoint a request names, or the 404/405 answer. Pure (no state, no I/O), so the fuzz
+/// target `admin_request` drives exactly what [`handle`] decides first.
+///
+/// # Errors
+/// 404 for a path that names no endpoint, 405 (with `Allow`) for a method it does not accept.
+pub fn route(method: &Method, path: &str) -> Result<Endpoint, Box<Response<Body>>> {
+    let endpoint = match Endpoint::parse(path) {
+        Ok(e) => e,
+        Err(not_found) => {
+            return Err(Box::new(text(
+                StatusCode::NOT_FOUND,
+                format!("{not_found}\n"),
+            )))
+        }
+    };
+    if !endpoint.allows(method) {
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "method {method} not allowed on {path}; use {}\n",
+                endpoint.allow()
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(endpoint.allow()));
+        return Err(Box::new(response));
+    }
+    Ok(endpoint)
 }
 
 /// 401 (with `WWW-Authenticate: Bearer`) or 403; counted and logged with the peer, never with
