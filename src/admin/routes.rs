@@ -77,7 +77,7 @@ pub(super) async fn readyz(app: &App) -> Response<Body> {
     text(StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
-/// The supervisor's snapshot (field names documented in docs/admin-and-metrics.md), plus what
+/// The supervisor's snapshot (field names documented in README.md, "/status"), plus what
 /// only the app knows: `version`, `ready`, the config file, and each listener's `local_addr`
 /// (the bound address; differs from `bind` when that asks for port 0).
 pub(super) async fn status(app: &App) -> Response<Body> {
