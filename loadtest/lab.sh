@@ -8,6 +8,10 @@
 #   mysql  MariaDB         A 127.0.0.1:13306 (primary)  B 127.0.0.1:13307 (GTID replica, read_only)
 #   redis  Redis           A 127.0.0.1:16379 (master)   B 127.0.0.1:16380 (replicaof A)
 #
+# Every server also speaks TLS with a throwaway CA made at `up` ($LAB_DIR/tls/ca.pem, exported as
+# LAB_TLS_CA): PostgreSQL and MariaDB on their usual ports (TLS optional there, plain keeps
+# working), Redis on an extra port per node (A 127.0.0.1:16389, B 127.0.0.1:16390).
+#
 # Usage: lab.sh <command> [engine] [args]      engine: pg | mysql | redis | all (default all)
 #   up [engine]              install what is missing, initialise, start, enforce A=primary/B=replica
 #   down [engine]            stop every server the lab started (data is kept)
@@ -48,6 +52,7 @@ cd /
 # override (ports and passwords are baked into the data directories).
 CONFIG_VARS=(LAB_OS_USER LAB_PG_VERSION
     LAB_PG_A_PORT LAB_PG_B_PORT LAB_MY_A_PORT LAB_MY_B_PORT LAB_REDIS_A_PORT LAB_REDIS_B_PORT
+    LAB_REDIS_A_TLS_PORT LAB_REDIS_B_TLS_PORT
     LAB_MONITOR_PASSWORD LAB_APP_PASSWORD LAB_MD5_PASSWORD LAB_REPL_PASSWORD LAB_NATIVE_PASSWORD
     LAB_ED25519_PASSWORD)
 declare -A CONFIG_DEFAULTS=(
@@ -55,6 +60,7 @@ declare -A CONFIG_DEFAULTS=(
     [LAB_PG_A_PORT]=15432 [LAB_PG_B_PORT]=15433
     [LAB_MY_A_PORT]=13306 [LAB_MY_B_PORT]=13307
     [LAB_REDIS_A_PORT]=16379 [LAB_REDIS_B_PORT]=16380
+    [LAB_REDIS_A_TLS_PORT]=16389 [LAB_REDIS_B_TLS_PORT]=16390
     [LAB_MONITOR_PASSWORD]=monitor-secret [LAB_APP_PASSWORD]=app-secret
     [LAB_MD5_PASSWORD]=md5-secret [LAB_REPL_PASSWORD]=repl-secret
     [LAB_NATIVE_PASSWORD]=native-secret [LAB_ED25519_PASSWORD]=ed25519-secret)
@@ -71,6 +77,7 @@ APP_DB=app
 RUN_DIR=$LAB_DIR/run            # pid files and unix sockets
 LOG_DIR=$LAB_DIR/log
 LOCK_FILE=$LAB_DIR.lock         # beside the state dir so that `destroy` can hold it while deleting
+TLS_DIR=$LAB_DIR/tls            # throwaway CA (ca.pem) and the servers' certificate and key
 
 ENGINES=(pg mysql redis)
 
@@ -191,20 +198,25 @@ load_config() {
     for k in LAB_MONITOR_PASSWORD LAB_APP_PASSWORD LAB_MD5_PASSWORD LAB_REPL_PASSWORD LAB_NATIVE_PASSWORD LAB_ED25519_PASSWORD; do
         [[ ${!k} =~ ^[A-Za-z0-9._~+@%=-]+$ ]] || die "$k may only contain letters, digits and ._~+@%=-"
     done
-    for k in LAB_PG_A_PORT LAB_PG_B_PORT LAB_MY_A_PORT LAB_MY_B_PORT LAB_REDIS_A_PORT LAB_REDIS_B_PORT; do
+    for k in LAB_PG_A_PORT LAB_PG_B_PORT LAB_MY_A_PORT LAB_MY_B_PORT LAB_REDIS_A_PORT LAB_REDIS_B_PORT \
+        LAB_REDIS_A_TLS_PORT LAB_REDIS_B_TLS_PORT; do
         [[ ${!k} =~ ^[0-9]+$ ]] || die "$k must be a port number"
     done
     PG_BIN=/usr/lib/postgresql/$LAB_PG_VERSION/bin
     declare -gA PORT=(
         [pg:A]=$LAB_PG_A_PORT [pg:B]=$LAB_PG_B_PORT
         [mysql:A]=$LAB_MY_A_PORT [mysql:B]=$LAB_MY_B_PORT
-        [redis:A]=$LAB_REDIS_A_PORT [redis:B]=$LAB_REDIS_B_PORT)
+        [redis:A]=$LAB_REDIS_A_PORT [redis:B]=$LAB_REDIS_B_PORT
+        [redis-tls:A]=$LAB_REDIS_A_TLS_PORT [redis-tls:B]=$LAB_REDIS_B_TLS_PORT)
 }
 
+# Records the settings in lab.env: all of them for a new state, and for a state made by an older
+# lab.sh the ones it did not know yet (so their values are pinned from now on, like the others).
 record_config() {
-    [[ -f $LAB_DIR/lab.env ]] && return 0
-    local k
-    for k in "${CONFIG_VARS[@]}"; do printf '%s=%s\n' "$k" "${!k}"; done >"$LAB_DIR/lab.env"
+    local f=$LAB_DIR/lab.env k
+    for k in "${CONFIG_VARS[@]}"; do
+        if [[ ! -f $f ]] || ! grep -q "^$k=" "$f"; then printf '%s=%s\n' "$k" "${!k}" >>"$f"; fi
+    done
 }
 
 # Serialise commands that change servers (status/env/primary/client wrappers do not lock).
@@ -220,6 +232,7 @@ trap run_exit_hooks EXIT
 
 missing_packages() { # ENGINE... -> prints the Debian packages to install
     local e
+    command -v openssl >/dev/null || echo openssl     # the lab's TLS certificates
     for e; do
         case $e in
             pg) [[ -x $PG_BIN/postgres && -x $PG_BIN/pg_basebackup && -x $PG_BIN/pg_rewind && -x $PG_BIN/psql ]] ||
@@ -319,6 +332,48 @@ ensure_dirs() {
 }
 
 # ------------------------------------------------------------------------------------------------
+# TLS
+# One throwaway CA and one server certificate (SAN 127.0.0.1 and localhost) shared by every server
+# of the lab, made with openssl at `up` when missing. The CA's key is deleted right after signing:
+# nothing else is ever signed with it, and a lost certificate is simply made again (with a new CA,
+# and the servers reloaded/restarted by `up`). Tests verify against $TLS_DIR/ca.pem (LAB_TLS_CA).
+# ------------------------------------------------------------------------------------------------
+
+TLS_DAYS=3650
+TLS_NEW=0                       # set by ensure_tls when it made new certificates in this run
+
+tls_ready() { [[ -s $TLS_DIR/ca.pem && -s $TLS_DIR/server.pem && -s $TLS_DIR/server.key ]]; }
+
+ensure_tls() {
+    local tmp
+    tls_ready && return 0
+    log "tls: creating a throwaway CA and a server certificate for 127.0.0.1/localhost in $TLS_DIR"
+    tmp=$(mktemp -d "$LAB_DIR/.tls.XXXXXX")
+    if ! (
+        cd "$tmp" &&
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+                -keyout ca.key -out ca.pem -days "$TLS_DAYS" -subj "/CN=rolegate lab CA (throwaway)" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -sha256 \
+                -keyout server.key -out server.csr -subj "/CN=localhost" &&
+            printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+                "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >server.ext &&
+            openssl x509 -req -sha256 -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -days "$TLS_DAYS" -extfile server.ext -out server.pem
+    ) >>"$LOG_DIR/tls.log" 2>&1; then
+        rm -rf "$tmp"
+        die "openssl could not make the lab's certificates (see $LOG_DIR/tls.log)"
+    fi
+    rm -rf "$TLS_DIR"
+    mkdir_lab "$TLS_DIR" 0755
+    install -o "$LAB_OS_USER" -g "$LAB_OS_USER" -m 0644 "$tmp/ca.pem" "$tmp/server.pem" "$TLS_DIR/"
+    # PostgreSQL refuses a key file that others can read.
+    install -o "$LAB_OS_USER" -g "$LAB_OS_USER" -m 0600 "$tmp/server.key" "$TLS_DIR/"
+    rm -rf "$tmp"    # with ca.key
+    TLS_NEW=1
+}
+
+# ------------------------------------------------------------------------------------------------
 # PostgreSQL
 # Roles live in the data directory: standby.signal + primary_conninfo (in postgresql.conf,
 # which the lab regenerates whenever it changes a node's role). Admin access is the `postgres`
@@ -388,24 +443,65 @@ pg_write_conf() { # NODE primary|standby [UPSTREAM]
         echo "log_line_prefix = '%m [%p] %q%u@%d '"
         echo "lc_messages = 'C'"
         echo "timezone = 'UTC'"
+        pg_tls_conf
         if [[ $role == standby ]]; then
             echo "primary_conninfo = 'host=127.0.0.1 port=${PORT[pg:$up]} user=$REPL_USER password=$LAB_REPL_PASSWORD application_name=lab-$n connect_timeout=3'"
         fi
     } | write_lab_file "$dd/postgresql.conf" 0600
-    cat <<EOF | write_lab_file "$dd/pg_hba.conf" 0600
-# Generated by loadtest/lab.sh. Socket: trust (lab admin). TCP: passwords only.
-local   all          all                          trust
-local   replication  all                          trust
-host    replication  $REPL_USER   127.0.0.1/32    scram-sha-256
-host    all          $MD5_USER    127.0.0.1/32    md5
-host    all          all          127.0.0.1/32    scram-sha-256
-EOF
+    pg_write_hba "$n"
     echo "# ALTER SYSTEM is not used by the lab; see postgresql.conf" | write_lab_file "$dd/postgresql.auto.conf" 0600
     if [[ $role == standby ]]; then
         : | write_lab_file "$dd/standby.signal" 0600
     else
         rm -f "$dd/standby.signal"
     fi
+}
+
+# The TLS lines of postgresql.conf (ssl can be switched on by a reload since PostgreSQL 10). None
+# while the certificate is missing (a state made by an older lab.sh until `up` runs): a server
+# told to use a missing certificate would not start.
+pg_tls_conf() {
+    tls_ready || return 0
+    echo "ssl = on                         # optional for clients: plain TCP keeps working"
+    echo "ssl_cert_file = '$TLS_DIR/server.pem'"
+    echo "ssl_key_file = '$TLS_DIR/server.key'"
+}
+
+pg_write_hba() { # NODE
+    cat <<EOF | write_lab_file "$(pg_dd "$1")/pg_hba.conf" 0600
+# Generated by loadtest/lab.sh. Socket: trust (lab admin). TCP: passwords only, TLS or not
+# (hostssl lines match TLS sessions only; host lines match both).
+local   all          all                          trust
+local   replication  all                          trust
+host    replication  $REPL_USER   127.0.0.1/32    scram-sha-256
+hostssl all          $MD5_USER    127.0.0.1/32    md5
+hostssl all          all          127.0.0.1/32    scram-sha-256
+host    all          $MD5_USER    127.0.0.1/32    md5
+host    all          all          127.0.0.1/32    scram-sha-256
+EOF
+}
+
+pg_ssl_on() { [[ $(pg_sql "$1" "SHOW ssl" 2>/dev/null) == on ]]; }
+
+# Brings a node made by an older lab.sh (or whose certificate was just remade) to TLS: the lines
+# are added to its config, and a running server reloads (no restart needed).
+pg_tls() {
+    local n dd changed
+    for n in A B; do
+        dd=$(pg_dd "$n")
+        [[ -f $dd/postgresql.conf ]] || continue
+        changed=$TLS_NEW
+        if ! grep -q '^ssl = on' "$dd/postgresql.conf"; then
+            log "pg $n: enabling TLS"
+            pg_tls_conf >>"$dd/postgresql.conf"
+            pg_write_hba "$n"
+            changed=1
+        fi
+        if [[ $changed == 1 ]] && pg_pid "$n" >/dev/null; then
+            as_lab "$PG_BIN/pg_ctl" reload -D "$dd" -s >&2 || die "pg $n: reload failed"
+            wait_for 30 "pg $n to serve TLS" pg_ssl_on "$n"
+        fi
+    done
 }
 
 pg_start() { # NODE: start with whatever role its data directory has
@@ -712,8 +808,30 @@ innodb-flush-log-at-trx-commit = 2
 innodb-doublewrite = 0
 sync-binlog = 0
 $( [[ -f $MARIADB_ED25519_PLUGIN ]] && echo "plugin-load-add = auth_ed25519" )
+$( tls_ready && printf '%s\n' "# TLS offered, not required (plain clients keep working)" \
+    "ssl-cert = $TLS_DIR/server.pem" "ssl-key = $TLS_DIR/server.key" "ssl-ca = $TLS_DIR/ca.pem" )
 !include $LAB_DIR/mysql/$n.role.cnf
 EOF
+}
+
+# Brings nodes made by an older lab.sh (or whose certificate was just remade) to TLS: the config
+# is regenerated (it does not depend on the role) and a running server restarted once; a
+# replica resumes from its master.info, and `up`'s reset then checks the topology.
+my_tls() {
+    local n changed
+    for n in B A; do
+        [[ -f $(my_cnf "$n") ]] || continue
+        changed=$TLS_NEW
+        if ! grep -q '^ssl-cert' "$(my_cnf "$n")"; then
+            log "mysql $n: enabling TLS"
+            my_write_cnf "$n"
+            changed=1
+        fi
+        if [[ $changed == 1 ]] && my_pid "$n" >/dev/null; then
+            my_stop "$n"
+            my_start "$n" || die "mysql $n did not start with TLS (see $(my_err "$n"))"
+        fi
+    done
 }
 
 my_start() {
@@ -1024,8 +1142,33 @@ repl-diskless-sync-delay 0
 repl-ping-replica-period 1
 repl-timeout 10
 shutdown-timeout 2
+$( tls_ready && printf '%s\n' \
+    "# TLS on its own port (the plain port is unchanged); no client certificate asked for;" \
+    "# replication stays on the plain port." \
+    "tls-port ${PORT[redis-tls:$n]}" "tls-cert-file $TLS_DIR/server.pem" \
+    "tls-key-file $TLS_DIR/server.key" "tls-ca-cert-file $TLS_DIR/ca.pem" "tls-auth-clients no" )
 include $LAB_DIR/redis/$n.role.conf
 EOF
+}
+
+# Brings nodes made by an older lab.sh (or whose certificate was just remade) to TLS: the config
+# is regenerated (the role lives in N.role.conf) and a running server restarted once — which,
+# without persistence, empties it (a replica resyncs from its master).
+redis_tls() {
+    local n changed
+    for n in B A; do
+        [[ -f $(rd_conf "$n") ]] || continue
+        changed=$TLS_NEW
+        if ! grep -q '^tls-port' "$(rd_conf "$n")"; then
+            log "redis $n: enabling TLS on port ${PORT[redis-tls:$n]}"
+            rd_write_conf "$n"
+            changed=1
+        fi
+        if [[ $changed == 1 ]] && redis_pid "$n" >/dev/null; then
+            redis_stop "$n"
+            redis_start "$n" || die "redis $n did not start with TLS (see $LOG_DIR/redis-$n.log)"
+        fi
+    done
 }
 
 redis_start() {
@@ -1034,6 +1177,8 @@ redis_start() {
     [[ -f $(rd_conf "$n") ]] || { log "redis $n has no config"; return 1; }
     port_in_use "${PORT[redis:$n]}" &&
         die "redis $n: 127.0.0.1:${PORT[redis:$n]} is taken by a process the lab did not start"
+    port_in_use "${PORT[redis-tls:$n]}" &&
+        die "redis $n: 127.0.0.1:${PORT[redis-tls:$n]} (TLS) is taken by a process the lab did not start"
     rm -f "$RUN_DIR/redis-$n.pid"
     log "redis $n: starting"
     (detached_exec runuser -u "$LAB_OS_USER" -- "$REDIS_SERVER" "$(rd_conf "$n")") >>"$LOG_DIR/redis-$n.out" 2>&1 ||
@@ -1165,15 +1310,15 @@ redis_init() {
 declare -A FN=(
     [pg:pid]=pg_pid [pg:start]=pg_start [pg:stop]=pg_stop [pg:signal]=pg_signal [pg:kill]=pg_kill
     [pg:role]=pg_role [pg:info]=pg_replica_info [pg:promote]=pg_promote [pg:switchover]=pg_switchover
-    [pg:reset]=pg_reset [pg:init]=pg_init [pg:initialised]=pg_initialised
+    [pg:reset]=pg_reset [pg:init]=pg_init [pg:initialised]=pg_initialised [pg:tls]=pg_tls
     [mysql:pid]=my_pid [mysql:start]=my_start [mysql:stop]=my_stop [mysql:signal]=my_signal
     [mysql:kill]=my_kill [mysql:role]=my_role [mysql:info]=my_replica_info [mysql:promote]=my_promote
     [mysql:switchover]=my_switchover [mysql:reset]=my_reset [mysql:init]=my_init
-    [mysql:initialised]=my_initialised
+    [mysql:initialised]=my_initialised [mysql:tls]=my_tls
     [redis:pid]=redis_pid [redis:start]=redis_start [redis:stop]=redis_stop [redis:signal]=redis_signal
     [redis:kill]=redis_kill [redis:role]=redis_role [redis:info]=redis_replica_info
     [redis:promote]=redis_promote [redis:switchover]=redis_switchover [redis:reset]=redis_reset
-    [redis:init]=redis_init [redis:initialised]=redis_initialised)
+    [redis:init]=redis_init [redis:initialised]=redis_initialised [redis:tls]=redis_tls)
 
 call() { local e=$1 op=$2; shift 2; "${FN[$e:$op]}" "$@"; }
 
@@ -1255,23 +1400,29 @@ cmd_up() {
     ensure_packages "${ENGS[@]}"
     ensure_user
     ensure_dirs
+    ensure_tls      # before any config is written: every config names the certificate
     # Engines are independent (own dirs, ports, logs): initialise the missing ones in parallel
     # (mariadb-install-db alone takes a few seconds).
     local -a pids=() names=()
+    local -A fresh=()
     for e in "${ENGS[@]}"; do
         if ! call "$e" initialised; then
             (call "$e" init) &
             pids+=("$!") names+=("$e")
+            fresh[$e]=1
         fi
     done
     for i in "${!pids[@]}"; do
         wait "${pids[$i]}" || die "initialising ${names[$i]} failed (see the messages above and $LOG_DIR)"
     done
+    # State made by an older lab.sh, or a certificate just remade: TLS on (once), then reset.
+    for e in "${ENGS[@]}"; do [[ -n ${fresh[$e]:-} ]] || call "$e" tls; done
     for e in "${ENGS[@]}"; do call "$e" reset; done
     status_lines
     for e in "${ENGS[@]}"; do
         printf 'endpoint %s primary=127.0.0.1:%s replica=127.0.0.1:%s\n' "$e" "${PORT[$e:A]}" "${PORT[$e:B]}"
     done
+    log "tls: CA $TLS_DIR/ca.pem (LAB_TLS_CA); redis TLS ports A=${PORT[redis-tls:A]} B=${PORT[redis-tls:B]}"
     log "up in $(( ($(now_us) - t0) / 1000 )) ms; state in $LAB_DIR"
 }
 
@@ -1413,6 +1564,8 @@ cmd_env() {
     printf 'export LAB_PG_A_ADDR=127.0.0.1:%s LAB_PG_B_ADDR=127.0.0.1:%s\n' "${PORT[pg:A]}" "${PORT[pg:B]}"
     printf 'export LAB_MY_A_ADDR=127.0.0.1:%s LAB_MY_B_ADDR=127.0.0.1:%s\n' "${PORT[mysql:A]}" "${PORT[mysql:B]}"
     printf 'export LAB_REDIS_A_ADDR=127.0.0.1:%s LAB_REDIS_B_ADDR=127.0.0.1:%s\n' "${PORT[redis:A]}" "${PORT[redis:B]}"
+    printf 'export LAB_REDIS_A_TLS_ADDR=127.0.0.1:%s LAB_REDIS_B_TLS_ADDR=127.0.0.1:%s\n' "${PORT[redis-tls:A]}" "${PORT[redis-tls:B]}"
+    printf 'export LAB_TLS_CA=%q\n' "$TLS_DIR/ca.pem"
     printf 'export LAB_PG_BIN=%q\n' "$PG_BIN"
     bin=$PG_BIN/psql; [[ -x $bin ]] || bin=$(command -v psql || echo psql)
     printf 'export LAB_PSQL=%q\n' "$bin"

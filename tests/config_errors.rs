@@ -190,6 +190,25 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "tls.yaml",
+        &[
+            "tls.yaml:2:17: defaults.check.tls: verify-ca is not available for mysql checks: the MySQL client verifies the certificate's name whenever it verifies its chain (cluster \"my\" is mysql); set tls: verify-full on cluster \"my\"",
+            "tls.yaml:2:28: defaults.check.tls_server_name: tls_server_name is set per cluster, not in defaults; it is the name one cluster's certificates carry: move it to the check of that cluster",
+            "tls.yaml:6:39: clusters[0].check.tls_ca_file: tls_ca_file only serves to verify certificates, but tls is require (encrypted, nothing verified); set tls: verify-full to verify the backends against this CA, or remove tls_ca_file",
+            "tls.yaml:6:78: clusters[0].check.tls_server_name: tls_server_name is only checked with tls: verify-full, but tls is require; set tls: verify-full, or remove tls_server_name",
+            "tls.yaml:16:45: clusters[2].check.tls_ca_file: cannot read \"does/not/exist.pem\": No such file or directory (os error 2); check the path and the file's permissions (relative paths start at the config file's directory)",
+            "tls.yaml:16:82: clusters[2].check.tls_server_name: \"not a name\" is not a DNS name or an IP address a certificate could hold; write the name the backends' certificates carry, e.g. db.example.internal",
+            "tls.yaml:21:14: clusters[3].check.tls: a tcp check only opens a connection, so tls is unused; remove check.tls, or use the protocol of the database",
+            "tls.yaml:26:56: clusters[4].check.tls_ca_file: \"Cargo.toml\" holds no certificate; a CA file holds one or more PEM blocks starting with -----BEGIN CERTIFICATE----- (DER files: convert with openssl x509 -inform der)",
+        ],
+    ),
+    (
+        "tls_mode.yaml",
+        &[
+            "tls_mode.yaml:4:30: clusters[0].check.tls: unknown variant `verify_full`, expected one of `disable`, `require`, `verify-ca`, `verify-full`; did you mean `verify-full`?",
+        ],
+    ),
+    (
         "unknown_key.yaml",
         &[
             "unknown_key.yaml:3:5: clusters[0].protocl: unknown field `protocl`, expected one of `name`, `protocol`, `check`, `max_replica_lag`, `split_brain`, `on_demote`, `connect_timeout`, `idle_timeout`, `retries`, `backends`; did you mean `protocol`?",

@@ -66,6 +66,7 @@ fn check(user: &str, password: &str) -> CheckConfig {
         user: Some(user.to_string()),
         password: Some(Secret::new(password)),
         database: None,
+        tls: Default::default(),
     }
 }
 

@@ -158,6 +158,79 @@ pub struct CheckConfig {
     pub password: Option<Secret>,
     /// PostgreSQL database to connect to (default `postgres`).
     pub database: Option<String>,
+    /// TLS of the check's session (`tls`, `tls_ca_file`, `tls_server_name`); off by default.
+    /// Boxed: a `CheckConfig` travels in every probe settings update, which should stay small.
+    pub tls: Box<CheckTls>,
+}
+
+/// How a check protects its session to a backend, named after libpq's `sslmode` values that
+/// operators already know. Only the check's own connection is concerned: rolegate forwards the
+/// clients' bytes untouched, so their TLS (if any) stays end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TlsMode {
+    /// Plain TCP (the default, as before TLS existed; `tls: disable`).
+    #[default]
+    Disable,
+    /// Encrypt, but accept any certificate. Protects against passive eavesdropping only: anyone
+    /// who can intercept the connection can present their own certificate (a MITM), read the
+    /// check's login and lie about the role. Use `verify-full`.
+    Require,
+    /// Encrypt and verify that a trusted CA signed the certificate, but not the name in it: any
+    /// server holding a certificate from that CA can impersonate the backend.
+    VerifyCa,
+    /// Encrypt, verify the chain and that the certificate names the backend (the address's host,
+    /// or `tls_server_name`). What operators should use.
+    VerifyFull,
+}
+
+impl TlsMode {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsMode::Disable => "disable",
+            TlsMode::Require => "require",
+            TlsMode::VerifyCa => "verify-ca",
+            TlsMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the certificate chain is verified (`verify-ca`, `verify-full`).
+    pub fn verifies(self) -> bool {
+        matches!(self, TlsMode::VerifyCa | TlsMode::VerifyFull)
+    }
+}
+
+/// TLS settings of one cluster's checks, after `defaults.check` has been merged in.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CheckTls {
+    pub mode: TlsMode,
+    /// Roots from `tls_ca_file`; `None` means the system's trust store. Shared: every cluster
+    /// that inherits `defaults.check.tls_ca_file` holds the same bundle.
+    pub ca: Option<Arc<CaBundle>>,
+    /// The name the certificate must hold under `verify-full`, instead of the backend address's
+    /// host (for backends written as IP addresses whose certificates carry a DNS name).
+    pub server_name: Option<String>,
+}
+
+/// The certificates of a `tls_ca_file`, read and parsed when the config is loaded: a missing or
+/// broken file is a config error rather than a failing check, and a reload that finds a rotated
+/// CA compares unequal, so the checks pick it up.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    /// The file as resolved (relative paths start at the config file's directory).
+    pub path: PathBuf,
+    /// DER certificates, in file order; never empty.
+    pub certs: Arc<[rustls::pki_types::CertificateDer<'static>]>,
+}
+
+impl fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The DER bytes would drown a logged config; the path and count identify the bundle.
+        f.debug_struct("CaBundle")
+            .field("path", &self.path)
+            .field("certs", &self.certs.len())
+            .finish()
+    }
 }
 
 /// A backend address as written: an IP socket address, or a DNS name re-resolved on every check.

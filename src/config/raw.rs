@@ -9,7 +9,9 @@
 
 use serde::Deserialize;
 
-use super::{Balance, LogFormat, OnDemote, Protocol, RoleFilter, SplitBrainPolicy, TransferMode};
+use super::{
+    Balance, LogFormat, OnDemote, Protocol, RoleFilter, SplitBrainPolicy, TlsMode, TransferMode,
+};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +84,37 @@ pub(crate) struct RawCheck {
     pub password_env: Option<String>,
     pub password_file: Option<String>,
     pub database: Option<String>,
+    /// Extension: TLS of the check's session, with libpq's `sslmode` names: `disable` (default),
+    /// `require` (encrypted, certificate not verified: open to a man in the middle),
+    /// `verify-ca` (chain verified, name not), `verify-full` (chain and name verified).
+    pub tls: Option<RawTlsMode>,
+    /// Extension: PEM file of the CA certificates that verify the backends' certificates
+    /// (default: the system's trust store). Relative paths start at the config file's directory.
+    pub tls_ca_file: Option<String>,
+    /// Extension: the name a backend's certificate must hold under `verify-full`, for backends
+    /// written as IP addresses (default: the host of the backend's address). Per cluster only.
+    pub tls_server_name: Option<String>,
+}
+
+/// `check.tls`: kebab-case like libpq's `sslmode`, so `verify-full` reads the same in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum RawTlsMode {
+    Disable,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl From<RawTlsMode> for TlsMode {
+    fn from(raw: RawTlsMode) -> Self {
+        match raw {
+            RawTlsMode::Disable => TlsMode::Disable,
+            RawTlsMode::Require => TlsMode::Require,
+            RawTlsMode::VerifyCa => TlsMode::VerifyCa,
+            RawTlsMode::VerifyFull => TlsMode::VerifyFull,
+        }
+    }
 }
 
 /// One entry of `clusters:`.

@@ -10,6 +10,7 @@ mod address;
 mod check;
 mod cluster;
 mod listener;
+mod tls;
 
 use std::collections::HashMap;
 use std::path::Path;

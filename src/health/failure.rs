@@ -90,17 +90,21 @@ impl CheckFailure {
     /// An unexpected reply, quoting its first bytes (escaped) so the operator can recognise
     /// what is really listening on the port.
     pub fn unexpected(what: &str, bytes: &[u8]) -> Self {
-        let shown: String = bytes
-            .iter()
-            .take(32)
-            .flat_map(|b| std::ascii::escape_default(*b))
-            .map(char::from)
-            .collect();
         CheckFailure::new(
             FailureReason::UnexpectedReply,
-            format!("{what}; first bytes: \"{shown}\""),
+            format!("{what}; first bytes: \"{}\"", escaped(bytes)),
         )
     }
+}
+
+/// Up to 32 bytes of a peer's answer, printable (`\r\n`, `\x16`), for failure details.
+pub(super) fn escaped(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(32)
+        .flat_map(|b| std::ascii::escape_default(*b))
+        .map(char::from)
+        .collect()
 }
 
 impl fmt::Display for CheckFailure {

@@ -9,7 +9,8 @@
 //! (a managed database endpoint) moves the route with it.
 //!
 //! This module owns the probe loop and the shared vocabulary; the protocol modules only turn a
-//! connection into [`Facts`].
+//! connection into [`Facts`]. With `check.tls`, the protocol modules open their session over
+//! TLS (`tls.rs`: the verifier, the roots, and failures with reason `tls`).
 
 mod failure;
 #[cfg(test)]
@@ -22,6 +23,7 @@ mod probe;
 mod redis;
 mod task;
 mod tcp;
+mod tls;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -20,20 +20,30 @@
 //! up front, so that logging in costs no extra query. Login methods are whatever the account
 //! uses among those mysql_async speaks: `mysql_native_password` and `caching_sha2_password`
 //! (whose full authentication, without TLS, fetches the server's RSA public key to encrypt the
-//! password). TLS is not offered yet (TODO(#tls)).
+//! password).
+//!
+//! TLS (`check.tls`): MySQL switches to TLS in the middle of its handshake, so mysql_async runs
+//! it (its `rustls-tls` build), given the probe's roots and name: `require` accepts any
+//! certificate, `verify-full` checks chain and name (the address's IP, the backend's DNS name,
+//! or `tls_server_name`). `verify-ca` is refused by the config loader: mysql_async cannot skip
+//! only the name check with the rustls in use. A server without TLS (no SSL capability in its
+//! greeting) fails the check with reason `tls`. With TLS, `caching_sha2_password` sends the
+//! password inside the tunnel — to whoever holds the certificate, so `require` exposes it to a
+//! man in the middle.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, DriverError, Error as MyError, OptsBuilder, Row, Value};
+use mysql_async::{Conn, DriverError, Error as MyError, OptsBuilder, Row, SslOpts, Value};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::net::{self, Greeting};
 use super::parse::mysql::{self as parse, Channel};
+use super::tls::{self, TlsClient};
 use super::{CheckFailure, Facts, FailureReason, ObservedRole};
-use crate::config::{CheckConfig, Secret};
+use crate::config::{CheckConfig, Secret, TlsMode};
 
 /// Client-side packet limit; the check's replies are a few hundred bytes.
 const MAX_ALLOWED_PACKET: usize = 4 * 1024 * 1024;
@@ -44,6 +54,8 @@ const WAIT_TIMEOUT_SECONDS: usize = 28_800;
 pub struct MysqlProbe {
     user: Option<String>,
     password: Option<Secret>,
+    /// `None`: plain TCP (`tls: disable`).
+    tls: Option<TlsClient>,
     session: Option<Session>,
 }
 
@@ -64,11 +76,33 @@ struct Connection(Option<Conn>);
 
 impl MysqlProbe {
     pub fn new(check: &CheckConfig) -> Self {
+        Self::for_host(check, None)
+    }
+
+    /// A probe whose TLS verifies `host` (the backend's DNS name) rather than the address's IP.
+    pub fn for_host(check: &CheckConfig, host: Option<&str>) -> Self {
+        let tls = TlsClient::new(&check.tls, host);
+        if tls.is_some() {
+            tls::install_provider();
+        }
         MysqlProbe {
             user: check.user.clone(),
             password: check.password.clone(),
+            tls,
             session: None,
         }
+    }
+
+    /// `Ssl_cipher` of the open connection as the server reports it (empty: not encrypted),
+    /// for tests that prove `check.tls` is in force.
+    #[doc(hidden)]
+    pub async fn session_tls_cipher(&mut self) -> Option<String> {
+        let conn = self.session.as_mut()?.conn.0.as_mut()?;
+        let row: Option<(String, String)> = conn
+            .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            .await
+            .ok()?;
+        row.map(|(_, cipher)| cipher)
     }
 
     /// Runs one check against `addr`, opening the connection first if needed (or if it was
@@ -108,6 +142,7 @@ impl MysqlProbe {
     }
 
     async fn open(&self, addr: SocketAddr, deadline: Instant) -> Result<Session, CheckFailure> {
+        let ssl = self.tls.as_ref().map(ssl_opts).transpose()?;
         let opts = OptsBuilder::default()
             .ip_or_hostname(addr.ip().to_string())
             .resolved_ips(Some(vec![addr.ip()]))
@@ -116,10 +151,14 @@ impl MysqlProbe {
             .user(self.user.clone())
             .pass(self.password.as_ref().map(|p| p.expose().to_string()))
             .max_allowed_packet(Some(MAX_ALLOWED_PACKET))
-            .wait_timeout(Some(WAIT_TIMEOUT_SECONDS));
+            .wait_timeout(Some(WAIT_TIMEOUT_SECONDS))
+            .ssl_opts(ssl);
         let conn = match timeout_at(deadline, Conn::new(opts)).await {
             Ok(Ok(conn)) => conn,
             Ok(Err(error)) => {
+                if let Some(failure) = self.tls_failure(&error, addr) {
+                    return Err(failure);
+                }
                 let (mut failure, sniff) = classify(&error, true);
                 failure.detail = format!("{addr}: {}", failure.detail);
                 if !sniff {
@@ -134,7 +173,7 @@ impl MysqlProbe {
                 ))
             }
         };
-        debug!(message = "Check session opened.", backend = %addr, connection_id = conn.id());
+        debug!(message = "Check session opened.", backend = %addr, connection_id = conn.id(), tls = self.tls.is_some());
         Ok(Session {
             addr,
             conn: Connection(Some(conn)),
@@ -142,6 +181,48 @@ impl MysqlProbe {
             status_query: None,
         })
     }
+
+    /// The TLS part of a failed login, in words (see `health::tls`): verification errors, and
+    /// a server that offers no TLS.
+    fn tls_failure(&self, error: &MyError, addr: SocketAddr) -> Option<CheckFailure> {
+        let client = self.tls.as_ref()?;
+        if let Some(cause) = tls::rustls_error(error) {
+            return Some(client.explain(cause, addr).failure);
+        }
+        match error {
+            MyError::Driver(DriverError::NoClientSslFlagFromServer) => Some(CheckFailure::new(
+                FailureReason::Tls,
+                format!(
+                    "{addr} does not offer TLS (its greeting lacks the SSL capability: no ssl_cert/ssl_key configured); enable TLS on the server, or set check.tls: disable"
+                ),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// mysql_async's TLS options for the probe's client: the same roots and name as the other
+/// engines use, and the mode's leniency.
+fn ssl_opts(client: &TlsClient) -> Result<SslOpts, CheckFailure> {
+    let mut ssl = SslOpts::default();
+    if client.mode() == TlsMode::Require {
+        // mysql_async builds a chain verifier even when told to accept any certificate, and
+        // that needs some root: its built-in list serves, and is never consulted.
+        ssl = ssl.with_danger_accept_invalid_certs(true);
+    } else {
+        let roots = client.roots_der()?;
+        ssl = ssl
+            .with_disable_built_in_roots(true)
+            .with_root_certs(
+                // DER buffers (mysql_async takes PEM or DER; the type is not exported by name).
+                roots.iter().map(|cert| cert.to_vec().into()).collect(),
+            )
+            // Refused by the config loader for mysql (see the module docs); kept so that the
+            // mode still means "at least the chain" should it get here.
+            .with_danger_skip_domain_validation(client.mode() == TlsMode::VerifyCa);
+    }
+    // Connect to the IP, verify the name (mysql_async would otherwise verify the IP it was given).
+    Ok(ssl.with_danger_tls_hostname_override(client.name().map(str::to_string)))
 }
 
 // === impl Session ===

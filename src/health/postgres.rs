@@ -14,22 +14,32 @@
 //!
 //! How the answer becomes [`Facts`] is documented in [`parse::postgres`](super::parse::postgres).
 //!
-//! TLS: not yet (TODO(#tls)); the session is opened by [`connect_raw`](tokio_postgres::Config::connect_raw)
-//! on our own TCP stream so that a `TlsConnect` can be passed in place of `NoTls` later.
+//! TLS (`check.tls`): the session is opened by [`connect_raw`](tokio_postgres::Config::connect_raw)
+//! on our own TCP stream, with `sslmode=require` and the probe's rustls client as the
+//! `TlsConnect` (`postgres/tls.rs`); which certificates are accepted is the mode's verifier's
+//! business (`health::tls`), so `verify-full` behaves like libpq's. A server with `ssl = off`
+//! answers the SSLRequest with `N`: that is a `tls` failure saying so, never a silent fallback
+//! to plain text.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::tls::TlsConnect;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 use tracing::debug;
 
+use self::tls::PgTls;
 use super::net::{self, Driver, Greeting};
 use super::parse::postgres::{self as parse, StatusRow, STATUS_QUERY};
+use super::tls::{self as check_tls, TlsClient};
 use super::{CheckFailure, Facts, FailureReason};
 use crate::config::CheckConfig;
+
+mod tls;
 
 /// `application_name` of the probe's sessions, so that operators can find them in
 /// `pg_stat_activity`.
@@ -43,6 +53,8 @@ pub struct PostgresProbe {
     config: Box<tokio_postgres::Config>,
     /// User name for sniffing and messages (never the password).
     user: String,
+    /// `None`: plain TCP (`tls: disable`).
+    tls: Option<TlsClient>,
     session: Option<Session>,
 }
 
@@ -60,20 +72,31 @@ struct Session {
 
 impl PostgresProbe {
     pub fn new(check: &CheckConfig) -> Self {
+        Self::for_host(check, None)
+    }
+
+    /// A probe whose TLS verifies `host` (the backend's DNS name) rather than the address's IP.
+    pub fn for_host(check: &CheckConfig, host: Option<&str>) -> Self {
+        let tls = TlsClient::new(&check.tls, host);
         let user = check.user.clone().unwrap_or_else(|| "postgres".to_string());
         let mut config = tokio_postgres::Config::new();
         config
             .user(&user)
             .dbname(check.database.as_deref().unwrap_or("postgres"))
             .application_name(APPLICATION_NAME)
-            // TODO(#tls): Prefer/Require with a real connector.
-            .ssl_mode(SslMode::Disable);
+            // Never `Prefer`: a check that asked for TLS must not quietly run in plain text.
+            .ssl_mode(if tls.is_some() {
+                SslMode::Require
+            } else {
+                SslMode::Disable
+            });
         if let Some(password) = &check.password {
             config.password(password.expose());
         }
         PostgresProbe {
             config: Box::new(config),
             user,
+            tls,
             session: None,
         }
     }
@@ -129,25 +152,102 @@ impl PostgresProbe {
             .map(u64::from)
     }
 
+    /// Whether the open session is encrypted, as the server sees it (`pg_stat_ssl`), for tests
+    /// that prove `check.tls` is in force.
+    #[doc(hidden)]
+    pub async fn session_ssl(&self) -> Option<bool> {
+        let session = self.session.as_ref()?;
+        let messages = session
+            .client
+            .simple_query("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .await
+            .ok()?;
+        messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(|v| v == "t"),
+            _ => None,
+        })
+    }
+
     async fn open(&self, addr: SocketAddr, deadline: Instant) -> Result<Session, CheckFailure> {
         let stream = net::connect(addr, deadline).await?;
-        let (client, connection) = match self.config.connect_raw(stream, NoTls).await {
-            Ok(pair) => pair,
-            Err(error) => {
-                let (failure, sniff) = classify(&error, Phase::Connect);
-                if !sniff {
-                    return Err(failure);
-                }
-                return Err(net::explain(failure, addr, &self.greeting(), deadline).await);
+        let (client, driver) = match &self.tls {
+            None => self.login(stream, NoTls, addr, deadline).await?,
+            Some(tls) => {
+                let (connector, name) = tls.connector(addr)?;
+                self.login(stream, PgTls { connector, name }, addr, deadline)
+                    .await?
             }
         };
-        debug!(message = "Check session opened.", backend = %addr, user = %self.user);
+        debug!(message = "Check session opened.", backend = %addr, user = %self.user, tls = self.tls.is_some());
         Ok(Session {
             addr,
             client,
             backend_pid: None,
-            _driver: Driver::spawn(connection),
+            _driver: driver,
         })
+    }
+
+    /// Logs in over `stream`, negotiating TLS first when `tls` is a real connector.
+    async fn login<T>(
+        &self,
+        stream: TcpStream,
+        tls: T,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(Client, Driver), CheckFailure>
+    where
+        T: TlsConnect<TcpStream>,
+        T::Stream: Send + 'static,
+    {
+        match self.config.connect_raw(stream, tls).await {
+            Ok((client, connection)) => Ok((client, Driver::spawn(connection))),
+            Err(error) => {
+                if let Some((failure, refused)) = self.tls_failure(&error, addr) {
+                    return Err(if refused {
+                        // Only a PostgreSQL answers an SSLRequest with `N`; anything else
+                        // that did is named by its first bytes.
+                        net::explain(failure, addr, &self.greeting(), deadline).await
+                    } else {
+                        failure
+                    });
+                }
+                let (failure, sniff) = classify(&error, Phase::Connect);
+                if !sniff {
+                    return Err(failure);
+                }
+                Err(net::explain(failure, addr, &self.greeting(), deadline).await)
+            }
+        }
+    }
+
+    /// The TLS part of a failed login, in words (see `health::tls`): verification errors, and
+    /// (flagged `true`) a server that refused TLS.
+    fn tls_failure(
+        &self,
+        error: &tokio_postgres::Error,
+        addr: SocketAddr,
+    ) -> Option<(CheckFailure, bool)> {
+        let tls = self.tls.as_ref()?;
+        if let Some(cause) = check_tls::rustls_error(error) {
+            return Some((tls.explain(cause, addr).failure, false));
+        }
+        // tokio-postgres' own words (the error's cause) when the server answers the SSLRequest
+        // with `N`.
+        let refused =
+            std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.to_string() == "server does not support TLS");
+        if refused {
+            let failure = CheckFailure::new(
+                FailureReason::Tls,
+                format!(
+                    "{addr} refused TLS (it answered the SSLRequest with N: ssl = off in its postgresql.conf); enable ssl on the server, or set check.tls: disable"
+                ),
+            );
+            return Some((failure, true));
+        }
+        None
     }
 
     fn greeting(&self) -> Greeting {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::{mysql::MysqlProbe, postgres::PostgresProbe, redis::RedisProbe, tcp::TcpProbe};
 use super::{CheckFailure, Facts};
-use crate::config::{CheckConfig, Protocol};
+use crate::config::{BackendAddress, CheckConfig, Protocol};
 
 /// One backend's check, holding its persistent session between checks.
 pub enum Probe {
@@ -17,12 +17,28 @@ pub enum Probe {
 }
 
 impl Probe {
+    /// A probe for a backend written as an IP address: under `tls: verify-full` its
+    /// certificate must name that IP (or `check.tls_server_name`).
     pub fn new(protocol: Protocol, check: &CheckConfig) -> Probe {
+        Probe::with_host(protocol, check, None)
+    }
+
+    /// A probe for the backend at `address`: when it is a DNS name, that name is the one TLS
+    /// verifies (unless `check.tls_server_name` says otherwise), not the IP it resolves to.
+    pub fn for_backend(protocol: Protocol, check: &CheckConfig, address: &BackendAddress) -> Probe {
+        let host = match address {
+            BackendAddress::Dns { host, .. } => Some(host.as_str()),
+            BackendAddress::Ip(_) => None,
+        };
+        Probe::with_host(protocol, check, host)
+    }
+
+    fn with_host(protocol: Protocol, check: &CheckConfig, host: Option<&str>) -> Probe {
         match protocol {
             Protocol::Tcp => Probe::Tcp(TcpProbe::new()),
-            Protocol::Postgres => Probe::Postgres(PostgresProbe::new(check)),
-            Protocol::Mysql => Probe::Mysql(MysqlProbe::new(check)),
-            Protocol::Redis => Probe::Redis(RedisProbe::new(check)),
+            Protocol::Postgres => Probe::Postgres(PostgresProbe::for_host(check, host)),
+            Protocol::Mysql => Probe::Mysql(MysqlProbe::for_host(check, host)),
+            Protocol::Redis => Probe::Redis(RedisProbe::for_host(check, host)),
         }
     }
 

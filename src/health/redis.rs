@@ -12,6 +12,13 @@
 //! fails the check. A Redis Sentinel answers `ROLE` with `sentinel`: that is reported as the
 //! wrong protocol, since a sentinel holds no data. How replies become [`Facts`], and why a
 //! replica's lag is `master_last_io_seconds_ago`, is in [`parse::redis`](super::parse::redis).
+//!
+//! TLS (`check.tls`): Redis serves TLS on its own port (`tls-port`), from the first byte, so the
+//! probe runs the handshake itself (`health::tls`) and hands the encrypted stream to redis-rs;
+//! no redis-rs TLS feature is involved, and all engines share one verifier and one set of
+//! messages. The backend address must then be the TLS port. A plain Redis port never answers a
+//! ClientHello (it waits for a newline): the probe notices, asks the port a plain `PING`, and
+//! says that it speaks plain Redis rather than timing out without a reason.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,11 +27,13 @@ use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, ErrorKind, ProtocolVersion, RedisConnectionInfo, RedisError, Value,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::net::{self, Driver, Greeting};
 use super::parse::redis::{self as parse, InfoReplication, Role};
+use super::tls::TlsClient;
 use super::{CheckFailure, Facts, FailureReason};
 use crate::config::CheckConfig;
 
@@ -35,6 +44,8 @@ pub const CLIENT_NAME: &str = "rolegate";
 pub struct RedisProbe {
     /// Login settings. Its `Debug` would print the password: this struct is never printed.
     login: RedisConnectionInfo,
+    /// `None`: plain TCP (`tls: disable`).
+    tls: Option<TlsClient>,
     session: Option<Session>,
 }
 
@@ -50,7 +61,13 @@ struct Session {
 
 impl RedisProbe {
     pub fn new(check: &CheckConfig) -> Self {
+        Self::for_host(check, None)
+    }
+
+    /// A probe whose TLS verifies `host` (the backend's DNS name) rather than the address's IP.
+    pub fn for_host(check: &CheckConfig, host: Option<&str>) -> Self {
         RedisProbe {
+            tls: TlsClient::new(&check.tls, host),
             login: RedisConnectionInfo {
                 db: 0,
                 username: check.user.clone(),
@@ -160,36 +177,58 @@ impl RedisProbe {
         deadline: Instant,
     ) -> Result<Session, CheckFailure> {
         let stream = net::connect(addr, deadline).await?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(budget)
-            .set_response_timeout(budget);
-        // Login (AUTH) happens inside; it is bounded by the deadline here, not by the crate.
-        let login = MultiplexedConnection::new_with_config(&self.login, stream, config);
-        let (mut connection, driver) = match timeout_at(deadline, login).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(error)) => {
-                let (failure, sniff) = classify(&error, self.user());
-                if !sniff {
-                    return Err(failure);
-                }
-                return Err(net::explain(failure, addr, &greeting(), deadline).await);
-            }
-            Err(_) => {
-                return Err(CheckFailure::new(
-                    FailureReason::Timeout,
-                    format!("{addr} accepted the connection but did not answer the login"),
-                ))
+        let (mut connection, driver) = match &self.tls {
+            None => self.login(stream, addr, budget, deadline, true).await?,
+            Some(tls) => {
+                let stream = tls.handshake(stream, addr, deadline, &greeting()).await?;
+                // A sniff talks plain text, which a TLS port cannot answer sensibly.
+                self.login(stream, addr, budget, deadline, false).await?
             }
         };
-        let driver = Driver::spawn(driver);
         let client_id = identify(&mut connection).await;
-        debug!(message = "Check session opened.", backend = %addr, client_id = ?client_id);
+        debug!(message = "Check session opened.", backend = %addr, client_id = ?client_id, tls = self.tls.is_some());
         Ok(Session {
             addr,
             connection,
             client_id,
             _driver: driver,
         })
+    }
+}
+
+impl RedisProbe {
+    /// Authenticates over `stream` (plain or TLS). `may_sniff`: whether a failure may be
+    /// explained by a plain-text look at the port.
+    async fn login<C>(
+        &self,
+        stream: C,
+        addr: SocketAddr,
+        budget: Duration,
+        deadline: Instant,
+        may_sniff: bool,
+    ) -> Result<(MultiplexedConnection, Driver), CheckFailure>
+    where
+        C: Unpin + AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(budget)
+            .set_response_timeout(budget);
+        // Login (AUTH) happens inside; it is bounded by the deadline here, not by the crate.
+        let login = MultiplexedConnection::new_with_config(&self.login, stream, config);
+        match timeout_at(deadline, login).await {
+            Ok(Ok((connection, driver))) => Ok((connection, Driver::spawn(driver))),
+            Ok(Err(error)) => {
+                let (failure, sniff) = classify(&error, self.user());
+                if !(sniff && may_sniff) {
+                    return Err(failure);
+                }
+                Err(net::explain(failure, addr, &greeting(), deadline).await)
+            }
+            Err(_) => Err(CheckFailure::new(
+                FailureReason::Timeout,
+                format!("{addr} accepted the connection but did not answer the login"),
+            )),
+        }
     }
 }
 
@@ -265,7 +304,8 @@ fn first_line(text: &str) -> String {
 fn greeting() -> Greeting {
     Greeting {
         protocol: "Redis",
-        hello: b"PING\r\n".to_vec(),
+        // RESP, not the inline form: every Redis-speaking server (and proxy) parses it.
+        hello: b"*1\r\n$4\r\nPING\r\n".to_vec(),
         looks_native: looks_like_redis,
     }
 }

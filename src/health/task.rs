@@ -75,7 +75,7 @@ pub fn spawn_probe(
     let cancel = parent.child_token();
     let span = tracing::info_span!("probe", cluster = %key.cluster, backend = %key.backend);
     let task = ProbeTask {
-        probe: Probe::new(settings.protocol, &settings.check),
+        probe: Probe::for_backend(settings.protocol, &settings.check, &settings.address),
         key,
         settings,
         last_addr: None,
@@ -156,9 +156,10 @@ impl ProbeTask {
             || settings.address != self.settings.address
             || settings.check.user != self.settings.check.user
             || settings.check.password != self.settings.check.password
-            || settings.check.database != self.settings.check.database;
+            || settings.check.database != self.settings.check.database
+            || settings.check.tls != self.settings.check.tls;
         if reconnect {
-            self.probe = Probe::new(settings.protocol, &settings.check);
+            self.probe = Probe::for_backend(settings.protocol, &settings.check, &settings.address);
             self.last_addr = None;
         }
         debug!(message = "Probe settings updated.", reconnect);

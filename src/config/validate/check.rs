@@ -1,17 +1,23 @@
 //! `check:` blocks: timing (built-in → `defaults.check` → the cluster's `check`), credentials,
 //! and the rules that depend on the protocol.
 //!
+//! TLS (`tls`, `tls_ca_file`, `tls_server_name`): the mode and the CA may be inherited from
+//! `defaults.check`; the server name is per cluster (it is what one cluster's certificates say).
+//! A key that would have no effect under the mode in force is an error where it is written, so
+//! that nobody believes a CA is checked while the check runs unverified.
+//!
 //! Timing checks that combine keys (`timeout` vs `interval × fall`, `down_interval` vs
 //! `interval`) run on merged values but report only at a level that sets one of the keys
 //! involved, so a bad `defaults.check` is reported once, not once per cluster.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::{builtin, pick, Checked, Validator};
+use super::{builtin, pick, tls, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::RawCheck;
-use crate::config::{duration, CheckConfig, Protocol, Secret};
+use crate::config::{duration, CaBundle, CheckConfig, CheckTls, Protocol, Secret, TlsMode};
 
 const ZERO_TICK: &str = "a zero interval would check in a busy loop; e.g. 250ms";
 
@@ -20,6 +26,10 @@ pub(super) struct InheritedCheck {
     timing: Timing,
     user: Option<String>,
     password: Checked<Option<Secret>>,
+    /// `defaults.check.tls`, when set.
+    tls_mode: Option<TlsMode>,
+    /// `defaults.check.tls_ca_file`, read.
+    tls_ca: Checked<Option<Arc<CaBundle>>>,
 }
 
 /// The timing keys of one `check:` block as written there (`Ok(None)`: not set).
@@ -60,17 +70,40 @@ pub(super) fn inherited(v: &mut Validator<'_>, raw: &RawCheck) -> InheritedCheck
             .hint("move it to the check of each postgres cluster");
         v.report_key(format!("{path}.database"), problem);
     }
+    if raw.tls_server_name.is_some() {
+        let problem = Problem::new("tls_server_name is set per cluster, not in defaults").hint(
+            "it is the name one cluster's certificates carry: move it to the check of that cluster",
+        );
+        v.report_key(format!("{path}.tls_server_name"), problem);
+    }
+    if let (Some(mode), Some(_)) = (raw.tls.map(TlsMode::from), &raw.tls_ca_file) {
+        if !mode.verifies() {
+            let problem = Problem::new(format!(
+                "tls_ca_file only serves to verify certificates, but defaults.check.tls is {}",
+                mode.as_str()
+            ))
+            .hint("set tls: verify-full to verify the backends against this CA, or remove tls_ca_file");
+            v.report_key(format!("{path}.tls_ca_file"), problem);
+        }
+    }
+    let tls_ca = raw
+        .tls_ca_file
+        .as_deref()
+        .map(|file| tls::ca_file(v, &format!("{path}.tls_ca_file"), file).map(Arc::new))
+        .transpose();
     InheritedCheck {
         timing,
         user: user(v, path, raw).ok().flatten(),
         password: v.secret(path, &password_keys(raw)),
+        tls_mode: raw.tls.map(TlsMode::from),
+        tls_ca,
     }
 }
 
 /// Checks a cluster's `check:` block (possibly absent) and merges it over `inherited`.
 pub(super) fn check(
     v: &mut Validator<'_>,
-    cluster_path: &str,
+    (cluster_path, cluster_name): (&str, Option<&str>),
     raw: Option<&RawCheck>,
     inherited: &InheritedCheck,
     protocol: Option<Protocol>,
@@ -84,6 +117,8 @@ pub(super) fn check(
     let (user, password) = credentials(v, &path, raw, inherited, protocol);
     let database = database(v, &path, raw, protocol);
     let required = required_credentials(v, &path, protocol, &user, &password);
+    let cluster = cluster_name.unwrap_or(cluster_path);
+    let tls = tls_settings(v, (&path, cluster), raw, inherited, protocol);
 
     let interval = timing.interval?;
     let down_interval = timing.down_interval?;
@@ -97,6 +132,7 @@ pub(super) fn check(
         user: user?,
         password: password?,
         database: database?,
+        tls: Box::new(tls?),
     })
 }
 
@@ -117,6 +153,9 @@ fn credentials(
         let keys = [
             ("user", raw.user.is_some()),
             ("database", raw.database.is_some()),
+            ("tls", raw.tls.is_some()),
+            ("tls_ca_file", raw.tls_ca_file.is_some()),
+            ("tls_server_name", raw.tls_server_name.is_some()),
         ];
         let set = keys
             .into_iter()
@@ -170,6 +209,78 @@ fn database(
         }
         _ => Ok(None),
     }
+}
+
+/// The cluster's TLS: its own keys over the inherited ones. A tcp check sends nothing, so it has
+/// no TLS (its own TLS keys are reported by [`credentials`] with the other unused keys, and
+/// inherited ones are ignored).
+fn tls_settings(
+    v: &mut Validator<'_>,
+    (path, cluster): (&str, &str),
+    raw: &RawCheck,
+    inherited: &InheritedCheck,
+    protocol: Option<Protocol>,
+) -> Checked<CheckTls> {
+    if protocol == Some(Protocol::Tcp) {
+        return Ok(CheckTls::default());
+    }
+    let own_mode = raw.tls.map(TlsMode::from);
+    let mode = own_mode.or(inherited.tls_mode).unwrap_or_default();
+    let mut ok: Checked<()> = Ok(());
+
+    let ca = match raw.tls_ca_file.as_deref() {
+        None => inherited.tls_ca.clone(),
+        Some(file) => {
+            let ca = tls::ca_file(v, &format!("{path}.tls_ca_file"), file);
+            if !mode.verifies() {
+                let problem = Problem::new(format!(
+                    "tls_ca_file only serves to verify certificates, but tls is {}{}",
+                    mode.as_str(),
+                    if mode == TlsMode::Require { " (encrypted, nothing verified)" } else { " (plain TCP)" }
+                ))
+                .hint("set tls: verify-full to verify the backends against this CA, or remove tls_ca_file");
+                ok = Err(v.report_key(format!("{path}.tls_ca_file"), problem));
+            }
+            ca.map(|ca| Some(Arc::new(ca)))
+        }
+    };
+
+    let server_name = match raw.tls_server_name.as_deref() {
+        None => Ok(None),
+        Some(name) => {
+            let name = tls::server_name(v, &format!("{path}.tls_server_name"), name);
+            if mode != TlsMode::VerifyFull && name.is_ok() {
+                let problem = Problem::new(format!(
+                    "tls_server_name is only checked with tls: verify-full, but tls is {}",
+                    mode.as_str()
+                ))
+                .hint("set tls: verify-full, or remove tls_server_name");
+                ok = Err(v.report_key(format!("{path}.tls_server_name"), problem));
+            }
+            name.map(Some)
+        }
+    };
+
+    // mysql_async verifies the chain and the name together and cannot be told to skip only the
+    // name with current rustls (its switch matches an error text rustls no longer produces), so
+    // verify-ca would silently behave like verify-full there. Refuse it rather than pretend.
+    if protocol == Some(Protocol::Mysql) && mode == TlsMode::VerifyCa {
+        let text = "verify-ca is not available for mysql checks: the MySQL client verifies the certificate's name whenever it verifies its chain";
+        let hint = "use tls: verify-full, with tls_server_name when the certificates do not name the backend addresses";
+        ok = Err(if own_mode.is_some() {
+            v.report(format!("{path}.tls"), Problem::new(text).hint(hint))
+        } else {
+            let problem = Problem::new(format!("{text} (cluster {cluster:?} is mysql)"))
+                .hint(format!("set tls: verify-full on cluster {cluster:?}"));
+            v.report("defaults.check.tls", problem)
+        });
+    }
+    ok?;
+    Ok(CheckTls {
+        mode,
+        ca: if mode.verifies() { ca? } else { None },
+        server_name: server_name?,
+    })
 }
 
 /// PostgreSQL and MySQL checks log in, so they need a user; Redis `AUTH user` needs a password.

@@ -86,7 +86,13 @@ fn one_cluster(
             .hint("set protocol: postgres, mysql, redis or tcp");
         v.report(format!("{path}.protocol"), problem)
     });
-    let check = check::check(v, path, raw.check.as_ref(), &inherited.check, protocol.ok());
+    let check = check::check(
+        v,
+        (path, name.as_deref().ok()),
+        raw.check.as_ref(),
+        &inherited.check,
+        protocol.ok(),
+    );
     let connect_timeout = positive(v, &format!("{path}.connect_timeout"), &raw.connect_timeout);
     let idle_timeout = v.duration(&format!("{path}.idle_timeout"), raw.idle_timeout.as_deref());
     let max_lag = v.duration(

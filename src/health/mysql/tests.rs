@@ -21,6 +21,7 @@ fn check_config() -> CheckConfig {
         user: Some("rolegate_monitor".into()),
         password: Some(Secret::new("hunter2")),
         database: None,
+        tls: Default::default(),
     }
 }
 
@@ -106,4 +107,42 @@ fn greeting_shapes() {
     assert!(!looks_like_mysql(b"HTTP/1.1 400 Bad Request"));
     assert!(!looks_like_mysql(b"\x00\x00\x00\x00\x0a"));
     assert!(!looks_like_mysql(b""));
+}
+
+/// A protocol-10 greeting without the SSL capability (a server with no ssl_cert/ssl_key).
+fn greeting_without_ssl() -> Vec<u8> {
+    const PROTOCOL_41: u32 = 0x200;
+    const SECURE_CONNECTION: u32 = 0x8000;
+    const PLUGIN_AUTH: u32 = 0x8_0000;
+    const LONG_PASSWORD: u32 = 0x1;
+    const TRANSACTIONS: u32 = 0x2000;
+    let caps = PROTOCOL_41 | SECURE_CONNECTION | PLUGIN_AUTH | LONG_PASSWORD | TRANSACTIONS;
+    let mut p = vec![10];
+    p.extend_from_slice(b"10.11.99-fake\0");
+    p.extend_from_slice(&7u32.to_le_bytes());
+    p.extend_from_slice(b"abcdefgh\0");
+    p.extend_from_slice(&(caps as u16).to_le_bytes());
+    p.push(0x21);
+    p.extend_from_slice(&2u16.to_le_bytes());
+    p.extend_from_slice(&((caps >> 16) as u16).to_le_bytes());
+    p.push(21);
+    p.extend_from_slice(&[0; 10]);
+    p.extend_from_slice(b"ijklmnopqrst\0");
+    p.extend_from_slice(b"mysql_native_password\0");
+    let len = u32::try_from(p.len()).unwrap().to_le_bytes();
+    let mut packet = vec![len[0], len[1], len[2], 0];
+    packet.extend(p);
+    packet
+}
+
+#[tokio::test]
+async fn a_server_without_tls_fails_with_reason_tls() {
+    let server = serve(|s, _| refuse_with(s, greeting_without_ssl())).await;
+    let mut config = check_config();
+    config.tls.mode = crate::config::TlsMode::Require;
+    let mut probe = MysqlProbe::new(&config);
+    let failure = probe.check(server.addr, BUDGET).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Tls, "{failure}");
+    assert!(failure.detail.contains("does not offer TLS"), "{failure}");
+    assert!(!failure.to_string().contains("hunter2"));
 }

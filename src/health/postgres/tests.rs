@@ -24,6 +24,7 @@ fn check_config(password: Option<&str>) -> CheckConfig {
         user: Some("rolegate_monitor".into()),
         password: password.map(Secret::new),
         database: None,
+        tls: Default::default(),
     }
 }
 
@@ -274,4 +275,38 @@ fn startup_packet_is_well_formed() {
     assert!(!looks_like_postgres(b"HTTP/1.1 400"));
     assert!(!looks_like_postgres(b"E\xff\xff\xff\xffxx"));
     assert!(!looks_like_postgres(b""));
+}
+
+/// SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: [u8; 4] = [0x04, 0xd2, 0x16, 0x2f];
+
+#[tokio::test]
+async fn a_server_that_refuses_tls_fails_with_reason_tls() {
+    // ssl = off: `N` to the SSLRequest; a plain startup (the probe's sniff) gets a login.
+    let server = serve(|mut s, _| async move {
+        while let Some(body) = read_startup(&mut s).await {
+            if body == SSL_REQUEST {
+                if s.write_all(b"N").await.is_err() {
+                    return;
+                }
+            } else {
+                let _ = s.write_all(&message(b'R', &0u32.to_be_bytes())).await;
+                return;
+            }
+        }
+    })
+    .await;
+    let mut config = check_config(Some("pw"));
+    config.tls.mode = crate::config::TlsMode::VerifyFull;
+    let mut probe = PostgresProbe::new(&config);
+    let failure = probe.check(server.addr, BUDGET).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Tls, "{failure}");
+    assert!(failure.detail.contains("refused TLS"), "{failure}");
+    assert!(failure.detail.contains("check.tls: disable"), "{failure}");
+
+    // Something that is not PostgreSQL at all is named, not blamed on TLS.
+    let http = serve(fake::http).await;
+    let failure = probe.check(http.addr, BUDGET).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::UnexpectedReply, "{failure}");
+    assert!(failure.detail.contains("HTTP/1.1 400"), "{failure}");
 }

@@ -24,6 +24,7 @@ fn check_config(user: Option<&str>, password: Option<&str>) -> CheckConfig {
         user: user.map(String::from),
         password: password.map(Secret::new),
         database: None,
+        tls: Default::default(),
     }
 }
 
@@ -301,4 +302,62 @@ fn resp_type_bytes() {
     assert!(looks_like_redis(b"-NOAUTH Authentication required.\r\n"));
     assert!(!looks_like_redis(b"HTTP/1.1 400"));
     assert!(!looks_like_redis(b""));
+}
+
+fn tls_config(mode: crate::config::TlsMode) -> CheckConfig {
+    CheckConfig {
+        tls: Box::new(crate::config::CheckTls {
+            mode,
+            ..Default::default()
+        }),
+        ..check_config(None, Some("pw"))
+    }
+}
+
+#[tokio::test]
+async fn tls_against_a_plain_port_says_the_port_speaks_plain_redis() {
+    // Like a real Redis, the scripted one waits for a newline that a ClientHello rarely holds
+    // (or, when it does, drops the line as garbage and closes): either way no TLS comes back.
+    let (server, _) = spawn_redis(master).await;
+    let mut probe = RedisProbe::new(&tls_config(crate::config::TlsMode::Require));
+    let failure = tokio::time::timeout(BUDGET, probe.check(server.addr, BUDGET))
+        .await
+        .expect("the probe explains before the task's timeout")
+        .unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Tls, "{failure}");
+    assert!(
+        failure
+            .detail
+            .contains("answers plain Redis (\"-ERR unknown command\"), not TLS"),
+        "{failure}"
+    );
+    assert!(failure.detail.contains("check.tls: disable"), "{failure}");
+    assert!(!failure.to_string().contains("pw\""), "{failure}");
+}
+
+#[tokio::test]
+async fn tls_against_a_silent_port_is_a_timeout_and_a_foreign_one_is_quoted() {
+    let silent = serve(fake::silent).await;
+    let mut probe = RedisProbe::new(&tls_config(crate::config::TlsMode::VerifyFull));
+    let budget = Duration::from_millis(400);
+    let failure = tokio::time::timeout(budget, probe.check(silent.addr, budget))
+        .await
+        .expect("the probe answers before the task's timeout")
+        .unwrap_err();
+    assert_eq!(failure.reason, FailureReason::Timeout, "{failure}");
+    assert!(
+        failure.detail.contains("did not answer the TLS handshake"),
+        "{failure}"
+    );
+
+    let http = serve(fake::http).await;
+    let failure = probe.check(http.addr, BUDGET).await.unwrap_err();
+    assert_eq!(failure.reason, FailureReason::UnexpectedReply, "{failure}");
+    assert!(
+        failure
+            .detail
+            .contains("neither TLS nor like a Redis server"),
+        "{failure}"
+    );
+    assert!(failure.detail.contains("HTTP/1.1 400"), "{failure}");
 }
