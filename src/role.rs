@@ -190,7 +190,9 @@ impl BackendMachine {
             Some(_) => Some(now),
             None => self.streak_since,
         };
-        let took = from.map_or(std::time::Duration::ZERO, |f| now.saturating_duration_since(f));
+        let took = from.map_or(std::time::Duration::ZERO, |f| {
+            now.saturating_duration_since(f)
+        });
         Transition { health, role, took }
     }
 
@@ -279,15 +281,31 @@ mod tests {
         let t0 = Instant::now();
         let mut m = BackendMachine::default();
         m.observe(Ok(&facts(ObservedRole::Primary)), t(3, 2), t0);
-        m.observe(Ok(&facts(ObservedRole::Primary)), t(3, 2), t0 + std::time::Duration::from_millis(250));
-        let tr = m.observe(Ok(&facts(ObservedRole::Primary)), t(3, 2), t0 + std::time::Duration::from_millis(500));
+        m.observe(
+            Ok(&facts(ObservedRole::Primary)),
+            t(3, 2),
+            t0 + std::time::Duration::from_millis(250),
+        );
+        let tr = m.observe(
+            Ok(&facts(ObservedRole::Primary)),
+            t(3, 2),
+            t0 + std::time::Duration::from_millis(500),
+        );
         assert_eq!(tr.role, Some((Role::Unknown, Role::Primary)));
         assert_eq!(tr.took, std::time::Duration::from_millis(500));
-        let tr = m.observe(Ok(&facts(ObservedRole::Replica)), t(3, 2), t0 + std::time::Duration::from_secs(1));
+        let tr = m.observe(
+            Ok(&facts(ObservedRole::Replica)),
+            t(3, 2),
+            t0 + std::time::Duration::from_secs(1),
+        );
         assert_eq!(tr.took, std::time::Duration::ZERO, "demotion is immediate");
         let t1 = t0 + std::time::Duration::from_secs(2);
         m.observe(Err(&fail()), t(3, 2), t1);
-        let tr = m.observe(Err(&fail()), t(3, 2), t1 + std::time::Duration::from_millis(100));
+        let tr = m.observe(
+            Err(&fail()),
+            t(3, 2),
+            t1 + std::time::Duration::from_millis(100),
+        );
         assert_eq!(tr.health, Some((Health::Up, Health::Down)));
         assert_eq!(tr.took, std::time::Duration::from_millis(100));
     }

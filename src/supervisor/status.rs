@@ -99,7 +99,10 @@ pub(super) fn publish(sup: &Supervisor) {
                     .with_label_values(&labels)
                     .set(l.as_secs_f64()),
                 None => {
-                    let _ = sup.metrics.backend_replication_lag.remove_label_values(&labels);
+                    let _ = sup
+                        .metrics
+                        .backend_replication_lag
+                        .remove_label_values(&labels);
                 }
             }
             backends.push(BackendStatus {
