@@ -78,6 +78,9 @@ async fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged() 
         .unwrap();
     assert!(line.contains("reason=\"idle_timeout\""), "{line}");
     assert!(line.contains("listener=rw"), "{line}");
-    assert!(line.contains("bytes_in=16") && line.contains("bytes_out=16"), "{line}");
+    assert!(
+        line.contains("bytes_in=16") && line.contains("bytes_out=16"),
+        "{line}"
+    );
     proxy.stop().await;
 }
