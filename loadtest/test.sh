@@ -24,6 +24,8 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 /usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || need_pkgs+=(python3-yaml python3-jsonschema)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
+# Fault-injection tests (tests/faults_*.rs): packet drop, loss and reset inside namespaces.
+command -v nft >/dev/null || need_pkgs+=(nftables)
 if ((${#need_pkgs[@]})); then
     echo "installing: ${need_pkgs[*]}"
     policy=/usr/sbin/policy-rc.d backup=""

@@ -141,6 +141,7 @@ impl App {
         }
         app.metrics.declare(&config);
         app.metrics.config_last_reload_success.set(unix_now());
+        warn_about_file(&config);
         Ok(app)
     }
 
@@ -266,6 +267,7 @@ impl App {
         self.metrics.forget_removed(&old, &new);
         self.metrics.declare(&new);
         self.metrics.config_last_reload_success.set(unix_now());
+        warn_about_file(&new);
         Ok(())
     }
 
@@ -377,6 +379,13 @@ fn resize(limit: &Arc<Semaphore>, old: usize, new: usize) {
                 permits.forget();
             }
         });
+    }
+}
+
+/// Logs [`Config::file_warnings`] (a world-readable file with an inline secret).
+fn warn_about_file(config: &Config) {
+    for warning in config.file_warnings() {
+        tracing::warn!(message = "Insecure config file.", %warning);
     }
 }
 

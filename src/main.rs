@@ -65,6 +65,9 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(file) {
         Ok(config) => {
+            for warning in config.file_warnings() {
+                eprintln!("{}: warning: {warning}", file.display());
+            }
             println!(
                 "{}: ok ({} clusters, {} listeners)",
                 file.display(),
@@ -84,9 +87,12 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only for a terminal: a journal, a file or a pipe would get escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     match config.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

@@ -96,6 +96,11 @@ pub async fn run(mut client: TcpStream, client_addr: SocketAddr, ctx: Arc<Listen
     m.duration.observe(duration.as_secs_f64());
     let reason = end_reason(&stats, &ctx.sessions);
     if reason == "fenced" {
+        // The backend lost the role this session needs. Bytes still queued towards it (a
+        // write the client sent just before) must never arrive, not even minutes later when a
+        // partition heals: an abortive close (RST) discards the socket's send queue, where a
+        // normal close would keep retransmitting it to what is now a stale node.
+        let _ = backend.set_zero_linger();
         ctx.metrics
             .sessions_fenced_total
             .with_label_values(&[

@@ -37,6 +37,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub clusters: Vec<ClusterConfig>,
     pub listeners: Vec<ListenerConfig>,
+    /// Field paths of the secrets written inline in the file (`clusters[0].check.password`),
+    /// so that [`Config::file_warnings`] can object to a file others may read.
+    pub inline_secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -356,7 +359,87 @@ impl Config {
         Self::from_yaml_str(&text, Some(path))
     }
 
+    /// Problems with the config file that are not errors: today, a file that holds a secret
+    /// inline (`password:`) while group or others may read it. Logged at start and reload,
+    /// printed by `check-config`. Never contains a secret, only field paths and the mode.
+    pub fn file_warnings(&self) -> Vec<String> {
+        let Some(path) = &self.source else {
+            return Vec::new();
+        };
+        if self.inline_secrets.is_empty() {
+            return Vec::new();
+        }
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Vec::new();
+        };
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+        if mode & 0o077 == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} holds a secret inline ({}) and is readable by {} (mode {mode:04o}); \
+             restrict it with chmod 600, or move the secret to password_env or password_file",
+            path.display(),
+            self.inline_secrets.join(", "),
+            if mode & 0o007 != 0 {
+                "others"
+            } else {
+                "its group"
+            },
+        )]
+    }
+
     pub fn cluster(&self, name: &ClusterName) -> Option<&ClusterConfig> {
         self.clusters.iter().find(|c| &c.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    const INLINE: &str = "clusters:
+  - name: c
+    protocol: redis
+    check: { password: \"hunter2-inline\" }
+    backends: [ { name: a, address: \"127.0.0.1:1\" } ]
+listeners: [ { name: l, bind: \"127.0.0.1:0\", cluster: c } ]
+";
+
+    fn load_with_mode(text: &str, mode: u32) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rolegate.yaml");
+        std::fs::write(&path, text).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let config = Config::load(&path).expect("valid");
+        (dir, config)
+    }
+
+    #[test]
+    fn an_inline_secret_in_a_file_others_may_read_is_warned_about() {
+        for (mode, who) in [(0o644, "others"), (0o640, "its group")] {
+            let (_dir, config) = load_with_mode(INLINE, mode);
+            assert_eq!(config.inline_secrets, ["clusters[0].check.password"]);
+            let warnings = config.file_warnings();
+            assert_eq!(warnings.len(), 1, "{mode:o}");
+            assert!(warnings[0].contains(who), "{}", warnings[0]);
+            assert!(warnings[0].contains("clusters[0].check.password"));
+            assert!(!warnings[0].contains("hunter2"), "{}", warnings[0]);
+        }
+    }
+
+    #[test]
+    fn private_files_and_secrets_from_elsewhere_are_not_warned_about() {
+        let (_dir, config) = load_with_mode(INLINE, 0o600);
+        assert!(config.file_warnings().is_empty());
+        let from_env = INLINE.replace("password: \"hunter2-inline\"", "password_env: HOME");
+        let (_dir, config) = load_with_mode(&from_env, 0o644);
+        assert!(config.inline_secrets.is_empty());
+        assert!(config.file_warnings().is_empty());
+        // Parsed from a string (no file): nothing to check.
+        let config = Config::from_yaml_str(INLINE, None).expect("valid");
+        assert!(config.file_warnings().is_empty());
     }
 }

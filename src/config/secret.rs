@@ -90,10 +90,15 @@ impl SecretSource<'_> {
 }
 
 fn resolve_env(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Secret, Problem> {
-    if name.is_empty() || name.contains(['=', '\0']) {
+    // A value that is not a variable name is most likely the secret itself, written where
+    // its variable's name belongs: never echo it (base64 secrets end in `=`, for one).
+    if !is_variable_name(name) {
         return Err(Problem::new(format!(
-            "{name:?} is not a valid environment variable name"
-        )));
+            "the value ({} characters) is not an environment variable name; \
+             *_env keys name a variable ([A-Za-z_][A-Za-z0-9_]*), not the secret itself",
+            name.chars().count()
+        ))
+        .hint("export the secret in a variable and write its name here, e.g. password_env: ROLEGATE_PG_PASSWORD"));
     }
     match env(name) {
         None => Err(
@@ -105,6 +110,15 @@ fn resolve_env(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Secre
         ))),
         Some(value) => Ok(Secret::new(value)),
     }
+}
+
+/// The shape of a portable environment variable name (POSIX `[A-Za-z_][A-Za-z0-9_]*`).
+fn is_variable_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn resolve_file(path: &str, base_dir: Option<&Path>) -> Result<Secret, Problem> {
@@ -164,6 +178,28 @@ mod tests {
         assert_eq!(secret.map(|s| s.expose().to_string()), Ok("s3cret".into()));
         let missing = SecretSource::Env("OTHER").resolve(&env, None);
         assert!(missing.is_err_and(|p| p.message.contains("OTHER is not set")));
+    }
+
+    #[test]
+    fn a_secret_written_where_a_variable_name_belongs_is_not_echoed() {
+        let env = |_: &str| Some("x".to_string());
+        for value in ["c2VjcmV0LXZhbHVl==", "hunter 2", "p@ss/word", "9lives", ""] {
+            let problem = SecretSource::Env(value).resolve(&env, None).unwrap_err();
+            let shown = problem.to_string();
+            assert!(
+                shown.contains("not an environment variable name"),
+                "{shown}"
+            );
+            if !value.is_empty() {
+                assert!(!shown.contains(value), "{shown}");
+            }
+        }
+        for name in ["PGPASSWORD", "_x", "ROLEGATE_PG_PASSWORD_2"] {
+            assert!(
+                SecretSource::Env(name).resolve(&env, None).is_ok(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

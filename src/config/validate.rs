@@ -60,6 +60,8 @@ pub(super) struct Validator<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Relative secret file paths start here (the config file's directory).
     base_dir: Option<&'a Path>,
+    /// Field paths of secrets written inline (`password: ...`), for [`Config::inline_secrets`].
+    inline_secrets: Vec<String>,
 }
 
 /// Parses and validates a config; see the module docs.
@@ -78,6 +80,7 @@ pub(crate) fn compile(
         errors: Vec::new(),
         env,
         base_dir: source.and_then(Path::parent),
+        inline_secrets: Vec::new(),
     };
     let config = build(&raw, source, &mut v);
     v.errors
@@ -118,6 +121,7 @@ fn build(raw: &RawConfig, source: Option<&Path>, v: &mut Validator<'_>) -> Check
         shutdown_grace: shutdown_grace?.unwrap_or(builtin::SHUTDOWN_GRACE),
         clusters: clusters?,
         listeners: listeners?,
+        inline_secrets: std::mem::take(&mut v.inline_secrets),
     })
 }
 
@@ -321,6 +325,7 @@ impl Validator<'_> {
         } else if key.ends_with("_file") {
             SecretSource::File(value)
         } else {
+            self.inline_secrets.push(format!("{parent}.{key}"));
             SecretSource::Inline(value)
         };
         match source.resolve(self.env, self.base_dir) {

@@ -1,0 +1,228 @@
+//! The load-test instruments must not rot: CI runs the smoke versions of `loadtest/bench.sh` and
+//! `loadtest/failover.sh` here. These tests check that each script ran to the end and printed a
+//! table with every row filled in; they assert no performance figure (the smoke runs are far too
+//! short for that, and CI machines are noisy).
+//!
+//! Like the lab tests, they need root and the lab (`loadtest/test.sh` provides both); the scripts
+//! install what they miss with apt-get. They use the debug binary cargo built for the tests, so
+//! no release build happens here. Both scripts take the lab tests' lock themselves when they need
+//! the lab, so these tests must not hold it.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The two scripts share ports and machine time: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `bash SCRIPT ARGS` with a hard deadline; returns (success, stdout, stderr).
+fn run_script(
+    script: &str,
+    args: &[&str],
+    out_dir: &Path,
+    limit: Duration,
+) -> (bool, String, String) {
+    let mut child = Command::new("bash")
+        .arg(root().join(script))
+        .args(args)
+        .env("ROLEGATE_BIN", env!("CARGO_BIN_EXE_rolegate"))
+        .env("BENCH_OUT", out_dir)
+        // Ports apart from a full run someone may be doing by hand (27000.. and 27600..).
+        .env("BENCH_PORT_BASE", "28000")
+        .env("FAILOVER_PORT_BASE", "28600")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
+    // Read both pipes on threads so a chatty child never blocks on a full pipe.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut so, &mut s).ok();
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut se, &mut s).ok();
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            // The script's process group: the script and what it started (they stop their own
+            // children on SIGTERM).
+            let _ = Command::new("kill")
+                .args(["-TERM", &format!("-{}", child.id())])
+                .status();
+            std::thread::sleep(Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (stdout, stderr) = (t_out.join().unwrap(), t_err.join().unwrap());
+    match status {
+        Some(s) => (s.success(), stdout, stderr),
+        None => (false, stdout, format!("{stderr}\n(killed after {limit:?})")),
+    }
+}
+
+/// The cells of the markdown table row whose first cell is `label`.
+fn row<'a>(table: &'a str, label: &str) -> Option<Vec<&'a str>> {
+    table.lines().find_map(|line| {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        (cells.first() == Some(&label)).then_some(cells)
+    })
+}
+
+#[test]
+fn bench_smoke_prints_every_row() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = tempfile::tempdir().expect("tempdir");
+    let (ok, stdout, stderr) = run_script(
+        "loadtest/bench.sh",
+        &["--smoke"],
+        out.path(),
+        Duration::from_secs(600),
+    );
+    assert!(
+        ok,
+        "bench.sh --smoke failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+
+    // Rows: every workload of the issue; columns: every setup plus the ratios.
+    let rows: &[(&str, bool)] = &[
+        // (label, has a value for direct)
+        ("iperf3 1 stream, Gbit/s", true),
+        ("iperf3 1 stream -R, Gbit/s", true),
+        ("iperf3 4 streams, Gbit/s", true),
+        ("iperf3 4 streams -R, Gbit/s", true),
+        ("redis PING_INLINE -P1, rps", true),
+        ("redis SET -P1, rps", true),
+        ("redis GET -P1, rps", true),
+        ("redis GET -P1, p50 ms", true),
+        ("redis GET -P1, p99 ms", true),
+        ("redis SET -P1, p99 ms", true),
+        ("redis PING_INLINE -P16, rps", true),
+        ("redis SET -P16, rps", true),
+        ("redis GET -P16, rps", true),
+        ("redis GET -P16, p50 ms", true),
+        ("redis GET -P16, p99 ms", true),
+        ("redis SET -P16, p99 ms", true),
+        ("churn (new conn per request), conn/s", true),
+        ("churn p99 ms", true),
+        ("pgbench -S (8 clients), tps", true),
+        ("pgbench -S -C (8 clients), tps", true),
+        ("idle memory, KiB per session", false),
+        ("proxy CPU s per GiB (iperf3, all 4 runs)", false),
+    ];
+    let header = row(&stdout, "workload").expect("no table header in the output");
+    assert_eq!(
+        &header[1..6],
+        [
+            "direct",
+            "HAProxy splice-auto",
+            "HAProxy no splice",
+            "HAProxy forced splice",
+            "rolegate"
+        ],
+        "setups (columns) of the table"
+    );
+    for (label, direct) in rows {
+        let cells = row(&stdout, label).unwrap_or_else(|| panic!("no row {label:?} in:\n{stdout}"));
+        assert_eq!(
+            cells.len(),
+            header.len(),
+            "row {label:?} has {} cells",
+            cells.len()
+        );
+        let first_setup = if *direct { 1 } else { 2 };
+        for (i, cell) in cells.iter().enumerate().take(6).skip(first_setup) {
+            assert_ne!(
+                *cell, "–",
+                "row {label:?}: no value for {} (the run failed?)\n{stdout}",
+                header[i]
+            );
+        }
+    }
+    assert!(!stdout.contains("## Errors"), "some runs failed:\n{stdout}");
+    let written: Vec<_> = std::fs::read_dir(out.path())
+        .expect("results dir")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        written.iter().any(|n| n.ends_with("-smoke.md")),
+        "no .md written: {written:?}"
+    );
+    assert!(
+        written.iter().any(|n| n.ends_with("-smoke.json")),
+        "no .json written: {written:?}"
+    );
+}
+
+#[test]
+fn failover_smoke_prints_every_row_and_resets_the_lab() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = tempfile::tempdir().expect("tempdir");
+    let (ok, stdout, stderr) = run_script(
+        "loadtest/failover.sh",
+        &["--smoke"],
+        out.path(),
+        Duration::from_secs(900),
+    );
+    assert!(
+        ok,
+        "failover.sh --smoke failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    for engine in ["pg", "mysql", "redis"] {
+        for setup in ["rolegate default", "HAProxy"] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("| {engine} | {setup} |")))
+                .unwrap_or_else(|| panic!("no row for {engine} / {setup} in:\n{stdout}"));
+            assert!(
+                !line.contains("error:"),
+                "{engine} / {setup} failed: {line}"
+            );
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            // The first write on the new primary happened (a number, not "–").
+            assert!(
+                cells[3].parse::<f64>().is_ok(),
+                "{engine} / {setup}: no write on the new primary: {line}"
+            );
+        }
+    }
+    // The script put every engine back: A primary, B replica.
+    let status = Command::new("bash")
+        .arg(root().join("loadtest/lab.sh"))
+        .arg("status")
+        .output()
+        .expect("lab.sh status");
+    let status = String::from_utf8_lossy(&status.stdout);
+    for engine in ["pg", "mysql", "redis"] {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with(&format!("{engine} A ")) && l.contains(" up primary")),
+            "{engine} A is not primary after the run:\n{status}"
+        );
+    }
+}
