@@ -14,7 +14,6 @@
 
 mod support;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,32 +28,6 @@ const START: &str = "run: bash loadtest/lab.sh up";
 const RESET: &str = "the lab is not in its canonical topology (A primary, B replica); run: bash loadtest/lab.sh reset";
 
 // === lab access ===
-
-/// Held for the whole of a lab test: the lab test lock (serialises with every other lab test,
-/// including the ones that switch roles), then `lab.sh`'s own lock (`$LAB_DIR.lock`), so that
-/// no `lab.sh up/reset/switchover` runs underneath. Always in that order, so no deadlock with a
-/// test that holds the first and runs `lab.sh`.
-struct LabGuard {
-    _tests: lab::LabLock,
-    _lab: File,
-}
-
-fn lab_lock() -> LabGuard {
-    let tests = lab::lock();
-    let dir = std::env::var("LAB_DIR").unwrap_or_else(|_| "/tmp/rolegate-lab".into());
-    let path = format!("{}.lock", dir.trim_end_matches('/'));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .append(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("open {path}: {e}"));
-    file.lock().unwrap_or_else(|e| panic!("lock {path}: {e}"));
-    LabGuard {
-        _tests: tests,
-        _lab: file,
-    }
-}
 
 fn check(user: &str, password: &str) -> CheckConfig {
     CheckConfig {
@@ -151,7 +124,7 @@ async fn assert_session_reused(probe: &mut Probe, addr: SocketAddr) -> u64 {
 
 #[tokio::test]
 async fn pg_roles_lag_position_and_timeline() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     let (primary, replica) = primary_then_replica(Engine::Pg, Protocol::Postgres).await;
     let written = primary
         .write_position
@@ -176,7 +149,7 @@ async fn pg_roles_lag_position_and_timeline() {
 
 #[tokio::test]
 async fn pg_one_session_serves_many_checks() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Pg).await;
     let addr = Engine::Pg.addr('B');
     let mut probe = Probe::new(Protocol::Postgres, &monitor());
@@ -209,7 +182,7 @@ async fn pg_one_session_serves_many_checks() {
 
 #[tokio::test]
 async fn pg_wrong_password_is_auth_failed() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Pg).await;
     let mut probe = Probe::new(
         Protocol::Postgres,
@@ -223,7 +196,7 @@ async fn pg_wrong_password_is_auth_failed() {
 
 #[tokio::test]
 async fn pg_md5_user_logs_in_and_missing_pg_monitor_is_named() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Pg).await;
     let md5 = check("md5user", &env_or("LAB_MD5_PASSWORD", "md5-secret"));
     let mut probe = Probe::new(Protocol::Postgres, &md5);
@@ -241,7 +214,7 @@ async fn pg_md5_user_logs_in_and_missing_pg_monitor_is_named() {
 
 #[tokio::test]
 async fn mysql_roles_and_replication_threads() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     let (primary, replica) = primary_then_replica(Engine::Mysql, Protocol::Mysql).await;
     let facts = replica.replica.clone().expect("replica facts");
     assert!(
@@ -254,7 +227,7 @@ async fn mysql_roles_and_replication_threads() {
 
 #[tokio::test]
 async fn mysql_one_connection_serves_many_checks() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Mysql).await;
     let addr = Engine::Mysql.addr('B');
     let mut probe = Probe::new(Protocol::Mysql, &monitor());
@@ -287,7 +260,7 @@ async fn mysql_one_connection_serves_many_checks() {
 
 #[tokio::test]
 async fn mysql_wrong_password_is_auth_failed() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Mysql).await;
     let mut probe = Probe::new(
         Protocol::Mysql,
@@ -301,7 +274,7 @@ async fn mysql_wrong_password_is_auth_failed() {
 
 #[tokio::test]
 async fn mysql_native_password_user_and_missing_privilege() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Mysql).await;
     let native = check(
         "native_user",
@@ -322,7 +295,7 @@ async fn mysql_native_password_user_and_missing_privilege() {
 
 #[tokio::test]
 async fn redis_roles_offsets_and_lag() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     let (primary, replica) = primary_then_replica(Engine::Redis, Protocol::Redis).await;
     assert!(primary.write_position.is_some(), "{primary:?}");
     let facts = replica.replica.clone().expect("replica facts");
@@ -334,7 +307,7 @@ async fn redis_roles_offsets_and_lag() {
 
 #[tokio::test]
 async fn redis_one_connection_serves_many_checks() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Redis).await;
     let addr = Engine::Redis.addr('B');
     let mut probe = Probe::new(Protocol::Redis, &monitor());
@@ -364,7 +337,7 @@ async fn redis_one_connection_serves_many_checks() {
 
 #[tokio::test]
 async fn redis_acl_user_and_requirepass_both_log_in_and_wrong_passwords_fail() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Redis).await;
     let addr = Engine::Redis.addr('A');
     let mut requirepass = monitor();

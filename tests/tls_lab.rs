@@ -15,7 +15,6 @@
 
 mod support;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,36 +31,10 @@ const WRONG_NAME: &str = "db.wrong.example";
 
 // === lab access ===
 
-/// The lab test lock, then `lab.sh`'s own lock (same order as `probes_lab.rs`).
-struct LabGuard {
-    _tests: lab::LabLock,
-    _lab: File,
-}
-
-fn lab_lock() -> LabGuard {
-    let tests = lab::lock();
-    let path = format!("{}.lock", lab_dir().trim_end_matches('/'));
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .append(true)
-        .open(&path)
-        .unwrap_or_else(|e| panic!("open {path}: {e}"));
-    file.lock().unwrap_or_else(|e| panic!("lock {path}: {e}"));
-    LabGuard {
-        _tests: tests,
-        _lab: file,
-    }
-}
-
-fn lab_dir() -> String {
-    std::env::var("LAB_DIR").unwrap_or_else(|_| "/tmp/rolegate-lab".into())
-}
-
 /// The lab's CA certificate (`lab.sh env` exports it as `LAB_TLS_CA`).
 fn ca_file() -> String {
     let path = std::env::var("LAB_TLS_CA")
-        .unwrap_or_else(|_| format!("{}/tls/ca.pem", lab_dir().trim_end_matches('/')));
+        .unwrap_or_else(|_| format!("{}/tls/ca.pem", lab::dir().trim_end_matches('/')));
     assert!(
         std::path::Path::new(&path).is_file(),
         "the lab's CA {path} is missing; {START}"
@@ -178,7 +151,7 @@ async fn verified_roles(engine: Engine) -> (Probe, Probe) {
 
 #[tokio::test]
 async fn pg_verify_full_detects_roles_over_an_encrypted_session() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     let (a, b) = verified_roles(Engine::Pg).await;
     for (node, probe) in [('A', &a), ('B', &b)] {
         let Probe::Postgres(p) = probe else {
@@ -203,7 +176,7 @@ async fn pg_verify_full_detects_roles_over_an_encrypted_session() {
 
 #[tokio::test]
 async fn mysql_verify_full_detects_roles_over_an_encrypted_session() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     let (mut a, mut b) = verified_roles(Engine::Mysql).await;
     for (node, probe) in [('A', &mut a), ('B', &mut b)] {
         let Probe::Mysql(p) = probe else {
@@ -219,7 +192,7 @@ async fn mysql_verify_full_detects_roles_over_an_encrypted_session() {
 
 #[tokio::test]
 async fn redis_verify_full_detects_roles_on_the_tls_ports() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     verified_roles(Engine::Redis).await;
 
     // The TLS port only speaks TLS: a plain check of it fails (the server drops a client
@@ -240,7 +213,7 @@ async fn redis_verify_full_detects_roles_on_the_tls_ports() {
 
 #[tokio::test]
 async fn system_roots_do_not_trust_the_lab_ca_unknown_issuer() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     for engine in [Engine::Pg, Engine::Mysql, Engine::Redis] {
         lab::require(engine).await;
         // No tls_ca_file: the system's trust store, which does not hold the lab's CA.
@@ -260,7 +233,7 @@ async fn system_roots_do_not_trust_the_lab_ca_unknown_issuer() {
 
 #[tokio::test]
 async fn a_wrong_server_name_is_a_name_mismatch() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     for engine in [Engine::Pg, Engine::Mysql, Engine::Redis] {
         lab::require(engine).await;
         let config = check(
@@ -284,7 +257,7 @@ async fn a_wrong_server_name_is_a_name_mismatch() {
 
 #[tokio::test]
 async fn verify_ca_checks_the_chain_but_not_the_name() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     for engine in [Engine::Pg, Engine::Redis] {
         lab::require(engine).await;
         let config = check(
@@ -308,7 +281,7 @@ async fn verify_ca_checks_the_chain_but_not_the_name() {
 
 #[tokio::test]
 async fn require_against_a_port_without_tls_is_a_tls_failure() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     lab::require(Engine::Redis).await;
     // Redis' plain port never answers a ClientHello; the probe says what it does speak.
     let config = check(Engine::Redis, "tls: require");
@@ -347,7 +320,7 @@ fn cluster_yaml(name: &str, engine: Engine, tls: &str) -> String {
 
 #[tokio::test]
 async fn a_proxy_routes_by_roles_its_tls_checks_found() {
-    let _lab = lab_lock();
+    let _lab = lab::lock_read_only();
     let verify = format!("tls: verify-full, tls_ca_file: \"{}\"", ca_file());
     let mut clusters = String::new();
     let mut listeners = String::new();

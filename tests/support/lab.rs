@@ -76,6 +76,35 @@ pub fn lock() -> LabLock {
     LabLock(file)
 }
 
+/// The lab's state directory (`$LAB_DIR`, as `lab.sh` resolves it).
+pub fn dir() -> String {
+    std::env::var("LAB_DIR").unwrap_or_else(|_| "/tmp/rolegate-lab".into())
+}
+
+/// For tests that only read the lab: the lab test lock, then `lab.sh`'s own lock
+/// (`$LAB_DIR.lock`), so no `lab.sh up/reset/switchover` runs underneath. Always in that order,
+/// so there is no deadlock with a test that holds the first and runs `lab.sh`.
+pub struct ReadLock {
+    _tests: LabLock,
+    _lab: File,
+}
+
+pub fn lock_read_only() -> ReadLock {
+    let tests = lock();
+    let path = format!("{}.lock", dir().trim_end_matches('/'));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    file.lock().unwrap_or_else(|e| panic!("lock {path}: {e}"));
+    ReadLock {
+        _tests: tests,
+        _lab: file,
+    }
+}
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("loadtest/lab.sh")
 }
