@@ -58,6 +58,8 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, BindError> {
             socket.set_freebind_v6(true).map_err(err)?;
         }
     }
+    // Inherited by every accepted socket (Linux), instead of set per connection.
+    crate::session::tune(socket2::SockRef::from(&socket));
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
@@ -142,5 +144,21 @@ fn accept_error_reason(e: &io::Error) -> &'static str {
         Some(libc::ENOBUFS) | Some(libc::ENOMEM) => "no_memory",
         Some(libc::ECONNABORTED) => "aborted",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(sock.tcp_nodelay().unwrap(), "TCP_NODELAY inherited");
+        assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE inherited");
     }
 }

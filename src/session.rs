@@ -58,8 +58,10 @@ impl Refusal {
 }
 
 /// Serves one accepted client to the end.
+///
+/// The client socket already has TCP_NODELAY and keepalive: accepted sockets inherit them from
+/// the listening socket ([`crate::listener::bind`]), which saves four syscalls per connection.
 pub async fn run(mut client: TcpStream, client_addr: SocketAddr, ctx: Arc<ListenerContext>) {
-    tune(&client);
     let accepted = Instant::now();
     let (mut backend, candidate, settings) = match place(&ctx).await {
         Ok(p) => p,
@@ -218,18 +220,16 @@ async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     } else {
         TcpSocket::new_v6()?
     };
-    socket.set_nodelay(true)?;
-    let stream = socket.connect(addr).await?;
-    tune(&stream);
-    Ok(stream)
+    tune(socket2::SockRef::from(&socket));
+    socket.connect(addr).await
 }
 
 /// TCP_NODELAY (database protocols are request/response: Nagle only adds latency) and
 /// keepalive (a peer that vanished without a FIN is found eventually, and idle firewalls keep
-/// the flow). Failures are harmless and ignored.
-fn tune(stream: &TcpStream) {
-    let _ = stream.set_nodelay(true);
-    let sock = socket2::SockRef::from(stream);
+/// the flow). Set before connect or listen, so the connected or accepted socket starts with
+/// them. Failures are harmless and ignored.
+pub(crate) fn tune(sock: socket2::SockRef<'_>) {
+    let _ = sock.set_tcp_nodelay(true);
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(std::time::Duration::from_secs(60))
         .with_interval(std::time::Duration::from_secs(10));
