@@ -14,8 +14,11 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 
 use super::Failure;
@@ -43,7 +46,7 @@ pub(super) enum CopyEnd {
 /// `moved` counts bytes accepted by `writer`.
 pub(super) fn poll_copy(
     cx: &mut Context<'_>,
-    reader: &TcpStream,
+    reader: &mut ReadHalf<'_>,
     writer: &TcpStream,
     spill: &mut Option<Spill>,
     moved: &mut u64,
@@ -72,19 +75,22 @@ pub(super) fn poll_copy(
         }
 
         // 2. Read a chunk and write it through in the same step.
-        ready!(reader.poll_read_ready(cx)).map_err(Failure::reader)?;
-        match read_through(reader, writer, spill, moved, detect_bulk)? {
-            Step::Continue => {}
-            Step::Bulk => {
+        match read_through(cx, reader, writer, spill, moved, detect_bulk) {
+            Poll::Ready(Ok(Step::Continue)) => {}
+            Poll::Ready(Ok(Step::Bulk)) => {
                 *spill = None;
                 return Poll::Ready(Ok(CopyEnd::Bulk));
             }
-            Step::Eof => {
+            Poll::Ready(Ok(Step::Eof)) => {
                 *spill = None;
                 return Poll::Ready(Ok(CopyEnd::Eof));
             }
-            // The burst is over: free the (empty) spill and wait for readiness on the next turn.
-            Step::WouldBlock => *spill = None,
+            Poll::Ready(Err(failure)) => return Poll::Ready(Err(failure)),
+            // The burst is over: free the (empty) spill while the reader waits.
+            Poll::Pending => {
+                *spill = None;
+                return Poll::Pending;
+            }
         }
     }
 }
@@ -93,30 +99,35 @@ enum Step {
     Continue,
     Bulk,
     Eof,
-    WouldBlock,
 }
 
 /// One `read` into the scratch buffer and one `write` of what was read; the part the writer did
 /// not take goes to the spill.
+///
+/// The read goes through [`AsyncRead::poll_read`] rather than `try_read`: Tokio treats a read
+/// that returns less than the buffer as proof that the socket is drained and clears its
+/// readiness, so a request/response message costs one `read` and one `write`, not a third call
+/// that only returns `EAGAIN`.
 fn read_through(
-    reader: &TcpStream,
+    cx: &mut Context<'_>,
+    reader: &mut ReadHalf<'_>,
     writer: &TcpStream,
     spill: &mut Option<Spill>,
     moved: &mut u64,
     detect_bulk: bool,
-) -> Result<Step, Failure> {
+) -> Poll<Result<Step, Failure>> {
     SCRATCH.with_borrow_mut(|scratch| {
-        let n = match reader.try_read(scratch) {
-            Ok(0) => return Ok(Step::Eof),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::WouldBlock),
-            Err(e) => return Err(Failure::reader(e)),
-        };
+        let mut buf = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *reader).poll_read(cx, &mut buf)).map_err(Failure::reader)?;
+        let n = buf.filled().len();
+        if n == 0 {
+            return Poll::Ready(Ok(Step::Eof));
+        }
         let written = match writer.try_write(&scratch[..n]) {
-            Ok(0) => return Err(Failure::writer(write_zero())),
+            Ok(0) => return Poll::Ready(Err(Failure::writer(write_zero()))),
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(e) => return Err(Failure::writer(e)),
+            Err(e) => return Poll::Ready(Err(Failure::writer(e))),
         };
         *moved += written as u64;
         let bulk = detect_bulk && n == scratch.len();
@@ -124,11 +135,11 @@ fn read_through(
             spill
                 .get_or_insert_with(Spill::new)
                 .refill(&scratch[written..n], bulk);
-            Ok(Step::Continue)
+            Poll::Ready(Ok(Step::Continue))
         } else if bulk {
-            Ok(Step::Bulk)
+            Poll::Ready(Ok(Step::Bulk))
         } else {
-            Ok(Step::Continue)
+            Poll::Ready(Ok(Step::Continue))
         }
     })
 }

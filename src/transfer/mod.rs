@@ -42,6 +42,7 @@
 //! locked or allocated per chunk.
 
 mod buffered;
+mod cancel;
 mod direction;
 #[cfg(all(target_os = "linux", feature = "splice"))]
 mod pool;
@@ -56,11 +57,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::net::tcp::ReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use crate::config::TransferMode;
+use cancel::CancelWatch;
 use direction::HalfDuplex;
 
 /// Direction label for logs and metrics: bytes from the client to the backend.
@@ -118,7 +121,9 @@ pub struct TransferStats {
 /// session is idle for `opts.idle_timeout`, `cancel` fires, or a side fails.
 ///
 /// Half-close is kept: EOF from one side becomes `shutdown(Write)` on the other while the other
-/// direction keeps flowing. The sockets are left open; the caller drops them.
+/// direction keeps flowing. The sockets are left open; the caller drops them. When both sides
+/// reached EOF ([`EndReason::Completed`]) the last `shutdown` is left to that close, which sends
+/// the same FIN one system call cheaper: drop the sockets promptly.
 ///
 /// Errors are not returned but reported in [`TransferStats::end`], tagged with the failing side,
 /// together with the bytes moved until then. If this future is dropped early, bytes it moved are
@@ -129,7 +134,9 @@ pub async fn transfer(
     opts: &TransferOptions,
     cancel: &CancellationToken,
 ) -> TransferStats {
-    let (client, backend) = (&*client, &*backend);
+    let (mut client_read, client_write) = client.split();
+    let (mut backend_read, backend_write) = backend.split();
+    let (client_write, backend_write) = (client_write.as_ref(), backend_write.as_ref());
     let start = Instant::now();
     let mut duplex = Duplex::new(opts, start);
     let mut cancelled = pin!(cancel.cancelled());
@@ -137,8 +144,16 @@ pub async fn transfer(
         .idle_timeout
         .map(|timeout| tokio::time::sleep_until(start + timeout.min(FAR_FUTURE))));
 
-    let end =
-        poll_fn(|cx| duplex.poll(cx, client, backend, cancelled.as_mut(), idle.as_mut())).await;
+    let end = poll_fn(|cx| {
+        let sockets = Sockets {
+            client_read: &mut client_read,
+            client_write,
+            backend_read: &mut backend_read,
+            backend_write,
+        };
+        duplex.poll(cx, sockets, cancelled.as_mut(), idle.as_mut())
+    })
+    .await;
     duplex.stats(end)
 }
 
@@ -250,6 +265,14 @@ impl Failure {
 
 // === impl Duplex ===
 
+/// The two sockets of a session, split so that each direction owns its reader.
+struct Sockets<'s, 'a> {
+    client_read: &'s mut ReadHalf<'a>,
+    client_write: &'a TcpStream,
+    backend_read: &'s mut ReadHalf<'a>,
+    backend_write: &'a TcpStream,
+}
+
 /// Both directions of one session plus the idle bookkeeping; the state of the [`transfer`]
 /// future apart from its timer and cancel registration.
 struct Duplex {
@@ -262,6 +285,7 @@ struct Duplex {
     seen: u64,
     /// When the future last went to sleep after moving bytes (or the start).
     last_activity: Instant,
+    cancel: CancelWatch,
 }
 
 impl Duplex {
@@ -273,27 +297,31 @@ impl Duplex {
             idle_timeout: opts.idle_timeout.unwrap_or(FAR_FUTURE).min(FAR_FUTURE),
             seen: 0,
             last_activity: start,
+            cancel: CancelWatch::new(),
         }
     }
 
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        client: &TcpStream,
-        backend: &TcpStream,
+        sockets: Sockets<'_, '_>,
         cancelled: Pin<&mut WaitForCancellationFuture<'_>>,
         idle: Pin<&mut Option<Sleep>>,
     ) -> Poll<EndReason> {
-        if cancelled.poll(cx).is_ready() {
+        if self.cancel.poll(cx, cancelled).is_ready() {
             return Poll::Ready(EndReason::Cancelled);
         }
 
         self.c2b_first = !self.c2b_first;
         for to_backend in [self.c2b_first, !self.c2b_first] {
             let polled = if to_backend {
-                self.c2b.poll(cx, client, backend)
+                let last = self.b2c.is_done();
+                self.c2b
+                    .poll(cx, sockets.client_read, sockets.backend_write, last)
             } else {
-                self.b2c.poll(cx, backend, client)
+                let last = self.c2b.is_done();
+                self.b2c
+                    .poll(cx, sockets.backend_read, sockets.client_write, last)
             };
             if let Poll::Ready(Err(failure)) = polled {
                 return Poll::Ready(failure.into_end(to_backend));
