@@ -128,7 +128,11 @@ mod tests {
             .poll(&mut Context::from_waker(&w2), cancelled.as_mut())
             .is_pending());
         token.cancel();
-        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the current waker is woken");
+        assert_eq!(
+            second.0.load(Ordering::SeqCst),
+            1,
+            "the current waker is woken"
+        );
         assert!(watch
             .poll(&mut Context::from_waker(&w2), cancelled.as_mut())
             .is_ready());
