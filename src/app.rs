@@ -10,8 +10,8 @@
 //! 1. lock out concurrent reloads;
 //! 2. bind the sockets of new and rebound listeners (a failure here changes nothing);
 //! 3. hand the config to the supervisor, which stores a table with routes for them;
-//! 4. start accept loops on the new sockets; restart loops whose limits changed on the same
-//!    socket (the socket never closes, so no connection is refused meanwhile);
+//! 4. start accept loops on the new sockets; apply changed limits (`max_connections`,
+//!    `backlog`) in place, without stopping the loops (no connection is refused or dropped);
 //! 5. stop the loops of removed and rebound listeners (their sessions finish or are closed
 //!    by their backends' guards, never by the listener going away).
 
@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::routing::new_router;
 use crate::session::ListenerContext;
 use crate::supervisor::{self, SupervisorHandle};
+use crate::workers::Workers;
 
 /// A reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +57,18 @@ pub enum StartError {
     },
     #[error("admin server: {0}")]
     Admin(#[source] BindError),
+    #[error("cannot start {count} data-plane workers: {source}")]
+    Workers {
+        count: usize,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct RunningListener {
     config: ListenerConfig,
-    socket: Arc<TcpListener>,
+    /// One per worker, in worker order (`SO_REUSEPORT` group when there are several).
+    sockets: Vec<Arc<TcpListener>>,
     local: SocketAddr,
     /// Connection permits; kept across a settings change so sessions already open still
     /// count against the (possibly new) `max_connections`.
@@ -80,6 +88,8 @@ pub struct App {
     sessions: CancellationToken,
     tracker: TaskTracker,
     admin_addr: Option<SocketAddr>,
+    /// The data plane: accept loops and sessions run here, probes and admin do not.
+    workers: Workers,
 }
 
 impl App {
@@ -91,13 +101,14 @@ impl App {
     /// A socket cannot be bound; nothing is left running then.
     pub async fn start(config: Config, metrics: Metrics) -> Result<Arc<App>, StartError> {
         let config = Arc::new(config);
+        let workers = Workers::start(config.workers).map_err(|source| StartError::Workers {
+            count: config.workers,
+            source,
+        })?;
         let mut bound = HashMap::new();
         for l in &config.listeners {
-            let socket = listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
-                listener: l.name.clone(),
-                source,
-            })?;
-            bound.insert(l.name.clone(), socket);
+            let sockets = bind_listener(l, &workers)?;
+            bound.insert(l.name.clone(), sockets);
         }
         let admin_socket = match config.admin.listen {
             Some(addr) => Some(listener::bind(addr, 128).map_err(StartError::Admin)?),
@@ -123,15 +134,13 @@ impl App {
             sessions,
             tracker: TaskTracker::new(),
             admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            workers,
         });
         {
             let mut running = app.listeners.lock().await;
             for l in &config.listeners {
-                if let Some(socket) = bound.remove(&l.name) {
-                    running.insert(
-                        l.name.clone(),
-                        app.start_listener(l.clone(), Arc::new(socket)),
-                    );
+                if let Some(sockets) = bound.remove(&l.name) {
+                    running.insert(l.name.clone(), app.start_listener(l.clone(), sockets));
                 }
             }
         }
@@ -145,15 +154,21 @@ impl App {
         Ok(app)
     }
 
-    fn start_listener(&self, config: ListenerConfig, socket: Arc<TcpListener>) -> RunningListener {
+    fn start_listener(
+        &self,
+        config: ListenerConfig,
+        sockets: Vec<Arc<TcpListener>>,
+    ) -> RunningListener {
         let limit = Arc::new(Semaphore::new(config.max_connections));
-        self.start_accepting(config, socket, limit)
+        self.start_accepting(config, sockets, limit)
     }
 
+    /// One accept loop per worker, each on its own socket and runtime; the connection limit is
+    /// shared.
     fn start_accepting(
         &self,
         config: ListenerConfig,
-        socket: Arc<TcpListener>,
+        sockets: Vec<Arc<TcpListener>>,
         limit: Arc<Semaphore>,
     ) -> RunningListener {
         let stop = self.shutdown.child_token();
@@ -164,18 +179,23 @@ impl App {
             recheck: self.supervisor.recheck.clone(),
             sessions: self.sessions.clone(),
         });
-        let local = socket.local_addr().unwrap_or(config.bind);
-        info!(message = "Listening.", listener = %config.name, addr = %local, cluster = %config.cluster, role = config.role.as_str());
-        tokio::spawn(listener::run(
-            socket.clone(),
-            ctx,
-            limit.clone(),
-            stop.clone(),
-            self.tracker.clone(),
-        ));
+        let local = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(config.bind);
+        info!(message = "Listening.", listener = %config.name, addr = %local, cluster = %config.cluster, role = config.role.as_str(), workers = sockets.len());
+        for (socket, worker) in sockets.iter().zip(self.workers.handles()) {
+            worker.spawn(listener::run(
+                socket.clone(),
+                ctx.clone(),
+                limit.clone(),
+                stop.clone(),
+                self.tracker.clone(),
+            ));
+        }
         RunningListener {
             config,
-            socket,
+            sockets,
             local,
             limit,
             stop,
@@ -213,11 +233,7 @@ impl App {
             let Some(l) = new.listeners.iter().find(|l| &l.name == name) else {
                 continue;
             };
-            let socket = listener::bind(l.bind, l.backlog).map_err(|source| StartError::Bind {
-                listener: l.name.clone(),
-                source,
-            })?;
-            fresh.insert(l.name.clone(), Arc::new(socket));
+            fresh.insert(l.name.clone(), bind_listener(l, &self.workers)?);
         }
         // 3. Routes for the new shape.
         let _ = self.supervisor.apply(new.clone()).await;
@@ -233,23 +249,28 @@ impl App {
         for change in &diff.listeners.changed {
             let (Some(l), Some(old)) = (
                 new.listeners.iter().find(|l| l.name == change.name),
-                running.remove(&change.name),
+                running.get_mut(&change.name),
             ) else {
                 continue;
             };
-            old.stop.cancel();
-            let entry = match fresh.remove(&change.name) {
-                Some(socket) => {
+            match fresh.remove(&change.name) {
+                Some(sockets) => {
                     info!(message = "Listener rebound.", listener = %l.name, from = %old.local, to = %l.bind);
-                    self.start_listener(l.clone(), socket)
+                    old.stop.cancel();
+                    *old = self.start_listener(l.clone(), sockets);
                 }
                 None => {
+                    // Routing settings live in the table; only the limits are the loops'. They
+                    // change in place, so no connection (queued, or accepted and waiting for a
+                    // permit) is dropped by a settings change.
                     info!(message = "Listener settings changed.", listener = %l.name);
                     resize(&old.limit, old.config.max_connections, l.max_connections);
-                    self.start_accepting(l.clone(), old.socket, old.limit)
+                    if old.config.backlog != l.backlog {
+                        relisten(&old.sockets, l.backlog);
+                    }
+                    old.config = l.clone();
                 }
-            };
-            running.insert(change.name.clone(), entry);
+            }
         }
         // 5. Removed listeners stop accepting; their sessions finish or follow their backends.
         for name in &diff.listeners.removed {
@@ -263,6 +284,13 @@ impl App {
             // The admin server is not rebound: it may be serving this very reload. The new
             // token applies at once (it is read per request); the address needs a restart.
             tracing::warn!(message = "admin.listen changed; the admin server keeps its address until restart.", running = ?self.admin_addr, configured = ?new.admin.listen);
+        }
+        if old.workers != new.workers {
+            tracing::warn!(
+                message = "workers changed; the data plane keeps its thread count until restart.",
+                running = self.workers.handles().len(),
+                configured = new.workers
+            );
         }
         self.metrics.forget_removed(&old, &new);
         self.metrics.declare(&new);
@@ -363,6 +391,28 @@ impl App {
     /// Number of live client sessions (including queued ones).
     pub fn sessions(&self) -> usize {
         self.tracker.len()
+    }
+}
+
+/// The listening sockets of `l`, one per worker.
+fn bind_listener(
+    l: &ListenerConfig,
+    workers: &Workers,
+) -> Result<Vec<Arc<TcpListener>>, StartError> {
+    listener::bind_group(l.bind, l.backlog, workers.handles()).map_err(|source| StartError::Bind {
+        listener: l.name.clone(),
+        source,
+    })
+}
+
+/// Applies a new backlog to listening sockets in place: `listen(2)` on a listening socket only
+/// changes its queue length (Linux). A failure keeps the old backlog and is logged.
+fn relisten(sockets: &[Arc<TcpListener>], backlog: u32) {
+    let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+    for socket in sockets {
+        if let Err(error) = socket2::SockRef::from(&**socket).listen(backlog) {
+            tracing::warn!(message = "Cannot change the backlog; the old one stays.", %error);
+        }
     }
 }
 

@@ -5,7 +5,10 @@
 //! The modules follow the two paths of DESIGN.md.
 //!
 //! A connection's path:
-//! - [`listener`]: accept loop, connection limit, EMFILE back-off.
+//! - [`workers`]: the data-plane threads, one single-threaded runtime each; a connection is
+//!   accepted, served and closed on one of them.
+//! - [`listener`]: one `SO_REUSEPORT` socket and accept loop per worker, the shared connection
+//!   limit, EMFILE back-off.
 //! - [`session`]: one client — one routing snapshot, connect (with retries), transfer, and
 //!   closing when its backend loses the role its listener serves.
 //! - [`transfer`]: moving bytes, with `splice(2)` on Linux and a buffered copy elsewhere.
@@ -17,7 +20,8 @@
 //! - [`routing`]: the immutable [`routing::RoutingTable`] swapped atomically for readers.
 //!
 //! Around them: [`config`] (file → validated `Config`), [`app`] (wiring, reload, graceful stop),
-//! [`admin`] (HTTP: metrics, readiness, status, admin actions) and [`metrics`]; for deployment,
+//! [`admin`] (HTTP: metrics, readiness, status, admin actions), [`metrics`] and [`logging`] (lines
+//! written by a thread of their own); for deployment,
 //! [`notify`] (systemd `sd_notify`) and [`probe_cli`] (`rolegate probe`, a curl-free health probe).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
@@ -27,6 +31,7 @@ pub mod app;
 pub mod config;
 pub mod health;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod probe_cli;
@@ -35,3 +40,4 @@ pub mod routing;
 pub mod session;
 pub mod supervisor;
 pub mod transfer;
+pub mod workers;

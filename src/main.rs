@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rolegate::app::App;
-use rolegate::config::{Config, LogFormat};
+use rolegate::config::Config;
+use rolegate::logging::LogGuard;
 use rolegate::metrics::Metrics;
 use rolegate::notify::Notifier;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -83,22 +83,6 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only for a terminal: a journal, a file or a pipe would get escape codes.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi);
-    match config.log.format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 fn run(path: PathBuf) -> ExitCode {
     let config = match Config::load(&path) {
         Ok(c) => c,
@@ -107,8 +91,11 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Held to the end of `run`: dropping it writes the lines still queued.
+    let log = rolegate::logging::init(&config.log);
+    // The control plane (probes, supervisor, admin API, signals): one thread. The data plane
+    // runs on its own `workers` threads (see `rolegate::workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -118,10 +105,10 @@ fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(path, config))
+    runtime.block_on(serve(path, config, &log))
 }
 
-async fn serve(path: PathBuf, config: Config) -> ExitCode {
+async fn serve(path: PathBuf, config: Config, log: &LogGuard) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let grace = config.shutdown_grace;
     // Handlers first: a SIGHUP (`systemctl reload`) or SIGTERM that arrives while starting, or
@@ -134,7 +121,9 @@ async fn serve(path: PathBuf, config: Config) -> ExitCode {
         error!(message = "Cannot install signal handlers.");
         return ExitCode::FAILURE;
     };
-    let app = match App::start(config, Metrics::new()).await {
+    let metrics = Metrics::new();
+    let _ = metrics.registry.register(Box::new(log.dropped_lines()));
+    let app = match App::start(config, metrics).await {
         Ok(app) => app,
         Err(e) => {
             error!(message = "Cannot start.", error = %e);

@@ -187,6 +187,7 @@ const CASES: &[(&str, &[&str])] = &[
             "thresholds.yaml:4:29: clusters[0].check.fall: fall must be at least 1; it counts consecutive failed checks before a backend is taken out; 2 is a good start",
             "thresholds.yaml:8:67: listeners[0].max_connections: max_connections must be at least 1; omit it for the default of 10000",
             "thresholds.yaml:8:79: listeners[0].backlog: backlog must be at least 1; omit it for the default of 1024",
+            "thresholds.yaml:9:10: workers: workers must be at least 1; omit it for one per CPU",
         ],
     ),
     (

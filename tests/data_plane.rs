@@ -184,7 +184,7 @@ async fn a_refusing_first_backend_fails_over_to_the_next_and_asks_for_a_recheck(
     ))
     .await;
     proxy.wait_candidates("pri", 2).await;
-    drop(a); // the port now refuses; the probe will not look again for 10 s unless asked
+    a.stop().await; // the port now refuses; the probe will not look again for 10 s unless asked
     let mut client = TcpStream::connect(proxy.addr("pri").await).await.unwrap();
     let mut greeting = [0u8; 2];
     client.read_exact(&mut greeting).await.unwrap();

@@ -21,9 +21,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{handle, AdminState};
+use crate::listener::Streak;
 
 /// Largest request head (request line and headers) hyper buffers; the minimum hyper allows
 /// is 8 KiB, and no admin request needs more than a few hundred bytes.
@@ -69,6 +70,7 @@ pub async fn serve_with(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
+    let mut failures = Streak::default();
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -82,7 +84,9 @@ pub async fn serve_with(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(error) => {
-                    warn!(message = "Admin accept failed.", %error);
+                    if let Some(failed) = failures.failed() {
+                        warn!(message = "Admin accept failed; retrying.", %error, retry_ms = ACCEPT_BACKOFF.as_millis() as u64, failed_accepts = failed);
+                    }
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
@@ -90,6 +94,12 @@ pub async fn serve_with(
                 }
             },
         };
+        if let Some(failed) = failures.ended() {
+            info!(
+                message = "Admin server accepting again.",
+                failed_accepts_since_warning = failed
+            );
+        }
         if slots.available_permits() == 0 {
             debug!(
                 message = "Admin connection limit reached; new clients wait.",

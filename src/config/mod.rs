@@ -35,6 +35,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Grace period for draining sessions on SIGTERM/SIGINT before they are closed.
     pub shutdown_grace: Duration,
+    /// Data-plane threads (one per CPU unless set). Read at start; a reload cannot change it.
+    pub workers: usize,
     pub clusters: Vec<ClusterConfig>,
     pub listeners: Vec<ListenerConfig>,
     /// Field paths of the secrets written inline in the file (`clusters[0].check.password`),

@@ -22,6 +22,9 @@ pub(crate) struct RawConfig {
     /// Extension: how long SIGTERM/SIGINT waits for sessions to finish before closing them
     /// (default `30s`; `0s` closes at once).
     pub shutdown_grace: Option<String>,
+    /// Extension: data-plane threads, each with its own event loop and listening socket per
+    /// listener (default: one per CPU available to the process).
+    pub workers: Option<usize>,
     pub defaults: Option<RawDefaults>,
     #[serde(default)]
     pub clusters: Vec<RawCluster>,

@@ -44,6 +44,13 @@ mod builtin {
     pub(super) const ADMIN_LISTEN: &str = "127.0.0.1:9813";
     pub(super) const LOG_LEVEL: &str = "info";
     pub(super) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// Upper bound for `workers`: far above any core count, low enough to catch a typo.
+    pub(super) const MAX_WORKERS: usize = 1024;
+
+    /// One data-plane thread per CPU this process may use (affinity and cgroup quota count).
+    pub(super) fn workers() -> usize {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
 }
 
 /// Marker for "this value was invalid and its error is already in the list".
@@ -103,6 +110,7 @@ fn build(raw: &RawConfig, source: Option<&Path>, v: &mut Validator<'_>) -> Check
     let admin = admin(raw.admin.as_ref(), v);
     let log = log(raw.log.as_ref(), v);
     let shutdown_grace = v.duration("shutdown_grace", raw.shutdown_grace.as_deref());
+    let workers = workers(raw.workers, v);
     let inherited = cluster::inherited(raw.defaults.as_ref(), v);
     let clusters = cluster::clusters(&raw.clusters, &inherited, v);
     let admin_listen = admin.as_ref().ok().and_then(|a| a.listen);
@@ -119,10 +127,21 @@ fn build(raw: &RawConfig, source: Option<&Path>, v: &mut Validator<'_>) -> Check
         admin: admin?,
         log: log?,
         shutdown_grace: shutdown_grace?.unwrap_or(builtin::SHUTDOWN_GRACE),
+        workers: workers?,
         clusters: clusters?,
         listeners: listeners?,
         inline_secrets: std::mem::take(&mut v.inline_secrets),
     })
+}
+
+fn workers(raw: Option<usize>, v: &mut Validator<'_>) -> Checked<usize> {
+    let problem = match raw {
+        None => return Ok(builtin::workers()),
+        Some(n) if (1..=builtin::MAX_WORKERS).contains(&n) => return Ok(n),
+        Some(0) => Problem::new("workers must be at least 1"),
+        Some(n) => Problem::new(format!("workers {n} is more than {}", builtin::MAX_WORKERS)),
+    };
+    Err(v.report("workers", problem.hint("omit it for one per CPU")))
 }
 
 fn admin(raw: Option<&RawAdmin>, v: &mut Validator<'_>) -> Checked<AdminConfig> {

@@ -52,12 +52,26 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Connections that sent at least one byte (health checks connect and close silently).
     pub sessions: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+impl Backend {
+    /// Stops accepting and returns once the listening socket is closed. A plain drop closes it
+    /// only when this runtime next runs the aborted task, while the proxy (on its own worker
+    /// threads) may still connect and have that connection reset.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
@@ -89,7 +103,7 @@ impl Builder {
         Backend {
             addr,
             sessions,
-            task,
+            task: Some(task),
         }
     }
 }
