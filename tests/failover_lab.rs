@@ -69,39 +69,72 @@ struct Attempt {
     result: Result<u16, String>,
 }
 
-/// Runs the 20 ms new-connection writer until `stop` is set; bounded to 2,000 attempts.
-fn spawn_writer(
-    engine: Engine,
-    addr: std::net::SocketAddr,
+/// The 20 ms new-connection writer: runs until [`Writer::finish`]; bounded to 2,000 attempts.
+struct Writer {
     stop: Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<Attempt>> {
-    tokio::spawn(async move {
+    attempts: Arc<Mutex<Vec<Attempt>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn spawn(engine: Engine, addr: std::net::SocketAddr) -> Writer {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let attempts = Arc::new(Mutex::new(Vec::new()));
-        let mut handles = Vec::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(20));
-        for i in 0..2000 {
-            tick.tick().await;
-            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                break;
+        let (halt, log) = (stop.clone(), attempts.clone());
+        let task = tokio::spawn(async move {
+            let mut handles = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for i in 0..2000 {
+                tick.tick().await;
+                if halt.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let log = log.clone();
+                handles.push(tokio::spawn(async move {
+                    let started = wall();
+                    let result = db::connect_and_write(engine, addr, &format!("w{i}")).await;
+                    log.lock().unwrap().push(Attempt {
+                        started,
+                        finished: wall(),
+                        result,
+                    });
+                }));
             }
-            let attempts = attempts.clone();
-            handles.push(tokio::spawn(async move {
-                let started = wall();
-                let result = db::connect_and_write(engine, addr, &format!("w{i}")).await;
-                attempts.lock().unwrap().push(Attempt {
-                    started,
-                    finished: wall(),
-                    result,
-                });
-            }));
+            for h in handles {
+                let _ = h.await;
+            }
+        });
+        Writer {
+            stop,
+            attempts,
+            task,
         }
-        for h in handles {
-            let _ = h.await;
-        }
-        let mut v = attempts.lock().unwrap().clone();
+    }
+
+    /// Waits (up to 20 s) until `n` writes that started after `since` were acknowledged by the
+    /// server on `port`: traffic is awaited by what it did, not by a fixed time.
+    async fn wait_for_writes(&self, n: usize, port: u16, since: f64, what: &str) {
+        let attempts = self.attempts.clone();
+        support::eventually(Duration::from_secs(20), what, || {
+            let done = attempts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| a.started >= since && a.result == Ok(port))
+                .count();
+            async move { done >= n }
+        })
+        .await;
+    }
+
+    /// Stops writing, waits for the attempts in flight, and returns all, in start order.
+    async fn finish(self) -> Vec<Attempt> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+        let mut v = self.attempts.lock().unwrap().clone();
         v.sort_by(|a, b| a.started.total_cmp(&b.started));
         v
-    })
+    }
 }
 
 /// `(wall-clock time, candidate names)` for every stored table.
@@ -144,16 +177,18 @@ async fn switchover(engine: Engine) {
     let mut long = db::open(engine, rw).await.expect("long session");
     assert_eq!(long.server_port().await, Ok(a_port));
     let (watch, routes) = spawn_route_watch(&proxy);
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(engine, rw, stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await; // some traffic before the switchover
+    let writer = Writer::spawn(engine, rw);
+    writer
+        .wait_for_writes(10, a_port, 0.0, "10 writes on A before the switchover")
+        .await;
     let ts = lab::scenario("switchover", engine).await;
     let start = ts.get("start").expect("switchover start timestamp");
     let promoted = ts.get("promoted").expect("promoted timestamp");
     proxy.wait_route("rw", "b is primary", |n| n == ["b"]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // writes keep flowing on the new primary
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let attempts = writer.await.unwrap();
+    writer
+        .wait_for_writes(10, b_port, wall(), "10 more writes on the new primary")
+        .await;
+    let attempts = writer.finish().await;
     watch.abort();
 
     // When the primary route stopped naming A (rolegate's first read-only/down observation).
@@ -291,8 +326,7 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
         .await;
     lab::scenario("promote", engine).await;
     proxy.wait_route("rw", "b promoted", |n| n == ["b"]).await;
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(engine, rw, stop.clone());
+    let writer = Writer::spawn(engine, rw);
     lab::scenario("resume", engine).await;
     // The old primary answers again, still claiming primary: stale, never routed.
     support::eventually(Duration::from_secs(20), "a back up and stale", || {
@@ -300,9 +334,12 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
         async move { a.health == "up" && a.stale }
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await; // keep writing while the zombie is up
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let attempts = writer.await.unwrap();
+    // Keep writing while the zombie is up: 25 more writes (0.5 s at 20 ms) must all land on B.
+    let b_port = engine.addr('B').port();
+    writer
+        .wait_for_writes(25, b_port, wall(), "25 writes while the zombie is up")
+        .await;
+    let attempts = writer.finish().await;
     let on_a = attempts
         .iter()
         .filter(|a| a.result == Ok(engine.addr('A').port()))

@@ -36,6 +36,7 @@ fn run_script(
         // Ports apart from a full run someone may be doing by hand (27000.. and 27600..).
         .env("BENCH_PORT_BASE", "28000")
         .env("FAILOVER_PORT_BASE", "28600")
+        .env("PROFILE_PORT_BASE", "28900")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -80,17 +81,21 @@ fn run_script(
     }
 }
 
-/// The cells of the markdown table row whose first cell is `label`.
-fn row<'a>(table: &'a str, label: &str) -> Option<Vec<&'a str>> {
-    table.lines().find_map(|line| {
-        let cells: Vec<&str> = line
-            .trim()
-            .trim_matches('|')
-            .split('|')
-            .map(str::trim)
-            .collect();
-        (cells.first() == Some(&label)).then_some(cells)
-    })
+/// The cells of one markdown table line.
+fn cells(line: &str) -> Vec<&str> {
+    line.trim()
+        .trim_matches('|')
+        .split('|')
+        .map(str::trim)
+        .collect()
+}
+
+/// The cells of the markdown table row whose first cells are `labels`.
+fn row<'a>(table: &'a str, labels: &[&str]) -> Option<Vec<&'a str>> {
+    table
+        .lines()
+        .map(cells)
+        .find(|c| c.len() >= labels.len() && c[..labels.len()] == *labels)
 }
 
 #[test]
@@ -134,7 +139,7 @@ fn bench_smoke_prints_every_row() {
         ("idle memory, KiB per session", false),
         ("proxy CPU s per GiB (iperf3, all 4 runs)", false),
     ];
-    let header = row(&stdout, "workload").expect("no table header in the output");
+    let header = row(&stdout, &["workload"]).expect("no table header in the output");
     assert_eq!(
         &header[1..6],
         [
@@ -147,7 +152,8 @@ fn bench_smoke_prints_every_row() {
         "setups (columns) of the table"
     );
     for (label, direct) in rows {
-        let cells = row(&stdout, label).unwrap_or_else(|| panic!("no row {label:?} in:\n{stdout}"));
+        let cells =
+            row(&stdout, &[label]).unwrap_or_else(|| panic!("no row {label:?} in:\n{stdout}"));
         assert_eq!(
             cells.len(),
             header.len(),
@@ -176,6 +182,41 @@ fn bench_smoke_prints_every_row() {
         written.iter().any(|n| n.ends_with("-smoke.json")),
         "no .json written: {written:?}"
     );
+}
+
+#[test]
+fn profile_prints_syscalls_and_cpu_per_op_for_both_proxies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let out = tempfile::tempdir().expect("tempdir");
+    let (ok, stdout, stderr) = run_script(
+        "loadtest/profile.sh",
+        &["--requests", "2000", "--connections", "300"],
+        out.path(),
+        Duration::from_secs(300),
+    );
+    assert!(
+        ok,
+        "profile.sh failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    for setup in ["rolegate", "haproxy"] {
+        for workload in ["p1", "churn"] {
+            let cells = row(&stdout, &[setup, workload])
+                .unwrap_or_else(|| panic!("no row {setup}/{workload} in:\n{stdout}"));
+            let cpu: f64 = cells[2].parse().unwrap_or(-1.0);
+            let calls: f64 = cells[3].parse().unwrap_or(-1.0);
+            assert!(cpu >= 0.0, "{setup}/{workload}: CPU cell {:?}", cells[2]);
+            // A forwarded request is at least a read and a write; a connection more.
+            assert!(
+                calls >= 2.0,
+                "{setup}/{workload}: {calls} syscalls per op (strace saw nothing?)\n{stdout}"
+            );
+            assert!(
+                cells[4].contains("recvfrom") || cells[4].contains("read"),
+                "{setup}/{workload}: no read call listed: {:?}",
+                cells[4]
+            );
+        }
+    }
 }
 
 #[test]
