@@ -214,7 +214,8 @@ class Plan:
         self.rolegate_extra = args.rolegate_extra
         self.rolegate_b_env = args.rolegate_b_env
         self.rounds = args.rounds if args.rounds else (1 if args.smoke else 3)
-        self.threads = os.cpu_count() or 1  # tokio's multi-thread default: one worker per core
+        # rolegate's default `workers`: one per CPU the process may run on (affinity counts)
+        self.threads = len(os.sched_getaffinity(0)) or 1
         self.base = args.port_base
         self.pg_port = int(os.environ.get("LAB_PG_A_PORT", "15432"))
         self.pg_b_port = int(os.environ.get("LAB_PG_B_PORT", "15433"))
@@ -863,7 +864,7 @@ def report(plan, info, results, errors, loads, elapsed, complete=True):
         "",
         f"- machine: {info['cores']} cores ({info['cpu']}), kernel {info['kernel']}, {info['os']}, "
         f"fd limit {info['nofile'][0]}/{info['nofile'][1]}",
-        f"- rolegate {info['rolegate']} (git {info['rev']}), release build, {plan.threads} tokio workers, "
+        f"- rolegate {info['rolegate']} (git {info['rev']}), release build, {plan.threads} workers, "
         f"default config except addresses (PostgreSQL: `protocol: postgres`, others `protocol: tcp`)",
         f"- HAProxy {info['haproxy']} (`nbthread {plan.threads}`), iperf3 {info['iperf3']}, "
         f"redis-server/benchmark {info['redis']}/{info['redis_benchmark']}, pgbench {info['pgbench']}",
@@ -964,7 +965,7 @@ def main():
     ap.add_argument("--rolegate-b", metavar="BIN",
                     help="diagnosis: a second rolegate build run as a sixth setup (A/B of a change)")
     ap.add_argument("--rolegate-b-env", action="append", default=[], metavar="KEY=VALUE",
-                    help="diagnosis: environment for rolegate B only (e.g. TOKIO_WORKER_THREADS=1)")
+                    help="diagnosis: environment for rolegate B only (e.g. RUST_LOG=warn)")
     ap.add_argument("--rolegate-extra", default="",
                     help="diagnosis: YAML appended to rolegate's config (e.g. 'log: {session_level: debug}'); "
                          "a run with it is not the default configuration")
