@@ -154,23 +154,14 @@ impl App {
         Ok(app)
     }
 
+    /// One accept loop per worker, each on its own socket and runtime, sharing one connection
+    /// limit (changed in place by a reload, see [`resize`]).
     fn start_listener(
         &self,
         config: ListenerConfig,
         sockets: Vec<Arc<TcpListener>>,
     ) -> RunningListener {
         let limit = Arc::new(Semaphore::new(config.max_connections));
-        self.start_accepting(config, sockets, limit)
-    }
-
-    /// One accept loop per worker, each on its own socket and runtime; the connection limit is
-    /// shared.
-    fn start_accepting(
-        &self,
-        config: ListenerConfig,
-        sockets: Vec<Arc<TcpListener>>,
-        limit: Arc<Semaphore>,
-    ) -> RunningListener {
         let stop = self.shutdown.child_token();
         let ctx = Arc::new(ListenerContext {
             name: config.name.clone(),

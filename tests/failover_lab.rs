@@ -47,20 +47,6 @@ async fn proxy_for(engine: Engine, extra: &str) -> Proxy {
     proxy
 }
 
-fn status_backend(
-    proxy: &Proxy,
-    cluster: &str,
-    backend: &str,
-) -> rolegate::supervisor::BackendStatus {
-    let s = proxy.app.supervisor().status.load_full();
-    s.clusters
-        .iter()
-        .find(|c| c.name == cluster)
-        .and_then(|c| c.backends.iter().find(|b| b.name == backend))
-        .cloned()
-        .unwrap_or_else(|| panic!("no backend {cluster}/{backend} in status"))
-}
-
 /// One attempt of a client that opens a new connection every 20 ms.
 #[derive(Debug, Clone)]
 struct Attempt {
@@ -149,16 +135,7 @@ fn spawn_route_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, RouteLog) {
     let handle = tokio::spawn(async move {
         let mut changes = router.subscribe();
         loop {
-            let names: Vec<String> = router
-                .load()
-                .route(&name)
-                .map(|r| {
-                    r.candidates
-                        .iter()
-                        .map(|c| c.backend.key.backend.to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let names = support::route_names(&router, &name);
             out.lock().unwrap().push((wall(), names));
             if changes.changed().await.is_err() {
                 return;
@@ -266,7 +243,7 @@ async fn routes_by_role(engine: Engine) {
     assert_eq!(w.write("routes").await, Ok(engine.addr('A').port()));
     let mut r = db::open(engine, proxy.addr("ro").await).await.unwrap();
     assert_eq!(r.server_port().await, Ok(engine.addr('B').port()));
-    let status = status_backend(&proxy, "db", "b");
+    let status = proxy.backend_status("db", "b");
     assert_eq!((status.health, status.role), ("up", "replica"));
     assert!(
         status.replication_lag_seconds.is_some_and(|l| l < 10.0),
@@ -283,7 +260,7 @@ async fn kill_primary(engine: Engine) {
     let ts = lab::scenario("kill", engine).await;
     assert!(ts.get("promoted").is_some());
     proxy.wait_route("rw", "b is primary", |n| n == ["b"]).await;
-    let a = status_backend(&proxy, "db", "a");
+    let a = proxy.backend_status("db", "a");
     assert_eq!(a.health, "down", "{a:?}");
     assert_eq!(
         db::connect_and_write(engine, rw, "after-kill").await,
@@ -302,7 +279,7 @@ async fn hang_and_resume(engine: Engine) {
     proxy
         .wait_route("rw", "frozen primary taken out", |n| n.is_empty())
         .await;
-    let a = status_backend(&proxy, "db", "a");
+    let a = proxy.backend_status("db", "a");
     assert_eq!(a.last_error_reason, Some("timeout"), "{a:?}");
     lab::scenario("resume", engine).await;
     // No other node was promoted: the same primary comes back.
@@ -330,7 +307,7 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
     lab::scenario("resume", engine).await;
     // The old primary answers again, still claiming primary: stale, never routed.
     support::eventually(Duration::from_secs(20), "a back up and stale", || {
-        let a = status_backend(&proxy, "db", "a");
+        let a = proxy.backend_status("db", "a");
         async move { a.health == "up" && a.stale }
     })
     .await;

@@ -59,20 +59,6 @@ fn config(clusters: &[String], listeners: &[String]) -> String {
     )
 }
 
-fn backend_status(
-    proxy: &Proxy,
-    cluster: &str,
-    backend: &str,
-) -> rolegate::supervisor::BackendStatus {
-    let s = proxy.app.supervisor().status.load_full();
-    s.clusters
-        .iter()
-        .find(|c| c.name == cluster)
-        .and_then(|c| c.backends.iter().find(|b| b.name == backend))
-        .cloned()
-        .unwrap_or_else(|| panic!("no backend {cluster}/{backend}"))
-}
-
 fn check_failures(proxy: &Proxy, cluster: &str, backend: &str, reason: &str) -> f64 {
     metric_value(
         &proxy.metrics(),
@@ -202,7 +188,7 @@ async fn silent_and_blackholed_backends_time_out_and_other_clusters_are_unaffect
             },
         )
         .await;
-        let s = backend_status(&proxy, c, "a");
+        let s = proxy.backend_status(c, "a");
         assert_ne!(s.health, "up", "{c}: {s:?}");
         assert_eq!(s.last_error_reason, Some("timeout"), "{c}: {s:?}");
         let took = s.last_check_duration_ms.unwrap_or(0.0);

@@ -160,16 +160,7 @@ fn watch_route(
     tokio::spawn(async move {
         let mut changes = router.subscribe();
         loop {
-            let names: Vec<String> = router
-                .load()
-                .route(&name)
-                .map(|r| {
-                    r.candidates
-                        .iter()
-                        .map(|c| c.backend.key.backend.to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let names = support::route_names(&router, &name);
             if pred(&names) {
                 return wall();
             }
@@ -332,12 +323,7 @@ listeners:
     let healed_at = wall();
     node.heal();
     eventually(Duration::from_secs(15), "A back and stale", || {
-        let s = proxy.app.supervisor().status.load_full();
-        let a = s.clusters[0]
-            .backends
-            .iter()
-            .find(|b| b.name == "a")
-            .cloned();
+        let a = proxy.try_backend_status("pg", "a");
         async move { a.is_some_and(|a| a.health == "up" && a.stale) }
     })
     .await;

@@ -8,11 +8,14 @@
 //! no release build happens here. Both scripts take the lab tests' lock themselves when they need
 //! the lab, so these tests must not hold it.
 
-use std::os::unix::process::CommandExt;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::script;
 
 /// The two scripts share ports and machine time: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -28,57 +31,17 @@ fn run_script(
     out_dir: &Path,
     limit: Duration,
 ) -> (bool, String, String) {
-    let mut child = Command::new("bash")
-        .arg(root().join(script))
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join(script))
         .args(args)
         .env("ROLEGATE_BIN", env!("CARGO_BIN_EXE_rolegate"))
         .env("BENCH_OUT", out_dir)
         // Ports apart from a full run someone may be doing by hand (27000.. and 27600..).
         .env("BENCH_PORT_BASE", "28000")
         .env("FAILOVER_PORT_BASE", "28600")
-        .env("PROFILE_PORT_BASE", "28900")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {script}: {e}"));
-    // Read both pipes on threads so a chatty child never blocks on a full pipe.
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut so, &mut s).ok();
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut se, &mut s).ok();
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if start.elapsed() > limit {
-            // The script's process group: the script and what it started (they stop their own
-            // children on SIGTERM).
-            let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", child.id())])
-                .status();
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let (stdout, stderr) = (t_out.join().unwrap(), t_err.join().unwrap());
-    match status {
-        Some(s) => (s.success(), stdout, stderr),
-        None => (false, stdout, format!("{stderr}\n(killed after {limit:?})")),
-    }
+        .env("PROFILE_PORT_BASE", "28900");
+    let run = script::run_bounded(cmd, limit);
+    (run.success(), run.stdout, run.stderr)
 }
 
 /// The cells of one markdown table line.

@@ -9,13 +9,11 @@
 
 mod support;
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use support::lab;
+use support::{lab, script};
 
 /// 60 s of load, lab resets before and after, package checks: well under this.
 const LIMIT: Duration = Duration::from_secs(360);
@@ -25,51 +23,19 @@ fn soak_60s_passes_its_checks() {
     let _lock = lab::lock();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let out = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new("bash")
-        .arg(root.join("loadtest/soak.sh"))
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("loadtest/soak.sh"))
         .args(["--duration", "60s"])
         .env("SOAK_LAB_LOCK_HELD", "1")
         .env("ROLEGATE_BIN", env!("CARGO_BIN_EXE_rolegate"))
         // Apart from a soak someone may be running by hand (27800..) and the other smokes.
         .env("SOAK_PORT_BASE", "28800")
-        .env("SOAK_OUT", out.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("spawn loadtest/soak.sh");
-    let mut so = child.stdout.take().expect("stdout");
-    let mut se = child.stderr.take().expect("stderr");
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        so.read_to_string(&mut s).ok();
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        se.read_to_string(&mut s).ok();
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break Some(status);
-        }
-        if start.elapsed() > LIMIT {
-            // The script's process group: the script, its Python and the rolegate it started
-            // (which it stops on SIGTERM).
-            let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", child.id())])
-                .status();
-            std::thread::sleep(Duration::from_secs(5));
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let (stdout, stderr) = (t_out.join().unwrap(), t_err.join().unwrap());
+        .env("SOAK_OUT", out.path());
+    let script::Finished {
+        status,
+        stdout,
+        stderr,
+    } = script::run_bounded(cmd, LIMIT);
     let Some(status) = status else {
         lab::run(&["reset"]);
         panic!(

@@ -7,6 +7,7 @@ pub mod fake;
 pub mod files;
 pub mod http;
 pub mod lab;
+pub mod script;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,23 @@ use std::time::Duration;
 use rolegate::app::App;
 use rolegate::config::Config;
 use rolegate::metrics::Metrics;
+
+/// The backend names of `listener`'s route in the current table, in the order they are tried.
+pub fn route_names(
+    router: &rolegate::routing::Router,
+    listener: &rolegate::config::ListenerName,
+) -> Vec<String> {
+    router
+        .load()
+        .route(listener)
+        .map(|r| {
+            r.candidates
+                .iter()
+                .map(|c| c.backend.key.backend.to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// A running proxy and what tests need to reach it.
 pub struct Proxy {
@@ -71,16 +89,7 @@ impl Proxy {
         let mut changes = router.subscribe();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let names: Vec<String> = router
-                .load()
-                .route(&name)
-                .map(|r| {
-                    r.candidates
-                        .iter()
-                        .map(|c| c.backend.key.backend.to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let names = route_names(&router, &name);
             if pred(&names) {
                 return;
             }
@@ -91,6 +100,30 @@ impl Proxy {
                 panic!("timed out waiting for route of {listener}: {what}; last: {names:?}");
             }
         }
+    }
+
+    /// The supervisor's current view of one backend, if the cluster and backend exist.
+    pub fn try_backend_status(
+        &self,
+        cluster: &str,
+        backend: &str,
+    ) -> Option<rolegate::supervisor::BackendStatus> {
+        let s = self.app.supervisor().status.load_full();
+        s.clusters
+            .iter()
+            .find(|c| c.name == cluster)
+            .and_then(|c| c.backends.iter().find(|b| b.name == backend))
+            .cloned()
+    }
+
+    /// The supervisor's current view of one backend; panics naming it when it does not exist.
+    pub fn backend_status(
+        &self,
+        cluster: &str,
+        backend: &str,
+    ) -> rolegate::supervisor::BackendStatus {
+        self.try_backend_status(cluster, backend)
+            .unwrap_or_else(|| panic!("no backend {cluster}/{backend} in the status"))
     }
 
     /// The admin server's bound address (the config must enable it, e.g. `127.0.0.1:0`).
