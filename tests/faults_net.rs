@@ -99,6 +99,46 @@ fn spawn_pinger(
     })
 }
 
+/// Node A of `engine` reached through a relay inside a network namespace of its own (where
+/// faults are injected), node B direct, one cluster `name` with `check` settings and a primary
+/// listener `rw` (with `listener_extra`); returned once the route names A.
+struct RelayedA {
+    node: Node,
+    relay: Relay,
+    proxy: Proxy,
+    rw: SocketAddr,
+}
+
+async fn relayed_a(
+    engine: Engine,
+    port: u16,
+    name: &str,
+    check: &str,
+    listener_extra: &str,
+) -> RelayedA {
+    let node = Node::new();
+    let relay = Relay::spawn(node.listen(port), engine.addr('A'));
+    let yaml = config(
+        &[cluster(
+            name,
+            engine,
+            check,
+            "",
+            &[("a", relay.addr), ("b", engine.addr('B'))],
+        )],
+        &[listener("rw", name, "primary", listener_extra)],
+    );
+    let proxy = Proxy::start(&yaml).await;
+    proxy.wait_route("rw", "a primary", |n| n == ["a"]).await;
+    let rw = proxy.addr("rw").await;
+    RelayedA {
+        node,
+        relay,
+        proxy,
+        rw,
+    }
+}
+
 /// A backend that accepts TCP and never answers, for each protocol, and one whose packets
 /// are black-holed: checks fail with `timeout` (the probe never waits past its timeout,
 /// whatever the client library does), a client of the black-holed primary gets a data-plane
@@ -271,21 +311,19 @@ async fn silent_and_blackholed_backends_time_out_and_other_clusters_are_unaffect
 async fn connections_reset_mid_stream_end_promptly_and_new_sessions_work() {
     let _lock = lab::lock();
     lab::require(Engine::Pg).await;
-    let node = Node::new();
-    let relay = Relay::spawn(node.listen(5432), Engine::Pg.addr('A'));
-    let yaml = config(
-        &[cluster(
-            "pg",
-            Engine::Pg,
-            "interval: 250ms, timeout: 500ms, rise: 1, fall: 3",
-            "",
-            &[("a", relay.addr), ("b", Engine::Pg.addr('B'))],
-        )],
-        &[listener("rw", "pg", "primary", "")],
-    );
-    let proxy = Proxy::start(&yaml).await;
-    proxy.wait_route("rw", "a primary", |n| n == ["a"]).await;
-    let rw = proxy.addr("rw").await;
+    let RelayedA {
+        node,
+        relay,
+        proxy,
+        rw,
+    } = relayed_a(
+        Engine::Pg,
+        5432,
+        "pg",
+        "interval: 250ms, timeout: 500ms, rise: 1, fall: 3",
+        "",
+    )
+    .await;
     let db::Session::Pg(client) = db::open(Engine::Pg, rw).await.expect("open") else {
         unreachable!()
     };
@@ -355,21 +393,19 @@ async fn connections_reset_mid_stream_end_promptly_and_new_sessions_work() {
 async fn a_slow_backend_is_kept_while_within_the_check_timeout_and_taken_out_beyond_it() {
     let _lock = lab::lock();
     lab::require(Engine::Pg).await;
-    let node = Node::new();
-    let relay = Relay::spawn(node.listen(5432), Engine::Pg.addr('A'));
-    let yaml = config(
-        &[cluster(
-            "pg",
-            Engine::Pg,
-            "interval: 250ms, timeout: 500ms, rise: 2, fall: 2",
-            "",
-            &[("a", relay.addr), ("b", Engine::Pg.addr('B'))],
-        )],
-        &[listener("rw", "pg", "primary", ", queue_timeout: 1s")],
-    );
-    let proxy = Proxy::start(&yaml).await;
-    proxy.wait_route("rw", "a primary", |n| n == ["a"]).await;
-    let rw = proxy.addr("rw").await;
+    let RelayedA {
+        node: _node,
+        relay,
+        proxy,
+        rw,
+    } = relayed_a(
+        Engine::Pg,
+        5432,
+        "pg",
+        "interval: 250ms, timeout: 500ms, rise: 2, fall: 2",
+        ", queue_timeout: 1s",
+    )
+    .await;
 
     relay.set_delay(Duration::from_millis(50));
     let changes = proxy.app.router().load().generation;
@@ -425,21 +461,19 @@ async fn a_slow_backend_is_kept_while_within_the_check_timeout_and_taken_out_bey
 async fn packet_loss_never_corrupts_or_misroutes_and_the_node_recovers() {
     let _lock = lab::lock();
     lab::require(Engine::Redis).await;
-    let node = Node::new();
-    let relay = Relay::spawn(node.listen(6379), Engine::Redis.addr('A'));
-    let yaml = config(
-        &[cluster(
-            "r",
-            Engine::Redis,
-            "interval: 500ms, timeout: 1s, rise: 2, fall: 3",
-            "",
-            &[("a", relay.addr), ("b", Engine::Redis.addr('B'))],
-        )],
-        &[listener("rw", "r", "primary", ", queue_timeout: 10s")],
-    );
-    let proxy = Proxy::start(&yaml).await;
-    proxy.wait_route("rw", "a primary", |n| n == ["a"]).await;
-    let rw = proxy.addr("rw").await;
+    let RelayedA {
+        node,
+        relay: _relay,
+        proxy,
+        rw,
+    } = relayed_a(
+        Engine::Redis,
+        6379,
+        "r",
+        "interval: 500ms, timeout: 1s, rise: 2, fall: 3",
+        ", queue_timeout: 10s",
+    )
+    .await;
 
     node.loss(10);
     let lossy_since = Instant::now();
