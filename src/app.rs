@@ -28,6 +28,7 @@ use tracing::info;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigDiff, ListenerConfig, ListenerName};
+use crate::fd_budget::{self, Plan, Shape};
 use crate::listener::{self, BindError};
 use crate::metrics::Metrics;
 use crate::routing::new_router;
@@ -57,6 +58,8 @@ pub enum StartError {
     },
     #[error("admin server: {0}")]
     Admin(#[source] BindError),
+    #[error("RLIMIT_NOFILE is {nofile}: the control plane needs {needed} descriptors before one session fits; raise it (LimitNOFILE= in the systemd unit, ulimit -n, docker run --ulimit nofile=)")]
+    Descriptors { nofile: usize, needed: usize },
     #[error("cannot start {count} data-plane workers: {source}")]
     Workers {
         count: usize,
@@ -90,6 +93,10 @@ pub struct App {
     admin_addr: Option<SocketAddr>,
     /// The data plane: accept loops and sessions run here, probes and admin do not.
     workers: Workers,
+    /// Session permits of the descriptor budget, shared by every listener.
+    descriptors: Arc<Semaphore>,
+    /// How the descriptor limit is shared out for the running config.
+    fd_plan: std::sync::Mutex<Option<Plan>>,
 }
 
 impl App {
@@ -105,6 +112,8 @@ impl App {
             count: config.workers,
             source,
         })?;
+        // Before the listening sockets: the plan reserves those per listener.
+        let fd_plan = plan_descriptors(&config, workers.handles().len())?;
         let mut bound = HashMap::new();
         for l in &config.listeners {
             let sockets = bind_listener(l, &workers)?;
@@ -135,7 +144,12 @@ impl App {
             tracker: TaskTracker::new(),
             admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
             workers,
+            descriptors: Arc::new(Semaphore::new(
+                fd_plan.map_or(Semaphore::MAX_PERMITS, |p| p.sessions),
+            )),
+            fd_plan: std::sync::Mutex::new(fd_plan),
         });
+        app.apply_fd_plan(fd_plan, &config);
         {
             let mut running = app.listeners.lock().await;
             for l in &config.listeners {
@@ -176,10 +190,14 @@ impl App {
             .unwrap_or(config.bind);
         info!(message = "Listening.", listener = %config.name, addr = %local, cluster = %config.cluster, role = config.role.as_str(), workers = sockets.len());
         for (socket, worker) in sockets.iter().zip(self.workers.handles()) {
+            let limits = listener::Limits {
+                listener: limit.clone(),
+                descriptors: self.descriptors.clone(),
+            };
             worker.spawn(listener::run(
                 socket.clone(),
                 ctx.clone(),
-                limit.clone(),
+                limits,
                 stop.clone(),
                 self.tracker.clone(),
             ));
@@ -212,6 +230,8 @@ impl App {
             clusters_removed = diff.clusters.removed.len(),
             clusters_changed = diff.clusters.changed.len(),
         );
+        // The descriptor budget for the new shape; a config that leaves no room is refused.
+        let fd_plan = self.replan_descriptors(&new)?;
         // 2. Bind what is new or moved before touching anything.
         let rebinds = diff
             .listeners
@@ -282,6 +302,11 @@ impl App {
                 running = self.workers.handles().len(),
                 configured = new.workers
             );
+        }
+        if let Some((old_plan, new_plan)) = fd_plan {
+            resize(&self.descriptors, old_plan.sessions, new_plan.sessions);
+            *self.fd_plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_plan);
+            self.apply_fd_plan(Some(new_plan), &new);
         }
         self.metrics.forget_removed(&old, &new);
         self.metrics.declare(&new);
@@ -383,6 +408,83 @@ impl App {
     pub fn sessions(&self) -> usize {
         self.tracker.len()
     }
+}
+
+impl App {
+    /// The descriptor plan for `new` with the limit and baseline measured at start-up:
+    /// `(old, new)` plans, or `None` when there is no budget (no `/proc`).
+    fn replan_descriptors(&self, new: &Config) -> Result<Option<(Plan, Plan)>, StartError> {
+        let Some(old) = *self.fd_plan.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return Ok(None);
+        };
+        let plan = old.reshaped(shape(new, self.workers.handles().len()));
+        check_plan(plan)?;
+        Ok(Some((old, plan)))
+    }
+
+    /// Publishes a plan: the pipe cap, the capacity gauge, and a warning when the listeners'
+    /// `max_connections` add up to more than the descriptors allow.
+    fn apply_fd_plan(&self, plan: Option<Plan>, config: &Config) {
+        let Some(plan) = plan else {
+            return;
+        };
+        crate::transfer::limit_pipes(plan.pipes);
+        self.metrics
+            .session_fd_capacity
+            .set(i64::try_from(plan.sessions).unwrap_or(i64::MAX));
+        let configured: usize = config.listeners.iter().map(|l| l.max_connections).sum();
+        info!(
+            message = "Descriptor budget.",
+            nofile = plan.nofile,
+            open = plan.baseline,
+            reserved = plan.reserved,
+            sessions = plan.sessions,
+            pipes = plan.pipes
+        );
+        if configured > plan.sessions {
+            tracing::warn!(
+                message = "RLIMIT_NOFILE allows fewer sessions than the listeners' max_connections; beyond it clients wait in the backlog. Raise LimitNOFILE (systemd) or ulimit -n.",
+                nofile = plan.nofile,
+                sessions = plan.sessions,
+                max_connections_total = configured
+            );
+        }
+    }
+}
+
+/// The configuration's shape, as the descriptor plan sees it.
+fn shape(config: &Config, workers: usize) -> Shape {
+    Shape {
+        backends: config.clusters.iter().map(|c| c.backends.len()).sum(),
+        listeners: config.listeners.len(),
+        workers,
+    }
+}
+
+/// Measures the limit and what is open now and shares it out; `None` (no budget, only `EMFILE`
+/// back-off) when either cannot be read.
+fn plan_descriptors(config: &Config, workers: usize) -> Result<Option<Plan>, StartError> {
+    let measured = fd_budget::nofile().and_then(|n| Ok((n, fd_budget::open_now()?)));
+    let (nofile, open) = match measured {
+        Ok(m) => m,
+        Err(error) => {
+            tracing::warn!(message = "Cannot measure descriptors; no session budget, only EMFILE back-off.", %error);
+            return Ok(None);
+        }
+    };
+    let plan = Plan::new(nofile, open, shape(config, workers));
+    check_plan(plan)?;
+    Ok(Some(plan))
+}
+
+fn check_plan(plan: Plan) -> Result<(), StartError> {
+    if plan.sessions == 0 {
+        return Err(StartError::Descriptors {
+            nofile: plan.nofile,
+            needed: plan.minimum_nofile(),
+        });
+    }
+    Ok(())
 }
 
 /// The listening sockets of `l`, one per worker.

@@ -9,6 +9,8 @@
 //!   accepted, served and closed on one of them.
 //! - [`listener`]: one `SO_REUSEPORT` socket and accept loop per worker, the shared connection
 //!   limit, EMFILE back-off.
+//! - [`fd_budget`]: the sessions `RLIMIT_NOFILE` leaves room for once the control plane's
+//!   descriptors are set aside.
 //! - [`session`]: one client — one routing snapshot, connect (with retries), transfer, and
 //!   closing when its backend loses the role its listener serves.
 //! - [`transfer`]: moving bytes, with `splice(2)` on Linux and a buffered copy elsewhere.
@@ -29,6 +31,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod fd_budget;
 pub mod health;
 pub mod listener;
 pub mod logging;

@@ -6,14 +6,16 @@
 //! separate listener) and a configurable backlog.
 //!
 //! Each worker has its own socket per listener (an `SO_REUSEPORT` group, [`bind_group`]) and its
-//! own accept loop ([`run`]); the connection limit is one semaphore shared by the loops.
+//! own accept loop ([`run`]). A connection needs two permits ([`Limits`]): one of its listener's
+//! `max_connections` (shared by that listener's loops) and one of the process's descriptor
+//! budget (shared by all loops, see `fd_budget`).
 //!
-//! A loop accepts one connection, then takes a connection permit for it: at `max_connections`
-//! each loop holds the one connection it accepted until a session ends and stops accepting, so
-//! the kernel's backlog holds the rest (counted once per stall). The permit comes *after*
+//! A loop accepts one connection, then takes the permits for it: at either limit each loop
+//! holds the one connection it accepted until a session ends and stops accepting, so the
+//! kernel's backlog holds the rest (counted once per stall). The permits come *after*
 //! `accept()` because there are several sockets: a loop that took the last permit and then
 //! waited in `accept()` on an empty socket would starve a client queued on another worker's
-//! socket. The cost is at most one waiting connection per worker beyond `max_connections`.
+//! socket. The cost is at most one waiting connection per worker beyond the limit.
 //! Resource errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) back off briefly instead of spinning or
 //! exiting; per-connection errors are ignored.
 
@@ -25,7 +27,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
@@ -152,7 +154,7 @@ impl Unbound {
 pub async fn run(
     listener: Arc<TcpListener>,
     ctx: Arc<ListenerContext>,
-    limit: Arc<Semaphore>,
+    limits: Limits,
     stop: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -188,32 +190,63 @@ pub async fn run(
         if let Some(failed) = starved.ended() {
             info!(message = "Accepting again.", listener = %name, failed_accepts_since_warning = failed);
         }
-        let permit = match limit.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                ctx.metrics
-                    .listener_refused_total
-                    .with_label_values(&[name.as_str(), "max_connections"])
-                    .inc();
-                debug!(message = "max_connections reached; not accepting.", listener = %name);
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    p = limit.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                }
-            }
+        let Some(permits) = limits.admit(&ctx, &stop).await else {
+            return;
         };
         let ctx = ctx.clone();
         let span = tracing::debug_span!("session", listener = %name, client.addr = %peer);
         tracker.spawn(
             async move {
                 session::run(stream, peer, ctx).await;
-                drop(permit);
+                drop(permits);
             }
             .instrument(span),
         );
+    }
+}
+
+/// The two limits a connection is admitted under, each one semaphore shared by the accept loops
+/// concerned.
+#[derive(Clone)]
+pub struct Limits {
+    /// The listener's `max_connections`.
+    pub listener: Arc<Semaphore>,
+    /// The process's descriptor budget (`fd_budget`), shared by every listener.
+    pub descriptors: Arc<Semaphore>,
+}
+
+impl Limits {
+    /// Waits for a permit of both (for the already accepted connection). A stall is counted
+    /// once in `rolegate_listener_refused_total` with the limit's reason; `None` when `stop`
+    /// fires first.
+    async fn admit(
+        &self,
+        ctx: &ListenerContext,
+        stop: &CancellationToken,
+    ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+        let listener = permit(&self.listener, "max_connections", ctx, stop).await?;
+        let descriptors = permit(&self.descriptors, "fd_budget", ctx, stop).await?;
+        Some((listener, descriptors))
+    }
+}
+
+async fn permit(
+    limit: &Arc<Semaphore>,
+    reason: &'static str,
+    ctx: &ListenerContext,
+    stop: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(p) = limit.clone().try_acquire_owned() {
+        return Some(p);
+    }
+    ctx.metrics
+        .listener_refused_total
+        .with_label_values(&[ctx.name.as_str(), reason])
+        .inc();
+    debug!(message = "Connection limit reached; not accepting.", listener = %ctx.name, limit = reason);
+    tokio::select! {
+        _ = stop.cancelled() => None,
+        p = limit.clone().acquire_owned() => p.ok(),
     }
 }
 

@@ -121,6 +121,17 @@ async fn serve(path: PathBuf, config: Config, log: &LogGuard) -> ExitCode {
         error!(message = "Cannot install signal handlers.");
         return ExitCode::FAILURE;
     };
+    match rolegate::fd_budget::raise_nofile() {
+        Ok((before, after)) if after > before => {
+            info!(
+                message = "Raised the descriptor limit to its hard limit.",
+                from = before,
+                to = after
+            );
+        }
+        Ok(_) => {}
+        Err(e) => warn!(message = "Cannot raise the descriptor limit.", error = %e),
+    }
     let metrics = Metrics::new();
     let _ = metrics.registry.register(Box::new(log.dropped_lines()));
     let app = match App::start(config, metrics).await {

@@ -40,6 +40,7 @@ pub struct Metrics {
     pub sessions_fenced_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub config_last_reload_success: Gauge,
+    pub session_fd_capacity: IntGauge,
     pub admin_auth_failures_total: IntCounter,
     pub build_info: IntGaugeVec,
 }
@@ -299,6 +300,14 @@ impl Metrics {
                 Gauge::new(
                     "rolegate_config_last_reload_success_timestamp_seconds",
                     "Unix time of the last successful configuration load.",
+                )
+                .unwrap(),
+            ),
+            session_fd_capacity: reg(
+                &r,
+                IntGauge::new(
+                    "rolegate_session_fd_capacity",
+                    "Sessions the descriptor limit (RLIMIT_NOFILE) leaves room for, over all listeners, once the control plane's descriptors are set aside; beyond it clients wait in the backlog.",
                 )
                 .unwrap(),
             ),

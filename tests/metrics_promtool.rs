@@ -44,6 +44,7 @@ const FAMILIES: &[&str] = &[
     "rolegate_queued_connections",
     "rolegate_config_reloads_total",
     "rolegate_config_last_reload_success_timestamp_seconds",
+    "rolegate_session_fd_capacity",
     "process_open_fds",
     "process_resident_memory_bytes",
     "process_cpu_seconds_total",

@@ -12,10 +12,12 @@ use super::{Metrics, BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
 use crate::config::{ClusterName, Config};
 use crate::health::FailureReason;
 
-/// `reason` values of `rolegate_listener_refused_total`: `max_connections` (listener.rs), the
-/// route's `Unavailable` reasons, and `connect_failed` / `no_route` (session.rs `Refusal`).
-pub const REFUSAL_REASONS: [&str; 7] = [
+/// `reason` values of `rolegate_listener_refused_total`: `max_connections` and `fd_budget`
+/// (listener.rs `Limits`: stalls, not refusals), the route's `Unavailable` reasons, and
+/// `connect_failed` / `no_route` (session.rs `Refusal`).
+pub const REFUSAL_REASONS: [&str; 8] = [
     "max_connections",
+    "fd_budget",
     "no_primary",
     "split_brain",
     "no_replica",

@@ -183,6 +183,15 @@ pub fn open_pipes() -> usize {
     }
 }
 
+/// Caps the splice pipes the process may open at once (the descriptor budget's share); past it
+/// directions copy instead. Without splice support this does nothing.
+pub fn limit_pipes(pipes: usize) {
+    #[cfg(all(target_os = "linux", feature = "splice"))]
+    pool::set_cap(pipes);
+    #[cfg(not(all(target_os = "linux", feature = "splice")))]
+    let _ = pipes;
+}
+
 /// Longest idle timeout honoured (about 30 years, as Tokio's own "far future"), so that adding it
 /// to an `Instant` cannot overflow.
 const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);

@@ -8,7 +8,7 @@
 //! # Invariants
 //! - Only **empty** pipes enter the list; a pipe that still holds bytes is closed instead.
 //! - At most [`POOL_PER_THREAD`] pipes wait in one thread's list, and at most [`MAX_OPEN_PIPES`]
-//!   exist in the whole process (pooled or in use). Past that, [`take`] fails and the direction
+//!   (or the descriptor budget's share, [`set_cap`]) exist in the whole process (pooled or in use). Past that, [`take`] fails and the direction
 //!   copies instead, which keeps descriptors for `accept`.
 //! - [`open_pipes`] changes only when a pipe is created or closed, never per burst.
 
@@ -31,6 +31,16 @@ pub(super) const MAX_OPEN_PIPES: usize = 1024;
 
 /// Pipes open in the process: created and not yet closed, pooled or in use.
 static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// The most pipes that may be open: [`MAX_OPEN_PIPES`], or less when the descriptor budget
+/// (`fd_budget::Plan::pipes`) is smaller.
+static PIPE_CAP: AtomicUsize = AtomicUsize::new(MAX_OPEN_PIPES);
+
+/// Lowers (or restores) the open-pipe cap to `pipes`, at most [`MAX_OPEN_PIPES`]. Pipes open
+/// beyond a lowered cap stay until they close; no new one opens until the count is below it.
+pub(super) fn set_cap(pipes: usize) {
+    PIPE_CAP.store(pipes.min(MAX_OPEN_PIPES), Ordering::Relaxed);
+}
 
 struct FreeList {
     pipes: Vec<Pipe>,
@@ -108,9 +118,10 @@ pub(super) struct OpenPipe(());
 
 impl OpenPipe {
     fn acquire() -> io::Result<OpenPipe> {
+        let cap = PIPE_CAP.load(Ordering::Relaxed);
         let admitted = OPEN_PIPES
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                (open < MAX_OPEN_PIPES).then_some(open + 1)
+                (open < cap).then_some(open + 1)
             })
             .is_ok();
         if admitted {
@@ -167,6 +178,28 @@ pub(super) mod tests {
         refuse_on_this_thread(false);
 
         clear_this_thread();
+        assert_eq!(open_pipes(), before);
+    }
+
+    #[test]
+    fn the_budget_cap_stops_new_pipes_and_pooled_ones_still_serve() {
+        let _exclusive = exclusive();
+        clear_this_thread();
+        let before = open_pipes();
+        set_cap(before + 2);
+        let a = take().expect("first pipe under the cap");
+        let b = take().expect("second pipe under the cap");
+        let refused = take().err().and_then(|e| e.raw_os_error());
+        assert_eq!(refused, Some(libc::EMFILE), "a third would pass the cap");
+        give(Some(a));
+        let again = take().expect("a pooled pipe is no new descriptor");
+        set_cap(usize::MAX);
+        assert_eq!(
+            PIPE_CAP.load(Ordering::Relaxed),
+            MAX_OPEN_PIPES,
+            "never above the constant"
+        );
+        drop((again, b));
         assert_eq!(open_pipes(), before);
     }
 }

@@ -72,6 +72,28 @@ impl Rolegate {
     /// Starts `rolegate --config PATH` and waits (20 s at most) for its start line. The
     /// helpers that read log fields (`count`, `json_lines`) need `log: { format: json }`.
     pub async fn start(config: &Path, opts: Start<'_>) -> Rolegate {
+        let (mut rolegate, started) = Rolegate::spawn(config, opts);
+        rolegate.admin = match tokio::time::timeout(Duration::from_secs(20), started).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!(
+                "rolegate did not log its start within 20 s: {:#?}",
+                rolegate.lines()
+            ),
+        };
+        rolegate
+    }
+
+    /// Starts `rolegate --config PATH` without waiting for anything (for a start that is meant
+    /// to fail: `wait` for the exit, then read `lines`).
+    pub fn launch(config: &Path, opts: Start<'_>) -> Rolegate {
+        Rolegate::spawn(config, opts).0
+    }
+
+    /// The child, and a channel that gets the admin address from its start line.
+    fn spawn(
+        config: &Path,
+        opts: Start<'_>,
+    ) -> (Rolegate, tokio::sync::oneshot::Receiver<Option<SocketAddr>>) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolegate"));
         cmd.arg("--config")
             .arg(config)
@@ -108,19 +130,13 @@ impl Rolegate {
         let (tx, rx) = tokio::sync::oneshot::channel();
         keep_lines(child.stdout.take().expect("stdout"), log.clone(), Some(tx));
         keep_lines(child.stderr.take().expect("stderr"), log.clone(), None);
-        let admin = match tokio::time::timeout(Duration::from_secs(20), rx).await {
-            Ok(Ok(addr)) => addr,
-            _ => panic!(
-                "rolegate did not log its start within 20 s: {:#?}",
-                log.lock().unwrap()
-            ),
-        };
-        Rolegate {
+        let rolegate = Rolegate {
             child,
             pid,
-            admin,
+            admin: None,
             log,
-        }
+        };
+        (rolegate, rx)
     }
 
     pub fn admin(&self) -> SocketAddr {
@@ -160,6 +176,32 @@ impl Rolegate {
             .iter()
             .filter(|v| v["message"] == message)
             .count()
+    }
+
+    /// Lowers the running process's `RLIMIT_NOFILE` (soft and hard) to `n`, as `prlimit -n`
+    /// would: what it had planned for no longer fits, so `accept` meets `EMFILE`.
+    pub fn limit_fds(&self, n: u64) {
+        let limit = libc::rlimit {
+            rlim_cur: n,
+            rlim_max: n,
+        };
+        // SAFETY: prlimit(2) on our own, not yet reaped child, with a valid new limit and no
+        // old-limit out pointer.
+        let rc = unsafe {
+            libc::prlimit(
+                self.pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &limit,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "prlimit({}, NOFILE, {n}): {}",
+            self.pid,
+            std::io::Error::last_os_error()
+        );
     }
 
     pub fn open_fds(&self) -> usize {
