@@ -149,7 +149,7 @@ impl App {
             )),
             fd_plan: std::sync::Mutex::new(fd_plan),
         });
-        app.apply_fd_plan(fd_plan, &config);
+        app.apply_fd_plan(fd_plan, &config, None);
         {
             let mut running = app.listeners.lock().await;
             for l in &config.listeners {
@@ -306,7 +306,7 @@ impl App {
         if let Some((old_plan, new_plan)) = fd_plan {
             resize(&self.descriptors, old_plan.sessions, new_plan.sessions);
             *self.fd_plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(new_plan);
-            self.apply_fd_plan(Some(new_plan), &new);
+            self.apply_fd_plan(Some(new_plan), &new, Some((old_plan, &old)));
         }
         self.metrics.forget_removed(&old, &new);
         self.metrics.declare(&new);
@@ -422,9 +422,10 @@ impl App {
         Ok(Some((old, plan)))
     }
 
-    /// Publishes a plan: the pipe cap, the capacity gauge, and a warning when the listeners'
-    /// `max_connections` add up to more than the descriptors allow.
-    fn apply_fd_plan(&self, plan: Option<Plan>, config: &Config) {
+    /// Publishes a plan: the pipe cap and the capacity gauge. Logs it, and warns when the
+    /// `max_connections` written in the file add up to more than it allows, at start and when
+    /// either changes (not on every reload).
+    fn apply_fd_plan(&self, plan: Option<Plan>, config: &Config, before: Option<(Plan, &Config)>) {
         let Some(plan) = plan else {
             return;
         };
@@ -432,7 +433,12 @@ impl App {
         self.metrics
             .session_fd_capacity
             .set(i64::try_from(plan.sessions).unwrap_or(i64::MAX));
-        let configured: usize = config.listeners.iter().map(|l| l.max_connections).sum();
+        let configured = explicit_max_connections(config);
+        if let Some((old, old_config)) = before {
+            if old == plan && explicit_max_connections(old_config) == configured {
+                return;
+            }
+        }
         info!(
             message = "Descriptor budget.",
             nofile = plan.nofile,
@@ -450,6 +456,16 @@ impl App {
             );
         }
     }
+}
+
+/// The sum of the `max_connections` written in the file (defaults yield to the limit).
+fn explicit_max_connections(config: &Config) -> usize {
+    config
+        .listeners
+        .iter()
+        .filter(|l| l.max_connections_set)
+        .map(|l| l.max_connections)
+        .sum()
 }
 
 /// The configuration's shape, as the descriptor plan sees it.

@@ -221,7 +221,7 @@ clusters:
     check: {{ interval: 100ms, timeout: 250ms, rise: 1, fall: 3 }}
     backends: [ {{ name: a, address: \"{}\" }} ]
 listeners:
-  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any }}
+  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any, max_connections: 1000 }}
 ",
         backend.addr
     ));
@@ -244,9 +244,10 @@ listeners:
         (10..64).contains(&capacity),
         "{capacity} sessions planned for 128 descriptors"
     );
+    let shortfall = "RLIMIT_NOFILE allows fewer sessions than the listeners' max_connections; beyond it clients wait in the backlog. Raise LimitNOFILE (systemd) or ulimit -n.";
     assert!(
-        rg.count("RLIMIT_NOFILE allows fewer sessions than the listeners' max_connections; beyond it clients wait in the backlog. Raise LimitNOFILE (systemd) or ulimit -n.") == 1,
-        "the start-up warning names the shortfall: {:#?}",
+        rg.count(shortfall) == 1,
+        "the start-up warning names the shortfall against the max_connections set: {:#?}",
         rg.lines()
     );
 
@@ -318,6 +319,18 @@ listeners:
         async move { n <= baseline + 2 }
     })
     .await;
+    // A reload that changes neither the plan nor max_connections does not repeat the warning.
+    rg.signal(libc::SIGHUP);
+    eventually(Duration::from_secs(10), "reloaded", || {
+        let n = rg.count("Configuration reloaded.");
+        async move { n == 1 }
+    })
+    .await;
+    assert_eq!(
+        rg.count(shortfall),
+        1,
+        "warned again on an unchanged reload"
+    );
     eprintln!("descriptor budget: {capacity} sessions at 128 descriptors, fds {baseline} before and after");
     rg.signal(libc::SIGTERM);
     let status = rg

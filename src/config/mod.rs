@@ -320,6 +320,9 @@ pub struct ListenerConfig {
     pub fallback: Option<RoleFilter>,
     pub balance: Balance,
     pub max_connections: usize,
+    /// `max_connections` was written in the file: a descriptor limit too low for it is warned
+    /// about. The default yields to the limit silently, as HAProxy's derived `maxconn` does.
+    pub max_connections_set: bool,
     /// How long a new connection may wait for a qualifying backend; zero refuses at once.
     pub queue_timeout: Duration,
     pub backlog: u32,

@@ -46,6 +46,7 @@ struct Settings {
     balance: Balance,
     transfer: TransferMode,
     max_connections: Checked<usize>,
+    max_connections_set: bool,
     queue_timeout: Checked<std::time::Duration>,
     backlog: Checked<u32>,
 }
@@ -64,6 +65,7 @@ fn assemble(
         fallback: settings.fallback?,
         balance: settings.balance,
         max_connections: settings.max_connections?,
+        max_connections_set: settings.max_connections_set,
         queue_timeout: settings.queue_timeout?,
         backlog: settings.backlog?,
         transfer: settings.transfer,
@@ -176,6 +178,7 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         balance: raw.balance.map_or(Balance::RoundRobin, Into::into),
         transfer: raw.transfer.map_or(TransferMode::Auto, Into::into),
         max_connections,
+        max_connections_set: raw.max_connections.is_some(),
         queue_timeout,
         backlog,
     }
