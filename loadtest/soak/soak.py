@@ -105,7 +105,7 @@ def config(port_base, variant):
             f"      - {{ name: b, address: \"127.0.0.1:{b}\" }}\n")
     listeners = []
     for i, e in enumerate(ENGINES):
-        extra = f", max_connections: {10000 + variant}" if e == "pg" else ""
+        extra = f", max_connections: {1000 + variant}" if e == "pg" else ""
         listeners.append(f"  - {{ name: {e}-rw, bind: \"127.0.0.1:{port_base + i}\", cluster: {e}, role: primary{extra} }}\n")
     return (f"admin: {{ listen: \"127.0.0.1:{port_base + 9}\" }}\nlog: {{ format: json }}\n"
             f"clusters:\n{''.join(clusters)}listeners:\n{''.join(listeners)}")
