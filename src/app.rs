@@ -408,9 +408,7 @@ impl App {
     pub fn sessions(&self) -> usize {
         self.tracker.len()
     }
-}
 
-impl App {
     /// The descriptor plan for `new` with the limit and baseline measured at start-up:
     /// `(old, new)` plans, or `None` when there is no budget (no `/proc`).
     fn replan_descriptors(&self, new: &Config) -> Result<Option<(Plan, Plan)>, StartError> {
