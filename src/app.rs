@@ -149,6 +149,9 @@ impl App {
             )),
             fd_plan: std::sync::Mutex::new(fd_plan),
         });
+        if fd_plan.is_some() {
+            crate::transfer::draw_pipes_from(Some(app.descriptors.clone()));
+        }
         app.apply_fd_plan(fd_plan, &config, None);
         {
             let mut running = app.listeners.lock().await;
@@ -420,14 +423,13 @@ impl App {
         Ok(Some((old, plan)))
     }
 
-    /// Publishes a plan: the pipe cap and the capacity gauge. Logs it, and warns when the
+    /// Publishes a plan: the capacity gauge. Logs it, and warns when the
     /// `max_connections` written in the file add up to more than it allows, at start and when
     /// either changes (not on every reload).
     fn apply_fd_plan(&self, plan: Option<Plan>, config: &Config, before: Option<(Plan, &Config)>) {
         let Some(plan) = plan else {
             return;
         };
-        crate::transfer::limit_pipes(plan.pipes);
         self.metrics
             .session_fd_capacity
             .set(i64::try_from(plan.sessions).unwrap_or(i64::MAX));
@@ -442,8 +444,7 @@ impl App {
             nofile = plan.nofile,
             open = plan.baseline,
             reserved = plan.reserved,
-            sessions = plan.sessions,
-            pipes = plan.pipes
+            sessions = plan.sessions
         );
         if configured > plan.sessions {
             tracing::warn!(

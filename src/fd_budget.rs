@@ -8,8 +8,9 @@
 //! `max_connections`) and the rest stays free for the control plane. `EMFILE` is still handled
 //! (listener back-off) for what the plan cannot see, e.g. a limit lowered by `prlimit` later.
 //!
-//! What a session costs: two sockets, plus splice pipes (two descriptors each) during bursts;
-//! pipes get a bounded share ([`Plan::pipes`]) and a direction that finds none copies instead.
+//! A session costs two sockets; a splice pipe costs two descriptors too, so pipes draw from the
+//! same permits (`transfer::draw_pipes_from`): while sessions leave room, bulk transfers splice;
+//! at capacity a direction that finds no pipe copies instead, and nothing reaches the reserve.
 
 use std::io;
 
@@ -24,9 +25,6 @@ const PER_BACKEND: usize = 2;
 /// hold while it waits for a permit (see `listener::run`).
 const PER_LOOP: usize = 2;
 
-/// Splice pipes get at most this fraction of the descriptors left for sessions.
-const PIPE_SHARE: usize = 4;
-
 /// What the process may open, and how it is shared out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -36,9 +34,8 @@ pub struct Plan {
     pub baseline: usize,
     /// Kept free for the control plane and the accept loops.
     pub reserved: usize,
-    /// Splice pipes the data plane may hold at once.
-    pub pipes: usize,
-    /// Sessions (two sockets each) that fit in what is left.
+    /// Descriptor pairs left: sessions (two sockets each), and splice pipes while sessions leave
+    /// room.
     pub sessions: usize,
 }
 
@@ -56,14 +53,11 @@ impl Plan {
         let reserved = CONTROL_RESERVE
             + PER_BACKEND * shape.backends
             + PER_LOOP * shape.listeners * shape.workers;
-        let free = nofile.saturating_sub(baseline + reserved);
-        let pipes = free / PIPE_SHARE / 2;
         Plan {
             nofile,
             baseline,
             reserved,
-            pipes,
-            sessions: (free - 2 * pipes) / 2,
+            sessions: nofile.saturating_sub(baseline + reserved) / 2,
         }
     }
 
@@ -80,46 +74,23 @@ impl Plan {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard one, as HAProxy, nginx (`worker_rlimit_nofile`)
 /// and Go programs do: the soft default (1,024 under systemd) is a safeguard for `select(2)`
-/// programs, which this is not. Returns the limits `(before, after)`.
+/// programs, which this is not. Returns the soft limits `(before, after)`.
 ///
 /// # Errors
 /// `getrlimit`/`setrlimit` failed; the limit is then unchanged.
-#[allow(unsafe_code)]
 pub fn raise_nofile() -> io::Result<(u64, u64)> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let before = limit.rlim_cur;
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok((before, limit.rlim_cur))
+    let (before, _) = rlimit::Resource::NOFILE.get()?;
+    let after = rlimit::increase_nofile_limit(u64::MAX)?;
+    Ok((before, after))
 }
 
 /// The soft `RLIMIT_NOFILE`, saturated to `usize` (`RLIM_INFINITY` included).
 ///
 /// # Errors
 /// `getrlimit` failed.
-#[allow(unsafe_code)]
 pub fn nofile() -> io::Result<usize> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit with a valid pointer to a local struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX))
+    let (soft, _) = rlimit::Resource::NOFILE.get()?;
+    Ok(usize::try_from(soft).unwrap_or(usize::MAX))
 }
 
 /// Descriptors open in this process now (`/proc/self/fd`, less the one reading it).
@@ -160,16 +131,16 @@ mod tests {
     }
 
     #[test]
-    fn sessions_and_pipes_never_overrun_the_limit() {
+    fn sessions_never_overrun_the_limit() {
         for nofile in [0, 1, 24, 40, 41, 64, 128, 1_024, 20_000, 1 << 20] {
             for baseline in [0, 15, 60, 500] {
                 let plan = Plan::new(nofile, baseline, ONE);
-                let used = plan.baseline + plan.reserved + 2 * plan.sessions + 2 * plan.pipes;
+                let used = plan.baseline + plan.reserved + 2 * plan.sessions;
                 assert!(
                     plan.sessions == 0 || used <= nofile,
                     "{plan:?} uses {used} descriptors"
                 );
-                assert!(plan.pipes * 2 * PIPE_SHARE <= nofile, "{plan:?}");
+                assert!(used + 2 > nofile, "{plan:?}: room for one more session");
             }
         }
     }
@@ -180,15 +151,14 @@ mod tests {
         assert_eq!(plan.sessions, 0);
         assert_eq!(plan.minimum_nofile(), 20 + plan.reserved + 2);
         let just = Plan::new(plan.minimum_nofile(), 20, ONE);
-        assert_eq!((just.sessions, just.pipes), (1, 0));
+        assert_eq!(just.sessions, 1);
     }
 
     #[test]
-    fn a_usual_limit_gives_a_quarter_to_pipes() {
+    fn a_usual_limit_leaves_nearly_all_to_sessions() {
         let plan = Plan::new(20_000, 30, ONE);
-        let free = 20_000 - 30 - plan.reserved;
-        assert_eq!(plan.pipes, free / 8);
-        assert_eq!(plan.sessions, (free - 2 * plan.pipes) / 2);
+        assert_eq!(plan.sessions, (20_000 - 30 - plan.reserved) / 2);
+        assert!(plan.sessions > 9_950, "{plan:?}");
     }
 
     #[test]

@@ -225,7 +225,15 @@ impl Limits {
         stop: &CancellationToken,
     ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
         let listener = permit(&self.listener, "max_connections", ctx, stop).await?;
-        let descriptors = permit(&self.descriptors, "fd_budget", ctx, stop).await?;
+        let descriptors = match self.descriptors.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Splice pipes draw from the same permits: this thread's idle pooled ones give
+                // theirs back before a client is kept waiting for them.
+                crate::transfer::release_idle_pipes();
+                permit(&self.descriptors, "fd_budget", ctx, stop).await?
+            }
+        };
         Some((listener, descriptors))
     }
 }

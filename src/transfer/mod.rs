@@ -183,13 +183,19 @@ pub fn open_pipes() -> usize {
     }
 }
 
-/// Caps the splice pipes the process may open at once (the descriptor budget's share); past it
-/// directions copy instead. Without splice support this does nothing.
-pub fn limit_pipes(pipes: usize) {
+/// Makes new splice pipes take a permit of `budget` (the descriptor budget, whose permits are
+/// descriptor pairs); past it directions copy instead. Without splice support this does nothing.
+pub fn draw_pipes_from(budget: Option<std::sync::Arc<tokio::sync::Semaphore>>) {
     #[cfg(all(target_os = "linux", feature = "splice"))]
-    pool::set_cap(pipes);
+    pool::draw_from(budget);
     #[cfg(not(all(target_os = "linux", feature = "splice")))]
-    let _ = pipes;
+    let _ = budget;
+}
+
+/// Closes the current thread's idle pooled pipes, returning their budget permits.
+pub fn release_idle_pipes() {
+    #[cfg(all(target_os = "linux", feature = "splice"))]
+    pool::release_idle();
 }
 
 /// Longest idle timeout honoured (about 30 years, as Tokio's own "far future"), so that adding it

@@ -8,13 +8,20 @@
 //! # Invariants
 //! - Only **empty** pipes enter the list; a pipe that still holds bytes is closed instead.
 //! - At most [`POOL_PER_THREAD`] pipes wait in one thread's list, and at most [`MAX_OPEN_PIPES`]
-//!   (or the descriptor budget's share, [`set_cap`]) exist in the whole process (pooled or in use). Past that, [`take`] fails and the direction
+//!   exist in the whole process (pooled or in use), each holding a permit of the descriptor
+//!   budget ([`draw_from`]) so that pipes never take the descriptors sessions and the control
+//!   plane were promised. A stalled accept loop gives its thread's pooled pipes back
+//!   ([`release_idle`]). Past that, [`take`] fails and the direction
 //!   copies instead, which keeps descriptors for `accept`.
 //! - [`open_pipes`] changes only when a pipe is created or closed, never per burst.
 
 use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::splice::Pipe;
 
@@ -32,14 +39,14 @@ pub(super) const MAX_OPEN_PIPES: usize = 1024;
 /// Pipes open in the process: created and not yet closed, pooled or in use.
 static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);
 
-/// The most pipes that may be open: [`MAX_OPEN_PIPES`], or less when the descriptor budget
-/// (`fd_budget::Plan::pipes`) is smaller.
-static PIPE_CAP: AtomicUsize = AtomicUsize::new(MAX_OPEN_PIPES);
+/// The descriptor budget (`fd_budget`) a new pipe takes one permit of (a permit is two
+/// descriptors: one session, or one pipe); none means no budget. Read only when a pipe is
+/// created, never per burst.
+static BUDGET: ArcSwapOption<Semaphore> = ArcSwapOption::const_empty();
 
-/// Lowers (or restores) the open-pipe cap to `pipes`, at most [`MAX_OPEN_PIPES`]. Pipes open
-/// beyond a lowered cap stay until they close; no new one opens until the count is below it.
-pub(super) fn set_cap(pipes: usize) {
-    PIPE_CAP.store(pipes.min(MAX_OPEN_PIPES), Ordering::Relaxed);
+/// Makes new pipes draw from `budget` (pipes already open keep what they hold).
+pub(super) fn draw_from(budget: Option<Arc<Semaphore>>) {
+    BUDGET.store(budget);
 }
 
 struct FreeList {
@@ -107,27 +114,42 @@ pub(super) fn pooled_on_this_thread() -> usize {
 
 /// Test hook: close every pipe waiting in this thread's list.
 pub(super) fn clear_this_thread() {
-    let pipes = FREE.with_borrow_mut(|free| std::mem::take(&mut free.pipes));
+    release_idle();
+}
+
+/// Closes this thread's pooled pipes, giving their budget permits back: called by an accept
+/// loop that waits for a descriptor permit, so idle pipes never keep a client waiting.
+pub(super) fn release_idle() {
+    let pipes = FREE
+        .try_with(|free| std::mem::take(&mut free.borrow_mut().pipes))
+        .unwrap_or_default();
     drop(pipes);
 }
 
 // === impl OpenPipe ===
 
-/// One unit of [`OPEN_PIPES`], held by a [`Pipe`] for as long as its descriptors are open.
-pub(super) struct OpenPipe(());
+/// One unit of [`OPEN_PIPES`] and one permit of the descriptor budget, held by a [`Pipe`] for
+/// as long as its descriptors are open.
+pub(super) struct OpenPipe {
+    _budget: Option<OwnedSemaphorePermit>,
+}
 
 impl OpenPipe {
     fn acquire() -> io::Result<OpenPipe> {
-        let cap = PIPE_CAP.load(Ordering::Relaxed);
+        let refused = || io::Error::from_raw_os_error(libc::EMFILE);
+        let budget = match BUDGET.load_full() {
+            Some(budget) => Some(budget.try_acquire_owned().map_err(|_| refused())?),
+            None => None,
+        };
         let admitted = OPEN_PIPES
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                (open < cap).then_some(open + 1)
+                (open < MAX_OPEN_PIPES).then_some(open + 1)
             })
             .is_ok();
         if admitted {
-            Ok(OpenPipe(()))
+            Ok(OpenPipe { _budget: budget })
         } else {
-            Err(io::Error::from_raw_os_error(libc::EMFILE))
+            Err(refused())
         }
     }
 }
@@ -182,24 +204,34 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn the_budget_cap_stops_new_pipes_and_pooled_ones_still_serve() {
+    fn pipes_draw_from_the_descriptor_budget_and_idle_ones_give_it_back() {
         let _exclusive = exclusive();
         clear_this_thread();
         let before = open_pipes();
-        set_cap(before + 2);
-        let a = take().expect("first pipe under the cap");
-        let b = take().expect("second pipe under the cap");
+        let budget = Arc::new(Semaphore::new(2));
+        draw_from(Some(budget.clone()));
+        let a = take().expect("first pipe within the budget");
+        let b = take().expect("second pipe within the budget");
         let refused = take().err().and_then(|e| e.raw_os_error());
-        assert_eq!(refused, Some(libc::EMFILE), "a third would pass the cap");
+        assert_eq!(refused, Some(libc::EMFILE), "a third would pass the budget");
+        assert_eq!(budget.available_permits(), 0);
         give(Some(a));
-        let again = take().expect("a pooled pipe is no new descriptor");
-        set_cap(usize::MAX);
         assert_eq!(
-            PIPE_CAP.load(Ordering::Relaxed),
-            MAX_OPEN_PIPES,
-            "never above the constant"
+            budget.available_permits(),
+            0,
+            "a pooled pipe keeps its permit"
         );
-        drop((again, b));
+        let again = take().expect("a pooled pipe needs no new permit");
+        give(Some(again));
+        release_idle();
+        assert_eq!(
+            budget.available_permits(),
+            1,
+            "closing idle pipes frees their permits"
+        );
+        draw_from(None);
+        drop(b);
+        assert_eq!(budget.available_permits(), 2);
         assert_eq!(open_pipes(), before);
     }
 }
