@@ -73,7 +73,7 @@ listeners:
         a = Engine::Redis.addr('A'),
         b = Engine::Redis.addr('B'),
     ));
-    let mut rg = Rolegate::start(&file.path, Start::default()).await;
+    let rg = Rolegate::start(&file.path, Start::default()).await;
     let admin = rg.admin();
     binary::wait_ready(admin).await;
     let rw = binary::listener_addr(admin, "rw").await;
@@ -187,20 +187,11 @@ listeners:
     );
 
     // 6. Nothing leaked; a clean stop.
-    eventually(Duration::from_secs(10), "fds back to baseline", || {
-        let n = rg.open_fds();
-        async move { n <= baseline + 2 }
-    })
-    .await;
+    rg.settles_to_fds(baseline).await;
     eprintln!(
         "fd exhaustion: {held} sessions at 64 fds, {resumed}/10 waiting clients served after the release, {rate:.1} failed accepts/s while exhausted, fds {baseline} before and after"
     );
-    rg.signal(libc::SIGTERM);
-    let status = rg
-        .wait(Duration::from_secs(20))
-        .await
-        .expect("exits after SIGTERM");
-    assert_eq!(status.code(), Some(0), "{:#?}", rg.lines());
+    rg.stop_cleanly().await;
 }
 
 /// A limit of 128 descriptors from the start: the proxy plans for it, so a client flood stops
@@ -225,14 +216,7 @@ listeners:
 ",
         backend.addr
     ));
-    let mut rg = Rolegate::start(
-        &file.path,
-        Start {
-            nofile: Some(128),
-            ..Start::default()
-        },
-    )
-    .await;
+    let rg = Rolegate::start(&file.path, Start::nofile(128)).await;
     let admin = rg.admin();
     binary::wait_ready(admin).await;
     let rw = binary::listener_addr(admin, "rw").await;
@@ -314,11 +298,7 @@ listeners:
         );
     }
     drop(waiting);
-    eventually(Duration::from_secs(10), "fds back to baseline", || {
-        let n = rg.open_fds();
-        async move { n <= baseline + 2 }
-    })
-    .await;
+    rg.settles_to_fds(baseline).await;
     // A reload that changes neither the plan nor max_connections does not repeat the warning.
     rg.signal(libc::SIGHUP);
     eventually(Duration::from_secs(10), "reloaded", || {
@@ -332,12 +312,7 @@ listeners:
         "warned again on an unchanged reload"
     );
     eprintln!("descriptor budget: {capacity} sessions at 128 descriptors, fds {baseline} before and after");
-    rg.signal(libc::SIGTERM);
-    let status = rg
-        .wait(Duration::from_secs(20))
-        .await
-        .expect("exits after SIGTERM");
-    assert_eq!(status.code(), Some(0), "{:#?}", rg.lines());
+    rg.stop_cleanly().await;
 }
 
 /// Two sessions allowed, a backlog of two, twelve clients: the extra ones wait — in the
@@ -446,13 +421,7 @@ listeners:
 
     // At start: 200 backends need 400 descriptors for their checks alone.
     let file = ConfigFile::new(&config(200));
-    let mut rg = Rolegate::launch(
-        &file.path,
-        Start {
-            nofile: Some(128),
-            ..Start::default()
-        },
-    );
+    let mut rg = Rolegate::launch(&file.path, Start::nofile(128));
     let status = rg
         .wait(Duration::from_secs(20))
         .await
@@ -462,14 +431,7 @@ listeners:
 
     // On reload: the same growth is refused and the proxy keeps serving.
     file.write(&config(1));
-    let mut rg = Rolegate::start(
-        &file.path,
-        Start {
-            nofile: Some(128),
-            ..Start::default()
-        },
-    )
-    .await;
+    let rg = Rolegate::start(&file.path, Start::nofile(128)).await;
     let admin = rg.admin();
     binary::wait_ready(admin).await;
     let rw = binary::listener_addr(admin, "rw").await;
@@ -500,10 +462,5 @@ listeners:
         "the open session survived the refused reload"
     );
     drop(open);
-    rg.signal(libc::SIGTERM);
-    let status = rg
-        .wait(Duration::from_secs(20))
-        .await
-        .expect("exits after SIGTERM");
-    assert_eq!(status.code(), Some(0), "{:#?}", rg.lines());
+    rg.stop_cleanly().await;
 }

@@ -43,14 +43,7 @@ listeners:
         GRACE.as_secs(),
         backend.addr
     ));
-    let mut rg = Rolegate::start(
-        &file.path,
-        Start {
-            nofile: Some(8192),
-            ..Start::default()
-        },
-    )
-    .await;
+    let mut rg = Rolegate::start(&file.path, Start::nofile(8192)).await;
     let admin = rg.admin();
     binary::wait_ready(admin).await;
     let rw = binary::listener_addr(admin, "rw").await;

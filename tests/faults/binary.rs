@@ -22,6 +22,16 @@ pub struct Start<'a> {
     pub rust_log: Option<&'a str>,
 }
 
+impl Start<'_> {
+    /// Only a descriptor limit.
+    pub fn nofile(n: u64) -> Self {
+        Start {
+            nofile: Some(n),
+            ..Start::default()
+        }
+    }
+}
+
 pub struct Rolegate {
     pub child: Child,
     pub pid: u32,
@@ -202,6 +212,26 @@ impl Rolegate {
             self.pid,
             std::io::Error::last_os_error()
         );
+    }
+
+    /// Waits (10 s at most) until the open descriptors are back to `baseline` (+2 for what a
+    /// scrape may hold): nothing leaked.
+    pub async fn settles_to_fds(&self, baseline: usize) {
+        crate::support::eventually(Duration::from_secs(10), "fds back to baseline", || {
+            let n = self.open_fds();
+            async move { n <= baseline + 2 }
+        })
+        .await;
+    }
+
+    /// SIGTERM, then asserts an exit with status 0 within 20 s (the log on failure).
+    pub async fn stop_cleanly(mut self) {
+        self.signal(libc::SIGTERM);
+        let status = self
+            .wait(Duration::from_secs(20))
+            .await
+            .expect("exits after SIGTERM");
+        assert_eq!(status.code(), Some(0), "{:#?}", self.lines());
     }
 
     pub fn open_fds(&self) -> usize {
