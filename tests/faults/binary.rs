@@ -38,13 +38,15 @@ pub struct Rolegate {
     pub admin: Option<SocketAddr>,
     /// Every line the process wrote, stdout and stderr interleaved as read.
     pub log: Arc<Mutex<Vec<String>>>,
+    /// The readers filling `log`; they end at EOF, after the process exits.
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 fn keep_lines<R: AsyncRead + Unpin + Send + 'static>(
     stream: R,
     log: Arc<Mutex<Vec<String>>>,
     started: Option<tokio::sync::oneshot::Sender<Option<SocketAddr>>>,
-) {
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut started = started;
         let mut lines = BufReader::new(stream).lines();
@@ -56,7 +58,7 @@ fn keep_lines<R: AsyncRead + Unpin + Send + 'static>(
             }
             log.lock().unwrap().push(line);
         }
-    });
+    })
 }
 
 /// `Some(admin)` for the `rolegate started.` line, JSON (`"admin": "Some(127.0.0.1:PORT)"`)
@@ -138,13 +140,16 @@ impl Rolegate {
         let pid = child.id().expect("running child");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = tokio::sync::oneshot::channel();
-        keep_lines(child.stdout.take().expect("stdout"), log.clone(), Some(tx));
-        keep_lines(child.stderr.take().expect("stderr"), log.clone(), None);
+        let readers = vec![
+            keep_lines(child.stdout.take().expect("stdout"), log.clone(), Some(tx)),
+            keep_lines(child.stderr.take().expect("stderr"), log.clone(), None),
+        ];
         let rolegate = Rolegate {
             child,
             pid,
             admin: None,
             log,
+            readers,
         };
         (rolegate, rx)
     }
@@ -160,12 +165,18 @@ impl Rolegate {
         assert_eq!(rc, 0, "kill({}, {sig})", self.pid);
     }
 
-    /// Waits for the exit, at most `limit`.
+    /// Waits for the exit, at most `limit`, and then for every line written before it to be
+    /// in `log` (the readers reach EOF), so counts taken after an exit are complete.
     pub async fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
+        let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok)?;
+        for reader in self.readers.drain(..) {
+            // EOF follows the exit unless a grandchild inherited the pipe: bounded.
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        Some(status)
     }
 
     pub fn lines(&self) -> Vec<String> {
