@@ -748,11 +748,11 @@ fn docker_rolegate_config_is_valid() {
 // Sidecar
 // ---------------------------------------------------------------------------------------------
 
-fn get<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> &'a serde_yaml::Value {
+fn get<'a>(v: &'a yaml_serde::Value, path: &[&str]) -> &'a yaml_serde::Value {
     path.iter().fold(v, |v, k| &v[*k])
 }
 
-fn str_at<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> &'a str {
+fn str_at<'a>(v: &'a yaml_serde::Value, path: &[&str]) -> &'a str {
     get(v, path)
         .as_str()
         .unwrap_or_else(|| panic!("no string at {path:?}"))
@@ -775,8 +775,8 @@ fn sidecar_config_and_kubernetes_manifest_agree() {
     let admin_port = config.admin.listen.expect("admin listener").port();
 
     let manifest = read("config/kubernetes/sidecar-deployment.yaml");
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&manifest)
-        .map(serde_yaml::Value::deserialize)
+    let docs: Vec<yaml_serde::Value> = yaml_serde::Deserializer::from_str(&manifest)
+        .map(yaml_serde::Value::deserialize)
         .collect::<Result<_, _>>()
         .expect("manifest parses");
     let kind = |k: &str| {
@@ -792,7 +792,7 @@ fn sidecar_config_and_kubernetes_manifest_agree() {
     );
 
     let pod = get(deployment, &["spec", "template", "spec"]);
-    let containers: Vec<&serde_yaml::Value> = ["initContainers", "containers"]
+    let containers: Vec<&yaml_serde::Value> = ["initContainers", "containers"]
         .iter()
         .filter_map(|k| pod[*k].as_sequence())
         .flatten()

@@ -45,7 +45,7 @@ pub enum ConfigError {
         /// A likely fix, e.g. the closest known key for a typo.
         hint: Option<String>,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     /// A well-formed value that is not acceptable (found by validation, all reported at once).
     #[error("{}", Line { location: *location, path, message, hint: hint.as_deref() })]

@@ -188,7 +188,7 @@ impl MarkedEventReceiver for Walker {
 /// serde_yaml puts on its messages, and the offending key appended for unknown/duplicate keys.
 /// `text` is only read again for a duplicate key, which serde positions at the enclosing
 /// mapping while the operator needs the line of the repeat.
-pub(crate) fn syntax_error(error: serde_yaml::Error, text: &str) -> ConfigError {
+pub(crate) fn syntax_error(error: yaml_serde::Error, text: &str) -> ConfigError {
     let mut location = error.location().map(|l| Location {
         line: l.line(),
         column: l.column(),

@@ -217,6 +217,6 @@ impl From<RawSessionLevel> for tracing::Level {
 /// Parses the text into the raw shape. Structural errors (syntax, unknown key, wrong type,
 /// unknown enum value) stop here at the first one, as serde cannot resume after them. An empty
 /// or comment-only file parses as an empty config, so the validator can say what is missing.
-pub(crate) fn parse(text: &str) -> Result<RawConfig, serde_yaml::Error> {
-    serde_yaml::from_str(text)
+pub(crate) fn parse(text: &str) -> Result<RawConfig, yaml_serde::Error> {
+    yaml_serde::from_str(text)
 }
