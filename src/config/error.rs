@@ -40,7 +40,7 @@ pub enum ConfigError {
         /// Field path such as `clusters[0].check`; empty when the error is not inside a field.
         path: String,
         location: Option<Location>,
-        /// What is wrong, in serde_yaml's words with Rust type names translated.
+        /// What is wrong, in yaml_serde's words with Rust type names translated.
         message: String,
         /// A likely fix, e.g. the closest known key for a typo.
         hint: Option<String>,

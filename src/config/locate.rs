@@ -1,10 +1,10 @@
 //! Positions for errors: which line and column each field path came from.
 //!
-//! serde_yaml reports a position only for the errors it finds itself (syntax, wrong type,
+//! yaml_serde reports a position only for the errors it finds itself (syntax, wrong type,
 //! unknown key). Validation errors are found later, on plain Rust values, so [`Locator`] walks
 //! the same text once more with yaml-rust2's event parser and records where every key and value
 //! starts, under the same path syntax the errors use: `clusters[0].backends[1].address`.
-//! [`syntax_error`] turns a serde_yaml error into a [`ConfigError`] with that path syntax.
+//! [`syntax_error`] turns a yaml_serde error into a [`ConfigError`] with that path syntax.
 
 use std::collections::HashMap;
 
@@ -85,7 +85,7 @@ fn parent(path: &str) -> Option<&str> {
 }
 
 fn location(mark: Marker) -> Location {
-    // yaml-rust2 lines are 1-based, columns 0-based; serde_yaml and editors count both from 1.
+    // yaml-rust2 lines are 1-based, columns 0-based; yaml_serde and editors count both from 1.
     Location {
         line: mark.line(),
         column: mark.col() + 1,
@@ -175,17 +175,17 @@ impl MarkedEventReceiver for Walker {
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
             }
-            // Only the first document is a config (serde_yaml refuses more than one).
+            // Only the first document is a config (yaml_serde refuses more than one).
             Event::DocumentEnd => self.done = true,
             _ => {}
         }
     }
 }
 
-// === serde_yaml errors ===
+// === yaml_serde errors ===
 
-/// Converts a serde_yaml error: position from `location()`, field path from the `path: ` prefix
-/// serde_yaml puts on its messages, and the offending key appended for unknown/duplicate keys.
+/// Converts a yaml_serde error: position from `location()`, field path from the `path: ` prefix
+/// yaml_serde puts on its messages, and the offending key appended for unknown/duplicate keys.
 /// `text` is only read again for a duplicate key, which serde positions at the enclosing
 /// mapping while the operator needs the line of the repeat.
 pub(crate) fn syntax_error(error: yaml_serde::Error, text: &str) -> ConfigError {
@@ -225,7 +225,7 @@ pub(crate) fn syntax_error(error: yaml_serde::Error, text: &str) -> ConfigError 
     }
 }
 
-/// serde_yaml writes `clusters[0].rise: invalid type...`; a path never contains a space, which
+/// yaml_serde writes `clusters[0].rise: invalid type...`; a path never contains a space, which
 /// tells it apart from messages such as `invalid type: ...` at the document root.
 fn split_path(text: &str) -> (String, &str) {
     let is_path_char = |c: char| c.is_ascii_alphanumeric() || "_-.[]?".contains(c);
