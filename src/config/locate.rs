@@ -204,7 +204,9 @@ pub(crate) fn syntax_error(error: yaml_serde::Error, text: &str) -> ConfigError 
         path = join(&path, &key);
         hint = Some(match closest(&key, &expected_names(&message)) {
             Some(name) => format!("did you mean `{name}`?"),
-            None => "remove it, or check the spelling against CONFIG.md".to_string(),
+            None => "remove it, or check the spelling against the configuration reference \
+                     (README.md#configuration-reference)"
+                .to_string(),
         });
     } else if let Some(value) = quoted_after(&message, "unknown variant `") {
         if let Some(name) = closest(&value, &expected_names(&message)) {
@@ -356,6 +358,24 @@ clusters:
         let names = ["protocol".to_string(), "backends".to_string()];
         assert_eq!(closest("protocl", &names), Some("protocol".to_string()));
         assert_eq!(closest("xyz", &names), None);
+    }
+
+    #[test]
+    fn an_unknown_key_far_from_every_name_points_at_the_reference() {
+        let text = "clusters: []\nxyzzy_plugh: 1\n";
+        let error = syntax_error(crate::config::raw::parse(text).unwrap_err(), text);
+        let line = error.to_string();
+        assert!(
+            line.starts_with("2:1: xyzzy_plugh: unknown field `xyzzy_plugh`"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                "; remove it, or check the spelling against the configuration reference \
+                 (README.md#configuration-reference)"
+            ),
+            "{line}"
+        );
     }
 
     #[test]
