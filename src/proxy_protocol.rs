@@ -221,7 +221,11 @@ pub(crate) async fn read_header<S: Incoming>(
 fn v2_length(buf: &[u8]) -> Option<usize> {
     let fixed = buf.get(..V2_FIXED)?;
     fixed.starts_with(V2_SIGNATURE).then(|| {
-        V2_FIXED + usize::from(u16::from_be_bytes([fixed[V2_FIXED - 2], fixed[V2_FIXED - 1]]))
+        V2_FIXED
+            + usize::from(u16::from_be_bytes([
+                fixed[V2_FIXED - 2],
+                fixed[V2_FIXED - 1],
+            ]))
     })
 }
 
@@ -355,7 +359,10 @@ mod tests {
         let a = r.expect("valid").expect("addresses");
         assert_eq!(a.client, addr("192.0.2.7:40000"));
         assert_eq!(a.destination, Some(addr("198.51.100.1:3306")));
-        assert_eq!(s.consumed, b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 3306\r\n");
+        assert_eq!(
+            s.consumed,
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 3306\r\n"
+        );
         assert_eq!(s.waiting, b"SELECT 1", "the payload stays in the socket");
     }
 

@@ -155,8 +155,12 @@ async fn proxy_header(
                 .with_label_values(&[ctx.name.as_str(), reason])
                 .inc();
             match ctx.proxy_warnings.due() {
-                Some(left_out) => tracing::warn!(message = "Connection refused.", listener = %ctx.name, peer.addr = %peer, reason, %error, not_logged_since = left_out),
-                None => debug!(message = "Connection refused.", listener = %ctx.name, peer.addr = %peer, reason, %error),
+                Some(left_out) => {
+                    tracing::warn!(message = "Connection refused.", listener = %ctx.name, peer.addr = %peer, reason, %error, not_logged_since = left_out)
+                }
+                None => {
+                    debug!(message = "Connection refused.", listener = %ctx.name, peer.addr = %peer, reason, %error)
+                }
             }
             return None;
         }

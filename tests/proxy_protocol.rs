@@ -130,7 +130,10 @@ impl Mariadb {
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", dir.path().join("sock").display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--log-error={}", dir.path().join("err.log").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("err.log").display()
+            ))
             .arg(format!("--port={port}"))
             .args([
                 "--bind-address=127.0.0.1",
@@ -150,10 +153,14 @@ impl Mariadb {
             .expect("start mariadbd");
         let mut db = Mariadb { port, dir, child };
         let socket = db.socket();
-        eventually(Duration::from_secs(60), "mariadbd accepts on its socket", || {
-            let socket = socket.clone();
-            async move { root_sql(&socket, "SELECT 1").await.is_ok() }
-        })
+        eventually(
+            Duration::from_secs(60),
+            "mariadbd accepts on its socket",
+            || {
+                let socket = socket.clone();
+                async move { root_sql(&socket, "SELECT 1").await.is_ok() }
+            },
+        )
         .await;
         if let Ok(Some(status)) = db.child.try_wait() {
             panic!("mariadbd exited: {status}; see {}", db.err_log());
@@ -459,15 +466,19 @@ async fn mariadb_sees_the_client_address_through_send_proxy_and_through_haproxy(
     assert_eq!(user, "app@127.0.0.6", "{host}");
     assert!(host.starts_with("127.0.0.6:"), "{host}");
     let port = host.rsplit(':').next().unwrap().to_string();
-    eventually(Duration::from_secs(10), "the close line names the client", || {
-        let found = !log_lines(&[
-            "Session closed.",
-            "listener=behind-lb ",
-            &format!("client.addr=127.0.0.6:{port}"),
-        ])
-        .is_empty();
-        async move { found }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the close line names the client",
+        || {
+            let found = !log_lines(&[
+                "Session closed.",
+                "listener=behind-lb ",
+                &format!("client.addr=127.0.0.6:{port}"),
+            ])
+            .is_empty();
+            async move { found }
+        },
+    )
     .await;
     // Bulk through both headers: the stream after them is spliced, byte for byte.
     let before = spliced(&proxy, "behind-lb");
@@ -496,19 +507,16 @@ async fn a_raw_header_split_over_writes_is_read_and_the_payload_spliced_intact()
     proxy.wait_candidates("raw", 1).await;
     let addr = proxy.addr("raw").await;
 
-    for header in [
-        b"PROXY TCP4 192.0.2.44 192.0.2.1 5555 3306\r\n".to_vec(),
-        {
-            let mut v2 = Vec::new();
-            ProxyHeader::with_address(proxy_header::ProxiedAddress::stream(
-                "192.0.2.44:5555".parse().unwrap(),
-                "192.0.2.1:3306".parse().unwrap(),
-            ))
-            .encode_v2(&mut v2)
-            .unwrap();
-            v2
-        },
-    ] {
+    for header in [b"PROXY TCP4 192.0.2.44 192.0.2.1 5555 3306\r\n".to_vec(), {
+        let mut v2 = Vec::new();
+        ProxyHeader::with_address(proxy_header::ProxiedAddress::stream(
+            "192.0.2.44:5555".parse().unwrap(),
+            "192.0.2.1:3306".parse().unwrap(),
+        ))
+        .encode_v2(&mut v2)
+        .unwrap();
+        v2
+    }] {
         let mut client = TcpStream::connect(addr).await.unwrap();
         client.set_nodelay(true).unwrap();
         // The header in two segments; the second waits until the first was sent.
@@ -526,7 +534,10 @@ async fn a_raw_header_split_over_writes_is_read_and_the_payload_spliced_intact()
         assert_eq!(len, 28);
         let a = sent.proxied_address().expect("addresses");
         assert_eq!(a.source, "192.0.2.44:5555".parse::<SocketAddr>().unwrap());
-        assert_eq!(a.destination, "192.0.2.1:3306".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            a.destination,
+            "192.0.2.1:3306".parse::<SocketAddr>().unwrap()
+        );
         assert!(got[len..] == payload[..], "payload changed on the way");
         // Byte counts are added when the session ends.
         client.shutdown().await.unwrap();
@@ -594,15 +605,26 @@ async fn malformed_and_missing_headers_are_closed_and_counted_and_others_carry_o
         .unwrap();
     assert!(closed(&mut http).await, "a malformed header is closed");
     let mut silent = TcpStream::connect(addr).await.unwrap();
-    assert!(closed(&mut silent).await, "no header: closed at proxy_timeout");
+    assert!(
+        closed(&mut silent).await,
+        "no header: closed at proxy_timeout"
+    );
     eventually(Duration::from_secs(5), "both refusals counted", || {
         let n = refused(&proxy, "strict");
         async move { n == 2.0 }
     })
     .await;
-    assert_eq!(backend.sessions.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        backend.sessions.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     // One warning for the two (rate-limited), naming the reason.
-    let warned = log_lines(&["WARN", "Connection refused.", "listener=strict", "proxy_header"]);
+    let warned = log_lines(&[
+        "WARN",
+        "Connection refused.",
+        "listener=strict",
+        "proxy_header",
+    ]);
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains("malformed PROXY header"), "{warned:?}");
 

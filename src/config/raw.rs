@@ -10,7 +10,8 @@
 use serde::Deserialize;
 
 use super::{
-    Balance, LogFormat, OnDemote, Protocol, ProxyVersion, RoleFilter, SplitBrainPolicy, TlsMode, TransferMode,
+    Balance, LogFormat, OnDemote, Protocol, ProxyVersion, RoleFilter, SplitBrainPolicy, TlsMode,
+    TransferMode,
 };
 
 /// The whole file.
