@@ -553,4 +553,63 @@ mod tests {
         let r = addresses(&mut server, peer, settings).await;
         assert!(matches!(r, Err(HeaderError::Timeout(_))), "{r:?}");
     }
+
+    /// A real socket, counting what the reader does.
+    struct Counting {
+        inner: TcpStream,
+        peeks: std::sync::Arc<AtomicU64>,
+        consumed: std::sync::Arc<AtomicU64>,
+    }
+
+    impl Incoming for Counting {
+        async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.peeks.fetch_add(1, Ordering::Relaxed);
+            Incoming::peek(&mut self.inner, buf).await
+        }
+
+        async fn consume(&mut self, buf: &mut [u8]) -> io::Result<()> {
+            self.consumed.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            Incoming::consume(&mut self.inner, buf).await
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_rest_of_a_header_does_not_spin_on_the_peeked_bytes() {
+        use std::sync::Arc;
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let peeks = Arc::new(AtomicU64::new(0));
+        let consumed = Arc::new(AtomicU64::new(0));
+        let mut reader = Counting {
+            inner: server,
+            peeks: peeks.clone(),
+            consumed: consumed.clone(),
+        };
+        let reading = tokio::spawn(async move { read_header(&mut reader).await.map(|_| reader) });
+        let first = b"PROXY TCP4 192.0.2.7 192.0.2.1 ";
+        client.write_all(first).await.unwrap();
+        // The first part is taken (so it arrived alone); the reader now waits for more.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while consumed.load(Ordering::Relaxed) < first.len() as u64 {
+            assert!(Instant::now() < deadline, "first part not consumed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Turns for a reader that re-peeks the same bytes to show itself before the rest comes.
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        client.write_all(b"40000 3306\r\nrest").await.unwrap();
+        let reader = reading.await.unwrap().expect("valid");
+        assert_eq!(consumed.load(Ordering::Relaxed), first.len() as u64 + 12);
+        // One peek per arrival, plus the one that found the socket empty and armed the wait.
+        assert!(peeks.load(Ordering::Relaxed) <= 3, "{peeks:?}");
+        let mut rest = [0u8; 4];
+        let mut inner = reader.inner;
+        inner.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"rest");
+    }
 }
