@@ -612,4 +612,47 @@ mod tests {
         inner.read_exact(&mut rest).await.unwrap();
         assert_eq!(&rest, b"rest");
     }
+
+    #[test]
+    fn mutated_headers_in_random_segments_never_panic_nor_read_past_a_header() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let seeds = [
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 3306\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::5 2001:db8::1 5000 5432\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2("192.0.2.9:1234", "192.0.2.1:6379"),
+            v2("[2001:db8::5]:5000", "[2001:db8::1]:5432"),
+        ];
+        for i in 0..5_000 {
+            let mut input = seeds[i % seeds.len()].clone();
+            for _ in 0..rng.gen_range(0..4) {
+                let at = rng.gen_range(0..input.len());
+                match rng.gen_range(0..3) {
+                    0 => input[at] = rng.gen(),
+                    1 => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, rng.gen()),
+                }
+                if input.is_empty() {
+                    input.push(b'P');
+                }
+            }
+            input.extend_from_slice(b"\xffPAYLOAD");
+            let mut segments = Vec::new();
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let n = rng.gen_range(1..=rest.len());
+                segments.push(&rest[..n]);
+                rest = &rest[n..];
+            }
+            let (r, s) = read(&segments);
+            if r.is_ok() {
+                let (_, len) = ProxyHeader::parse(&input, PARSE).expect("a header was read");
+                assert_eq!(s.consumed.len(), len, "{input:?}");
+            }
+            assert!(s.consumed.len() <= V2_MAX, "{input:?}");
+        }
+    }
 }
