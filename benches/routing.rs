@@ -66,6 +66,7 @@ impl Fixture {
                 queue_timeout: Duration::from_secs(5),
                 transfer: TransferMode::Auto,
                 session_level: tracing::Level::INFO,
+                proxy_protocol: Default::default(),
             }),
             names: (0..LISTENERS)
                 .map(|l| format!("l{l}").as_str().into())

@@ -26,6 +26,9 @@ command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 # Fault-injection tests (tests/faults_*.rs): packet drop, loss and reset inside namespaces.
 command -v nft >/dev/null || need_pkgs+=(nftables)
+# PROXY protocol tests (tests/proxy_protocol.rs): a real HAProxy with send-proxy-v2 in front;
+# their own mariadbd comes from the lab's mariadb-server.
+command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 if ((${#need_pkgs[@]})); then
     echo "installing: ${need_pkgs[*]}"
     policy=/usr/sbin/policy-rc.d backup=""

@@ -186,6 +186,7 @@ impl App {
             metrics: self.metrics.clone(),
             recheck: self.supervisor.recheck.clone(),
             sessions: self.sessions.clone(),
+            proxy_warnings: Default::default(),
         });
         let local = sockets
             .first()

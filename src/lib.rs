@@ -38,6 +38,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod probe_cli;
+pub mod proxy_protocol;
 pub mod role;
 pub mod routing;
 pub mod session;

@@ -22,6 +22,7 @@ use tracing::{debug, event, Level};
 use crate::config::ListenerName;
 use crate::health::BackendKey;
 use crate::metrics::Metrics;
+use crate::proxy_protocol::{self, Addresses};
 use crate::routing::{Candidate, Route, RouteSettings, Router};
 use crate::transfer::{transfer, EndReason, TransferOptions, TransferStats};
 
@@ -35,6 +36,8 @@ pub struct ListenerContext {
     /// The process-wide session token: when it fires, sessions end because of shutdown, not
     /// because of their backend.
     pub sessions: CancellationToken,
+    /// Rate limit of the warning about refused PROXY headers.
+    pub proxy_warnings: proxy_protocol::WarnEvery,
 }
 
 /// Why a connection was not proxied; the `reason` label of `rolegate_listener_refused_total`.
@@ -45,6 +48,8 @@ pub enum Refusal {
     ConnectFailed,
     /// The listener has no route (it was removed by a reload).
     NoRoute,
+    /// `accept_proxy`: the client's PROXY header was malformed, late or missing.
+    ProxyHeader,
 }
 
 impl Refusal {
@@ -53,6 +58,7 @@ impl Refusal {
             Refusal::Unavailable(u) => u.as_str(),
             Refusal::ConnectFailed => "connect_failed",
             Refusal::NoRoute => "no_route",
+            Refusal::ProxyHeader => "proxy_header",
         }
     }
 }
@@ -61,9 +67,13 @@ impl Refusal {
 ///
 /// The client socket already has TCP_NODELAY and keepalive: accepted sockets inherit them from
 /// the listening socket ([`crate::listener::bind`]), which saves four syscalls per connection.
-pub async fn run(mut client: TcpStream, client_addr: SocketAddr, ctx: Arc<ListenerContext>) {
+pub async fn run(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ListenerContext>) {
     let accepted = Instant::now();
-    let (mut backend, candidate, settings) = match place(&ctx).await {
+    let Some((addresses, header)) = proxy_header(&mut client, peer, &ctx).await else {
+        return;
+    };
+    let client_addr = addresses.client;
+    let (mut backend, candidate, settings) = match place(&ctx, header.as_deref()).await {
         Ok(p) => p,
         Err(refusal) => {
             ctx.metrics
@@ -122,9 +132,53 @@ pub async fn run(mut client: TcpStream, client_addr: SocketAddr, ctx: Arc<Listen
     );
 }
 
-/// Finds a backend and connects to it, waiting for a newer table while none can be used.
+/// The client's addresses (from its PROXY header under `accept_proxy`) and the header to send
+/// each backend connection under `send_proxy`, by the settings at the session's start. `None`
+/// when the client's header was refused (counted and logged here).
+async fn proxy_header(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    ctx: &ListenerContext,
+) -> Option<(Addresses, Option<Vec<u8>>)> {
+    let settings = ctx
+        .router
+        .load()
+        .route(&ctx.name)
+        .map(|r| r.settings.proxy_protocol)
+        .unwrap_or_default();
+    let addresses = match proxy_protocol::addresses(client, peer, settings).await {
+        Ok(a) => a,
+        Err(error) => {
+            let reason = Refusal::ProxyHeader.as_str();
+            ctx.metrics
+                .listener_refused_total
+                .with_label_values(&[ctx.name.as_str(), reason])
+                .inc();
+            match ctx.proxy_warnings.due() {
+                Some(left_out) => {
+                    tracing::warn!(message = "Connection refused.", listener = %ctx.name, peer.addr = %peer, reason, %error, not_logged_since = left_out)
+                }
+                None => {
+                    debug!(message = "Connection refused.", listener = %ctx.name, peer.addr = %peer, reason, %error)
+                }
+            }
+            return None;
+        }
+    };
+    if settings.accept.is_some() {
+        debug!(message = "PROXY header read.", listener = %ctx.name, peer.addr = %peer, client.addr = %addresses.client);
+    }
+    let header = settings
+        .send
+        .map(|version| proxy_protocol::encode(version, &addresses));
+    Some((addresses, header))
+}
+
+/// Finds a backend and connects to it (sending `header` first), waiting for a newer table
+/// while none can be used.
 async fn place(
     ctx: &ListenerContext,
+    header: Option<&[u8]>,
 ) -> Result<(TcpStream, Candidate, Arc<RouteSettings>), Refusal> {
     let mut changes = ctx.router.subscribe();
     let mut deadline = None;
@@ -136,7 +190,7 @@ async fn place(
         };
         let deadline =
             *deadline.get_or_insert_with(|| Instant::now() + route.settings.queue_timeout);
-        match try_candidates(ctx, route).await {
+        match try_candidates(ctx, route, header).await {
             Ok(placed) => break Ok(placed),
             Err(refusal) if Instant::now() >= deadline => break Err(refusal),
             Err(_) => {}
@@ -175,10 +229,11 @@ async fn place(
     result
 }
 
-/// Tries the route's candidates in order; the first that accepts wins.
+/// Tries the route's candidates in order; the first that accepts (and takes `header`) wins.
 async fn try_candidates(
     ctx: &ListenerContext,
     route: &Route,
+    header: Option<&[u8]>,
 ) -> Result<(TcpStream, Candidate, Arc<RouteSettings>), Refusal> {
     if let Some(u) = route.unavailable {
         return Err(Refusal::Unavailable(u));
@@ -189,7 +244,7 @@ async fn try_candidates(
             continue; // lost its role after this table was built
         }
         let addr = candidate.backend.addr;
-        let reason = match timeout(route.settings.connect_timeout, connect(addr)).await {
+        let reason = match timeout(route.settings.connect_timeout, connect(addr, header)).await {
             Ok(Ok(stream)) => return Ok((stream, candidate.clone(), route.settings.clone())),
             Ok(Err(e)) => {
                 debug!(message = "Backend connect failed.", listener = %ctx.name, backend = %candidate.backend.key, %addr, error = %e);
@@ -214,14 +269,20 @@ async fn try_candidates(
     Err(Refusal::ConnectFailed)
 }
 
-async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+/// Connects and writes `header` (`send_proxy`): it fits any fresh socket's send buffer, so
+/// the write does not wait for the backend.
+async fn connect(addr: SocketAddr, header: Option<&[u8]>) -> io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     tune(socket2::SockRef::from(&socket));
-    socket.connect(addr).await
+    let mut stream = socket.connect(addr).await?;
+    if let Some(header) = header {
+        tokio::io::AsyncWriteExt::write_all(&mut stream, header).await?;
+    }
+    Ok(stream)
 }
 
 /// TCP_NODELAY (database protocols are request/response: Nagle only adds latency) and

@@ -310,6 +310,15 @@ pub enum TransferMode {
     Copy,
 }
 
+/// The PROXY protocol header `send_proxy` writes to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 …\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: ListenerName,
@@ -327,6 +336,12 @@ pub struct ListenerConfig {
     pub queue_timeout: Duration,
     pub backlog: u32,
     pub transfer: TransferMode,
+    /// Clients send a PROXY protocol header first (`accept_proxy`).
+    pub accept_proxy: bool,
+    /// How long a client may take to send that header.
+    pub proxy_timeout: Duration,
+    /// The PROXY protocol header sent to backends, if any.
+    pub send_proxy: Option<ProxyVersion>,
 }
 
 // === impl Config ===

@@ -40,6 +40,9 @@ mod builtin {
     pub(super) const POSTGRES_DATABASE: &str = "postgres";
     pub(super) const MAX_CONNECTIONS: usize = 10_000;
     pub(super) const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Time a client of an `accept_proxy` listener has to send its PROXY header: a load
+    /// balancer sends it with the connection, so anything slower holds a slot for nothing.
+    pub(super) const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
     pub(super) const BACKLOG: u32 = 1024;
     pub(super) const ADMIN_LISTEN: &str = "127.0.0.1:9813";
     pub(super) const LOG_LEVEL: &str = "info";

@@ -81,6 +81,7 @@ mod tests {
             queue_timeout: std::time::Duration::ZERO,
             transfer: crate::config::TransferMode::Auto,
             session_level: tracing::Level::INFO,
+            proxy_protocol: Default::default(),
         });
         Route::new(
             "c".into(),

@@ -72,6 +72,8 @@ pub struct RouteSettings {
     pub transfer: TransferMode,
     /// Level of the one line logged when a session ends.
     pub session_level: tracing::Level,
+    /// `accept_proxy` / `send_proxy`, as of the session's start.
+    pub proxy_protocol: crate::proxy_protocol::ProxyProtocol,
 }
 
 /// The routing of one listener in one snapshot.

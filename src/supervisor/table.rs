@@ -98,6 +98,10 @@ pub fn build(sup: &mut Supervisor) -> Built {
             queue_timeout: listener.queue_timeout,
             transfer: listener.transfer,
             session_level: sup.session_level,
+            proxy_protocol: crate::proxy_protocol::ProxyProtocol {
+                accept: listener.accept_proxy.then_some(listener.proxy_timeout),
+                send: listener.send_proxy,
+            },
         };
         let route = Route::new(
             cfg.name.clone(),

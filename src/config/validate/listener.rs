@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use super::{address, all, builtin, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::{RawCluster, RawListener};
-use crate::config::{Balance, ClusterName, ListenerConfig, ListenerName, RoleFilter, TransferMode};
+use crate::config::{
+    Balance, ClusterName, ListenerConfig, ListenerName, ProxyVersion, RoleFilter, TransferMode,
+};
 
 /// Checks every listener; `admin` is the admin server's address, which no listener may take.
 pub(super) fn listeners(
@@ -49,6 +51,9 @@ struct Settings {
     max_connections_set: bool,
     queue_timeout: Checked<std::time::Duration>,
     backlog: Checked<u32>,
+    accept_proxy: bool,
+    proxy_timeout: Checked<std::time::Duration>,
+    send_proxy: Option<ProxyVersion>,
 }
 
 fn assemble(
@@ -69,6 +74,9 @@ fn assemble(
         queue_timeout: settings.queue_timeout?,
         backlog: settings.backlog?,
         transfer: settings.transfer,
+        accept_proxy: settings.accept_proxy,
+        proxy_timeout: settings.proxy_timeout?,
+        send_proxy: settings.send_proxy,
     })
 }
 
@@ -172,6 +180,13 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
             raw.queue_timeout.as_deref(),
         )
         .map(|d| d.unwrap_or(builtin::QUEUE_TIMEOUT));
+    let proxy_timeout = v
+        .positive_duration(
+            &format!("{path}.proxy_timeout"),
+            raw.proxy_timeout.as_deref(),
+            "a client that must send a PROXY header gets no time to send it",
+        )
+        .map(|d| d.unwrap_or(builtin::PROXY_TIMEOUT));
     Settings {
         role,
         fallback,
@@ -181,5 +196,8 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         max_connections_set: raw.max_connections.is_some(),
         queue_timeout,
         backlog,
+        accept_proxy: raw.accept_proxy.unwrap_or(false),
+        proxy_timeout,
+        send_proxy: raw.send_proxy.map(Into::into),
     }
 }
