@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{handle, AdminState};
-use crate::listener::Streak;
+use crate::data_plane::listener::Streak;
 
 /// Largest request head (request line and headers) hyper buffers; the minimum hyper allows
 /// is 8 KiB, and no admin request needs more than a few hundred bytes.

@@ -7,7 +7,6 @@
 //! that connections waiting for a backend (a failover in progress) wake the moment a new table
 //! is stored.
 
-pub mod policy;
 pub mod select;
 pub mod table;
 

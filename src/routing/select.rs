@@ -54,7 +54,7 @@ mod tests {
 
     use super::*;
     use crate::config::RoleFilter;
-    use crate::health::BackendKey;
+    use crate::control_plane::checks::BackendKey;
     use crate::metrics::Metrics;
     use crate::routing::{BackendEntry, Unavailable};
 

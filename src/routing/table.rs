@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use crate::config::{Balance, ClusterName, ListenerName, RoleFilter, TransferMode};
-use crate::health::BackendKey;
+use crate::control_plane::checks::BackendKey;
 use crate::metrics::SessionMetrics;
 
 /// A backend as the data plane needs it.

@@ -24,7 +24,9 @@ use std::time::Duration;
 use redis::Value;
 
 use super::shorten;
-use crate::health::{CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts};
+use crate::control_plane::checks::{
+    CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts,
+};
 
 /// What `ROLE` (or `INFO replication`) says a node is.
 #[derive(Debug, Clone, PartialEq, Eq)]

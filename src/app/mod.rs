@@ -28,13 +28,13 @@ use tracing::info;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigDiff, ListenerConfig, ListenerName};
-use crate::fd_budget::{self, Plan, Shape};
-use crate::listener::{self, BindError};
+use crate::control_plane::supervisor::{self, SupervisorHandle};
+use crate::data_plane::fd_budget::{self, Plan, Shape};
+use crate::data_plane::listener::{self, BindError};
+use crate::data_plane::session::ListenerContext;
+use crate::data_plane::workers::Workers;
 use crate::metrics::Metrics;
 use crate::routing::new_router;
-use crate::session::ListenerContext;
-use crate::supervisor::{self, SupervisorHandle};
-use crate::workers::Workers;
 
 /// A reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +150,7 @@ impl App {
             fd_plan: std::sync::Mutex::new(fd_plan),
         });
         if fd_plan.is_some() {
-            crate::transfer::draw_pipes_from(Some(app.descriptors.clone()));
+            crate::data_plane::transfer::draw_pipes_from(Some(app.descriptors.clone()));
         }
         app.apply_fd_plan(fd_plan, &config, None);
         {

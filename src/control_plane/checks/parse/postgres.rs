@@ -30,7 +30,9 @@
 use std::time::Duration;
 
 use super::{parse_seconds, shorten};
-use crate::health::{CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts};
+use crate::control_plane::checks::{
+    CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts,
+};
 
 /// The status query: one round trip, one row, on a primary and on a replica alike. Functions
 /// that fail during recovery (`pg_current_wal_lsn`) are only evaluated on a primary; the

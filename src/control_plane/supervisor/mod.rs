@@ -28,10 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{BackendConfig, ClusterConfig, ClusterName, Config, ListenerConfig};
-use crate::health::{BackendKey, Observation, ProbeCommand, ProbeHandle};
+use crate::control_plane::checks::{BackendKey, Observation, ProbeCommand, ProbeHandle};
+use crate::control_plane::decision::{
+    self, AdminState, BackendView, ClusterMemory, Decision, PolicyEvent,
+};
+use crate::control_plane::role::{BackendMachine, Health, Role, Thresholds};
 use crate::metrics::Metrics;
-use crate::role::{BackendMachine, Health, Role, Thresholds};
-use crate::routing::policy::{self, AdminState, BackendView, ClusterMemory, Decision, PolicyEvent};
 use crate::routing::{BackendEntry, RouterWriter};
 
 pub use guards::Held;
@@ -443,12 +445,12 @@ fn decide_cluster(cluster: &mut ClusterState) -> Decision {
                 .flatten(),
         })
         .collect();
-    let policy = policy::ClusterPolicy {
+    let policy = decision::ClusterPolicy {
         protocol: cluster.config.protocol,
         split_brain: cluster.config.split_brain,
         max_replica_lag: cluster.config.max_replica_lag,
     };
-    policy::decide(policy, &views, &mut cluster.memory)
+    decision::decide(policy, &views, &mut cluster.memory)
 }
 
 fn log_decision(cluster: &ClusterState, decision: &Decision) {

@@ -1,5 +1,5 @@
 //! The data plane's threads: one single-threaded Tokio runtime per worker, each with its own
-//! listening socket for every listener (`SO_REUSEPORT`, see [`crate::listener::bind_group`]).
+//! listening socket for every listener (`SO_REUSEPORT`, see [`crate::data_plane::listener::bind_group`]).
 //!
 //! # Why not one multi-thread runtime
 //! A proxied session is two sockets and one future that is woken once per message. On a

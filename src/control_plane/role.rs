@@ -25,7 +25,7 @@ use std::num::NonZeroU32;
 
 use tokio::time::Instant;
 
-use crate::health::{CheckFailure, Facts, ObservedRole};
+use crate::control_plane::checks::{CheckFailure, Facts, ObservedRole};
 
 /// Health of a backend as the hysteresis sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +241,7 @@ impl BackendMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::FailureReason;
+    use crate::control_plane::checks::FailureReason;
 
     fn t(rise: u32, fall: u32) -> Thresholds {
         Thresholds {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::health::{Facts, ReplicaFacts};
+use crate::control_plane::checks::{Facts, ReplicaFacts};
 
 struct B {
     name: BackendName,

@@ -28,8 +28,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::config::{BackendName, Protocol, SplitBrainPolicy};
-use crate::health::{Facts, ObservedRole};
-use crate::role::{Health, Role};
+use crate::control_plane::checks::{Facts, ObservedRole};
+use crate::control_plane::role::{Health, Role};
 use crate::routing::Unavailable;
 
 /// What an operator asked for a backend through the admin API.

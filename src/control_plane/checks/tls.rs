@@ -547,7 +547,7 @@ mod tests {
     }
 
     fn client(mode: TlsMode, ca: bool, name: Option<&str>) -> TlsClient {
-        let fixture = include_str!("../../tests/configs/tls/ca.pem");
+        let fixture = include_str!("../../../tests/configs/tls/ca.pem");
         let certs: Vec<_> = rustls::pki_types::pem::PemObject::pem_slice_iter(fixture.as_bytes())
             .collect::<Result<_, _>>()
             .unwrap();
@@ -649,7 +649,7 @@ mod tests {
     /// The fixture server certificate (localhost, 127.0.0.1) signed by the fixture CA; both
     /// keys were discarded, which verification does not need.
     fn server_cert() -> CertificateDer<'static> {
-        let pem = include_str!("../../tests/configs/tls/server.pem");
+        let pem = include_str!("../../../tests/configs/tls/server.pem");
         rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap()
     }
 

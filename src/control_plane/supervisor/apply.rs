@@ -16,9 +16,9 @@ use tracing::info;
 
 use super::{BackendSlot, ClusterState, Guards, Supervisor};
 use crate::config::{BackendConfig, ClusterConfig, Config, OnDemote};
-use crate::health::{spawn_probe, BackendKey, ProbeCommand, ProbeSettings};
-use crate::role::BackendMachine;
-use crate::routing::policy::{AdminState, ClusterMemory};
+use crate::control_plane::checks::{spawn_probe, BackendKey, ProbeCommand, ProbeSettings};
+use crate::control_plane::decision::{AdminState, ClusterMemory};
+use crate::control_plane::role::BackendMachine;
 
 impl Supervisor {
     pub(super) fn apply_config(&mut self, config: &Config) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::Supervisor;
-use crate::role::Role;
+use crate::control_plane::role::Role;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusSnapshot {
@@ -79,7 +79,7 @@ pub(super) fn publish(sup: &Supervisor) {
             let lag = decision
                 .and_then(|d| d.lag.iter().find(|(n, _)| n == &b.key.backend))
                 .and_then(|(_, l)| *l);
-            let up = b.machine.health() == crate::role::Health::Up;
+            let up = b.machine.health() == crate::control_plane::role::Health::Up;
             sup.metrics
                 .backend_up
                 .with_label_values(&labels)

@@ -7,7 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::health::fake::{self, serve};
+use crate::control_plane::checks::fake::{self, serve};
 
 const BUDGET: Duration = Duration::from_secs(2);
 

@@ -1,6 +1,6 @@
 //! The PostgreSQL probe against scripted servers: a minimal PostgreSQL (trust login, one
 //! canned answer to the status query), a password-rejecting one, and the impostors of
-//! [`fake`](crate::health::fake).
+//! [`fake`](crate::control_plane::checks::fake).
 
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 
 use super::*;
 use crate::config::Secret;
-use crate::health::fake::{self, serve};
-use crate::health::ObservedRole;
+use crate::control_plane::checks::fake::{self, serve};
+use crate::control_plane::checks::ObservedRole;
 
 const BUDGET: Duration = Duration::from_secs(2);
 

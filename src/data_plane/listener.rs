@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::session::{self, ListenerContext};
+use crate::data_plane::session::{self, ListenerContext};
 
 /// Back-off after a resource-exhaustion accept error: long enough for sessions to end and free
 /// descriptors, short enough that service resumes quickly.
@@ -132,7 +132,7 @@ fn unbound_socket(addr: SocketAddr, reuse_port: bool) -> Result<Unbound, BindErr
         }
     }
     // Inherited by every accepted socket (Linux), instead of set per connection.
-    crate::session::tune(socket2::SockRef::from(&socket));
+    crate::data_plane::session::tune(socket2::SockRef::from(&socket));
     socket.set_nonblocking(true).map_err(err)?;
     Ok(Unbound(socket))
 }
@@ -230,7 +230,7 @@ impl Limits {
             Err(_) => {
                 // Splice pipes draw from the same permits: this thread's idle pooled ones give
                 // theirs back before a client is kept waiting for them.
-                crate::transfer::release_idle_pipes();
+                crate::data_plane::transfer::release_idle_pipes();
                 permit(&self.descriptors, "fd_budget", ctx, stop).await?
             }
         };
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_group_has_one_socket_per_worker_and_keeps_other_listeners_off_its_port() {
-        let workers = crate::workers::Workers::start(2).unwrap();
+        let workers = crate::data_plane::workers::Workers::start(2).unwrap();
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 16, workers.handles()).unwrap();
         assert_eq!(group.len(), 2);
         let addr = group[0].local_addr().unwrap();
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_kernel_spreads_connections_over_the_workers_sockets() {
-        let workers = crate::workers::Workers::start(2).unwrap();
+        let workers = crate::data_plane::workers::Workers::start(2).unwrap();
         let group = bind_group("127.0.0.1:0".parse().unwrap(), 128, workers.handles()).unwrap();
         let addr = group[0].local_addr().unwrap();
         // Each flow hashes to one socket: 64 flows all on one of two sockets is a 2^-63 chance.

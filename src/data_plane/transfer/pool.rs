@@ -167,7 +167,7 @@ pub(super) mod tests {
     use super::*;
 
     /// Unit tests that open pipes hold this, so the process-wide count is theirs to check.
-    pub(in crate::transfer) fn exclusive() -> MutexGuard<'static, ()> {
+    pub(in crate::data_plane::transfer) fn exclusive() -> MutexGuard<'static, ()> {
         static LOCK: Mutex<()> = Mutex::new(());
         LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, event, Level};
 
 use crate::config::ListenerName;
-use crate::health::BackendKey;
+use crate::control_plane::checks::BackendKey;
+use crate::data_plane::transfer::{transfer, EndReason, TransferOptions, TransferStats};
 use crate::metrics::Metrics;
 use crate::routing::{Candidate, Route, RouteSettings, Router};
-use crate::transfer::{transfer, EndReason, TransferOptions, TransferStats};
 
 /// What every session of one listener shares.
 pub struct ListenerContext {
@@ -60,7 +60,7 @@ impl Refusal {
 /// Serves one accepted client to the end.
 ///
 /// The client socket already has TCP_NODELAY and keepalive: accepted sockets inherit them from
-/// the listening socket ([`crate::listener::bind`]), which saves four syscalls per connection.
+/// the listening socket ([`crate::data_plane::listener::bind`]), which saves four syscalls per connection.
 pub async fn run(mut client: TcpStream, client_addr: SocketAddr, ctx: Arc<ListenerContext>) {
     let accepted = Instant::now();
     let (mut backend, candidate, settings) = match place(&ctx).await {

@@ -18,7 +18,9 @@
 use std::time::Duration;
 
 use super::{parse_seconds, shorten};
-use crate::health::{CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts};
+use crate::control_plane::checks::{
+    CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts,
+};
 
 /// Role query where `super_read_only` exists (MySQL ≥ 5.7, Percona).
 pub const READ_ONLY_QUERY: &str = "SELECT @@global.read_only, @@global.super_read_only";

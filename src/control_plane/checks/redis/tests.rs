@@ -1,5 +1,5 @@
 //! The Redis probe against scripted RESP servers (each answers commands from a table) and the
-//! impostors of [`fake`](crate::health::fake).
+//! impostors of [`fake`](crate::control_plane::checks::fake).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,8 +9,8 @@ use tokio::net::TcpStream;
 
 use super::*;
 use crate::config::Secret;
-use crate::health::fake::{self, serve};
-use crate::health::ObservedRole;
+use crate::control_plane::checks::fake::{self, serve};
+use crate::control_plane::checks::ObservedRole;
 
 const BUDGET: Duration = Duration::from_secs(2);
 
