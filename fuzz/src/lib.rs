@@ -77,7 +77,7 @@ pub fn redis_reply(data: &[u8]) {
             if let Ok(facts) = redis_parse::facts(&role, info.as_ref()) {
                 assert_eq!(
                     facts.replica.is_some(),
-                    matches!(role, redis_parse::Role::Replica { .. })
+                    matches!(role, redis_parse::ReplyRole::Replica { .. })
                 );
             }
         }

@@ -32,7 +32,7 @@ use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 use super::net::{self, Driver, Greeting};
-use super::parse::redis::{self as parse, InfoReplication, Role};
+use super::parse::redis::{self as parse, InfoReplication, ReplyRole};
 use super::tls::TlsClient;
 use super::{CheckFailure, Facts, FailureReason};
 use crate::config::CheckConfig;
@@ -134,7 +134,7 @@ impl RedisProbe {
         };
         // INFO is optional (an ACL user may lack +info); only its text is used.
         let info: Option<InfoReplication> = parse::text(info_reply).map(|t| parse::parse_info(&t));
-        let role: Role = match parse::server_error(role_reply) {
+        let role: ReplyRole = match parse::server_error(role_reply) {
             None => parse::parse_role(role_reply)?,
             Some((code, message)) if parse::is_unknown_command(code, message) => {
                 match (&info, parse::server_error(info_reply)) {

@@ -34,7 +34,7 @@ use crate::routing::Unavailable;
 
 /// What an operator asked for a backend through the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AdminState {
+pub enum AdminMode {
     #[default]
     Enabled,
     /// No new sessions; existing ones finish.
@@ -43,28 +43,28 @@ pub enum AdminState {
     Disabled,
 }
 
-impl AdminState {
+impl AdminMode {
     pub fn as_str(self) -> &'static str {
         match self {
-            AdminState::Enabled => "enabled",
-            AdminState::Drain => "drain",
-            AdminState::Disabled => "disabled",
+            AdminMode::Enabled => "enabled",
+            AdminMode::Drain => "drain",
+            AdminMode::Disabled => "disabled",
         }
     }
 }
 
-/// The policy's view of one backend.
+/// The decision's view of one backend.
 #[derive(Debug, Clone)]
 pub struct BackendView<'a> {
     pub name: &'a BackendName,
     pub health: Health,
     pub role: Role,
-    pub admin: AdminState,
+    pub admin: AdminMode,
     /// Facts of the latest successful check, if the latest check succeeded.
     pub facts: Option<&'a Facts>,
 }
 
-/// What the policy remembers about a cluster between decisions.
+/// What the decision remembers about a cluster between decisions.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterMemory {
     /// The backend most recently routed as primary.
@@ -88,7 +88,7 @@ impl ClusterMemory {
 
 /// Something the supervisor should log and count.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyEvent {
+pub enum DecisionEvent {
     PrimaryChanged {
         from: Option<BackendName>,
         to: BackendName,
@@ -115,7 +115,7 @@ pub struct Decision {
     pub split_brain: bool,
     /// Effective replication lag per backend (replicas only), in config order.
     pub lag: Vec<(BackendName, Option<Duration>)>,
-    pub events: Vec<PolicyEvent>,
+    pub events: Vec<DecisionEvent>,
 }
 
 /// Inputs that do not change between decisions.
@@ -150,13 +150,13 @@ pub fn decide(
     });
     let chosen = choose_primary(policy, &claimers, memory);
     let primary = match &chosen {
-        Ok(b) if b.admin == AdminState::Enabled => Ok(vec![b.name.clone()]),
+        Ok(b) if b.admin == AdminMode::Enabled => Ok(vec![b.name.clone()]),
         Ok(_) => Err(Unavailable::NoPrimary),
         Err(u) => Err(*u),
     };
     if let Ok(b) = &chosen {
         if memory.routed_primary.as_ref() != Some(b.name) {
-            events.push(PolicyEvent::PrimaryChanged {
+            events.push(DecisionEvent::PrimaryChanged {
                 from: memory.routed_primary.clone(),
                 to: b.name.clone(),
             });
@@ -172,7 +172,7 @@ pub fn decide(
         for name in replaced {
             memory.lost.remove(&name);
             memory.stale.insert(name.clone());
-            events.push(PolicyEvent::StaleDetected(name));
+            events.push(DecisionEvent::StaleDetected(name));
         }
     }
 
@@ -186,7 +186,7 @@ pub fn decide(
         let effective = effective_lag(b.facts, primary_facts);
         lag.push((b.name.clone(), effective));
         let fresh = effective.is_some_and(|l| l <= policy.max_replica_lag);
-        if fresh && b.admin == AdminState::Enabled {
+        if fresh && b.admin == AdminMode::Enabled {
             replicas.push(b.name.clone());
         }
     }
@@ -207,7 +207,7 @@ pub fn decide(
 fn track_lost_and_stale(
     backends: &[BackendView<'_>],
     memory: &mut ClusterMemory,
-    events: &mut Vec<PolicyEvent>,
+    events: &mut Vec<DecisionEvent>,
 ) {
     for b in backends {
         let stale = memory.stale.contains(b.name);
@@ -219,7 +219,7 @@ fn track_lost_and_stale(
         }
         if stale && b.facts.is_some_and(|f| f.role == ObservedRole::Replica) {
             memory.stale.remove(b.name);
-            events.push(PolicyEvent::StaleCleared(b.name.clone()));
+            events.push(DecisionEvent::StaleCleared(b.name.clone()));
         }
     }
 }
@@ -277,7 +277,7 @@ fn decide_tcp(backends: &[BackendView<'_>]) -> Decision {
         .collect();
     let up: Vec<BackendName> = backends
         .iter()
-        .filter(|b| b.health == Health::Up && b.admin == AdminState::Enabled)
+        .filter(|b| b.health == Health::Up && b.admin == AdminMode::Enabled)
         .map(|b| b.name.clone())
         .collect();
     let primary = if up.is_empty() {

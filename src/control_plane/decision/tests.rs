@@ -5,7 +5,7 @@ struct B {
     name: BackendName,
     health: Health,
     role: Role,
-    admin: AdminState,
+    admin: AdminMode,
     facts: Option<Facts>,
 }
 
@@ -14,7 +14,7 @@ fn primary(name: &str) -> B {
         name: name.into(),
         health: Health::Up,
         role: Role::Primary,
-        admin: AdminState::Enabled,
+        admin: AdminMode::Enabled,
         facts: Some(Facts {
             role: ObservedRole::Primary,
             replica: None,
@@ -29,7 +29,7 @@ fn replica(name: &str, lag: Option<u64>, position: Option<u64>) -> B {
         name: name.into(),
         health: Health::Up,
         role: Role::Replica,
-        admin: AdminState::Enabled,
+        admin: AdminMode::Enabled,
         facts: Some(Facts {
             role: ObservedRole::Replica,
             replica: Some(ReplicaFacts {
@@ -90,7 +90,7 @@ fn one_primary_and_fresh_replica() {
     assert_eq!(d.primary_claims, 1);
     assert_eq!(
         d.events,
-        [PolicyEvent::PrimaryChanged {
+        [DecisionEvent::PrimaryChanged {
             from: None,
             to: "a".into()
         }]
@@ -184,7 +184,7 @@ fn returning_old_primary_after_observed_handover_is_stale_until_seen_as_replica(
     );
     let d = run(p, &[down(primary("a")), primary("b")], &mut mem);
     assert_eq!(d.primary, Ok(names(&["b"])));
-    assert!(d.events.contains(&PolicyEvent::StaleDetected("a".into())));
+    assert!(d.events.contains(&DecisionEvent::StaleDetected("a".into())));
     // a wakes up still claiming primary: never routed, reported as split brain.
     let d = run(p, &[primary("a"), primary("b")], &mut mem);
     assert_eq!(
@@ -197,7 +197,7 @@ fn returning_old_primary_after_observed_handover_is_stale_until_seen_as_replica(
     assert!(!d.any.contains(&"a".into()));
     // Rebuilt as a replica: usable again.
     let d = run(p, &[replica("a", Some(0), None), primary("b")], &mut mem);
-    assert!(d.events.contains(&PolicyEvent::StaleCleared("a".into())));
+    assert!(d.events.contains(&DecisionEvent::StaleCleared("a".into())));
     assert_eq!(d.replicas, names(&["a"]));
     assert!(!d.split_brain);
 }
@@ -223,7 +223,7 @@ fn primary_that_returns_before_any_replacement_is_not_stale() {
 #[test]
 fn drained_primary_is_not_routed_but_still_counted() {
     let mut a = primary("a");
-    a.admin = AdminState::Drain;
+    a.admin = AdminMode::Drain;
     let d = run(
         policy(SplitBrainPolicy::FailClosed),
         &[a],

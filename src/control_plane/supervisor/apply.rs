@@ -17,7 +17,7 @@ use tracing::info;
 use super::{BackendSlot, ClusterState, Guards, Supervisor};
 use crate::config::{BackendConfig, ClusterConfig, Config, OnDemote};
 use crate::control_plane::checks::{spawn_probe, BackendKey, ProbeCommand, ProbeSettings};
-use crate::control_plane::decision::{AdminState, ClusterMemory};
+use crate::control_plane::decision::{AdminMode, ClusterMemory};
 use crate::control_plane::role::BackendMachine;
 
 impl Supervisor {
@@ -118,7 +118,7 @@ impl Supervisor {
             key,
             config: b.clone(),
             machine: BackendMachine::default(),
-            admin: AdminState::Enabled,
+            admin: AdminMode::Enabled,
             resolved: None,
             entry: None,
             active: Arc::new(AtomicUsize::new(0)),

@@ -1,10 +1,10 @@
 //! The supervisor: sole owner of every backend's state. It receives probe observations, runs
-//! the role machine and the cluster policy, fires session guards, and builds and stores the
+//! the role machine and the cluster decision, fires session guards, and builds and stores the
 //! routing table. Nothing else writes backend state, so there are no locks around it.
 //!
 //! Order of operations for one observation (see [`Supervisor::on_observation`]):
 //! 1. feed the backend's role machine; log a transition (one line each);
-//! 2. decide the cluster again (`routing::policy::decide`), log its events;
+//! 2. decide the cluster again (`decision::decide`), log its events;
 //! 3. fire the guards of roles lost (sessions on a demoted node close now);
 //! 4. if the routes changed, build a new table and store it (waiting connections wake);
 //! 5. ask the cluster's probes to go fast while it has no primary;
@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 use crate::config::{BackendConfig, ClusterConfig, ClusterName, Config, ListenerConfig};
 use crate::control_plane::checks::{BackendKey, Observation, ProbeCommand, ProbeHandle};
 use crate::control_plane::decision::{
-    self, AdminState, BackendView, ClusterMemory, Decision, PolicyEvent,
+    self, AdminMode, BackendView, ClusterMemory, Decision, DecisionEvent,
 };
 use crate::control_plane::role::{BackendMachine, Health, Role, Thresholds};
 use crate::metrics::Metrics;
@@ -111,7 +111,7 @@ struct BackendSlot {
     key: BackendKey,
     config: BackendConfig,
     machine: BackendMachine,
-    admin: AdminState,
+    admin: AdminMode,
     resolved: Option<SocketAddr>,
     /// Data-plane view, rebuilt when the resolved address changes.
     entry: Option<Arc<BackendEntry>>,
@@ -261,13 +261,13 @@ impl Supervisor {
             .ok_or_else(|| AdminError::UnknownBackend(key.clone()))?;
         let before = slot.admin;
         match action {
-            AdminAction::Drain => slot.admin = AdminState::Drain,
+            AdminAction::Drain => slot.admin = AdminMode::Drain,
             AdminAction::Disable => {
-                slot.admin = AdminState::Disabled;
+                slot.admin = AdminMode::Disabled;
                 slot.guards.fire_all();
             }
             AdminAction::Enable => {
-                slot.admin = AdminState::Enabled;
+                slot.admin = AdminMode::Enabled;
                 // An operator vouches for the node: forget that it was stale, and let its
                 // checks establish its role again from scratch.
                 cluster.memory.forget(&key.backend);
@@ -402,7 +402,7 @@ impl Supervisor {
             }
         }
         for event in &decision.events {
-            if let PolicyEvent::PrimaryChanged { .. } = event {
+            if let DecisionEvent::PrimaryChanged { .. } = event {
                 self.metrics
                     .primary_changes_total
                     .with_label_values(&[cluster.config.name.as_str()])
@@ -457,18 +457,18 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
     let name = &cluster.config.name;
     for event in &decision.events {
         match event {
-            PolicyEvent::PrimaryChanged { from, to } => info!(
+            DecisionEvent::PrimaryChanged { from, to } => info!(
                 message = "Primary changed.",
                 cluster = %name,
                 from = from.as_ref().map(|b| b.as_str()).unwrap_or("none"),
                 to = %to,
             ),
-            PolicyEvent::StaleDetected(b) => warn!(
+            DecisionEvent::StaleDetected(b) => warn!(
                 message = "Primary replaced while it was down: if it returns claiming primary it is stale and never routed to, until it rejoins as a replica or an operator enables it.",
                 cluster = %name,
                 backend = %b,
             ),
-            PolicyEvent::StaleCleared(b) => info!(
+            DecisionEvent::StaleCleared(b) => info!(
                 message = "Stale primary rejoined as a replica.",
                 cluster = %name,
                 backend = %b,

@@ -30,7 +30,7 @@ use crate::control_plane::checks::{
 
 /// What `ROLE` (or `INFO replication`) says a node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Role {
+pub enum ReplyRole {
     Master {
         /// `master_repl_offset`: bytes of replication stream produced so far.
         offset: u64,
@@ -65,7 +65,7 @@ pub struct InfoReplication {
 ///
 /// # Errors
 /// `UnexpectedReply` describing the shape that did not fit.
-pub fn parse_role(value: &Value) -> Result<Role, CheckFailure> {
+pub fn parse_role(value: &Value) -> Result<ReplyRole, CheckFailure> {
     let bad = |why: &str| {
         CheckFailure::new(
             FailureReason::UnexpectedReply,
@@ -86,7 +86,7 @@ pub fn parse_role(value: &Value) -> Result<Role, CheckFailure> {
                 .and_then(integer)
                 .and_then(|o| u64::try_from(o).ok())
                 .ok_or_else(|| bad("has no master offset"))?;
-            Ok(Role::Master { offset })
+            Ok(ReplyRole::Master { offset })
         }
         "slave" | "replica" => {
             let master_host = items
@@ -106,7 +106,7 @@ pub fn parse_role(value: &Value) -> Result<Role, CheckFailure> {
                 .get(4)
                 .and_then(integer)
                 .ok_or_else(|| bad("has no offset"))?;
-            Ok(Role::Replica {
+            Ok(ReplyRole::Replica {
                 master_host: master_host.into_owned(),
                 master_port,
                 state: state.into_owned(),
@@ -120,7 +120,7 @@ pub fn parse_role(value: &Value) -> Result<Role, CheckFailure> {
                 }
                 _ => Vec::new(),
             };
-            Ok(Role::Sentinel { masters })
+            Ok(ReplyRole::Sentinel { masters })
         }
         _ => Err(bad("names an unknown role")),
     }
@@ -154,7 +154,7 @@ pub fn parse_info(text: &str) -> InfoReplication {
 ///
 /// # Errors
 /// `UnexpectedReply` when the text has no usable `role:` line.
-pub fn role_from_info(info: &InfoReplication) -> Result<Role, CheckFailure> {
+pub fn role_from_info(info: &InfoReplication) -> Result<ReplyRole, CheckFailure> {
     let bad = |why: &str| {
         CheckFailure::new(
             FailureReason::UnexpectedReply,
@@ -162,13 +162,13 @@ pub fn role_from_info(info: &InfoReplication) -> Result<Role, CheckFailure> {
         )
     };
     match info.role.as_deref() {
-        Some("master") => Ok(Role::Master {
+        Some("master") => Ok(ReplyRole::Master {
             offset: info
                 .master_repl_offset
                 .and_then(|o| u64::try_from(o).ok())
                 .ok_or_else(|| bad("has no master_repl_offset"))?,
         }),
-        Some("slave") | Some("replica") => Ok(Role::Replica {
+        Some("slave") | Some("replica") => Ok(ReplyRole::Replica {
             master_host: info.master_host.clone().unwrap_or_default(),
             master_port: info
                 .master_port
@@ -191,15 +191,15 @@ pub fn role_from_info(info: &InfoReplication) -> Result<Role, CheckFailure> {
 ///
 /// # Errors
 /// `WrongProtocol` for a sentinel.
-pub fn facts(role: &Role, info: Option<&InfoReplication>) -> Result<Facts, CheckFailure> {
+pub fn facts(role: &ReplyRole, info: Option<&InfoReplication>) -> Result<Facts, CheckFailure> {
     match role {
-        Role::Master { offset } => Ok(Facts {
+        ReplyRole::Master { offset } => Ok(Facts {
             role: ObservedRole::Primary,
             replica: None,
             write_position: Some(*offset),
             timeline: None,
         }),
-        Role::Replica { state, offset, .. } => {
+        ReplyRole::Replica { state, offset, .. } => {
             let link_up = state == "connected";
             let lag = info
                 .and_then(|i| i.master_last_io_seconds_ago)
@@ -217,7 +217,7 @@ pub fn facts(role: &Role, info: Option<&InfoReplication>) -> Result<Facts, Check
                 timeline: None,
             })
         }
-        Role::Sentinel { masters } => Err(CheckFailure::new(
+        ReplyRole::Sentinel { masters } => Err(CheckFailure::new(
             FailureReason::WrongProtocol,
             format!(
                 "this is a Redis Sentinel, not a data node (it monitors: {}); point the backend \

@@ -17,8 +17,11 @@ fn role_master() {
             bulk("3129242"),
         ])]),
     ]);
-    assert_eq!(parse_role(&reply), Ok(Role::Master { offset: 3129659 }));
-    let facts = facts(&Role::Master { offset: 7 }, None).unwrap();
+    assert_eq!(
+        parse_role(&reply),
+        Ok(ReplyRole::Master { offset: 3129659 })
+    );
+    let facts = facts(&ReplyRole::Master { offset: 7 }, None).unwrap();
     assert_eq!(facts.role, ObservedRole::Primary);
     assert_eq!(facts.write_position, Some(7));
 }
@@ -40,7 +43,7 @@ fn role_replica_in_every_state() {
             Value::Int(if link_up { 3167038 } else { -1 }),
         ]);
         let role = parse_role(&reply).unwrap();
-        let Role::Replica {
+        let ReplyRole::Replica {
             master_port,
             offset,
             ..
@@ -63,7 +66,7 @@ fn role_replica_in_every_state() {
 
 #[test]
 fn connected_replica_without_info_has_unknown_lag_but_a_position() {
-    let role = Role::Replica {
+    let role = ReplyRole::Replica {
         master_host: "h".into(),
         master_port: 1,
         state: "connected".into(),
@@ -144,7 +147,7 @@ fn role_accepts_resp3_and_string_numbers() {
     let role = parse_role(&reply).unwrap();
     assert!(matches!(
         role,
-        Role::Replica {
+        ReplyRole::Replica {
             offset: Some(12),
             master_port: 6379,
             ..
@@ -217,7 +220,7 @@ fn info_replication_of_a_replica() {
 #[test]
 fn info_replication_of_a_master_and_of_garbage() {
     let info = parse_info("# Replication\nrole:master\nconnected_slaves:1\nslave0:ip=127.0.0.1,port=16380,state=online,offset=98,lag=0\nmaster_repl_offset:98\n");
-    assert_eq!(role_from_info(&info), Ok(Role::Master { offset: 98 }));
+    assert_eq!(role_from_info(&info), Ok(ReplyRole::Master { offset: 98 }));
     for text in [
         "",
         "role",
