@@ -11,11 +11,17 @@
 //!
 //! The control plane (probes, supervisor, admin API, signals) stays on the main runtime, so a
 //! busy data plane cannot delay a role check and a slow check cannot delay a session.
+//!
+//! Each worker's splice pipes draw from the descriptor budget it is started with (see
+//! `transfer/pool.rs`), so the budget belongs to these threads, not to the process.
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::runtime::{Builder, Handle};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::data_plane::transfer;
 
 /// Running data-plane threads. Dropping it stops them (without waiting: the caller may be async);
 /// tasks still on them are dropped.
@@ -27,11 +33,21 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `count` threads (at least one), named `rolegate-worker-N`.
+    /// Starts `count` threads (at least one), named `rolegate-worker-N`, whose splice pipes have
+    /// no descriptor budget.
     ///
     /// # Errors
     /// A runtime or thread cannot be created (out of memory, thread limit).
     pub fn start(count: usize) -> io::Result<Workers> {
+        Workers::with_pipe_budget(count, None)
+    }
+
+    /// As [`Workers::start`], but each splice pipe opened on these threads takes a permit of
+    /// `budget` (the descriptor budget sessions draw from too).
+    ///
+    /// # Errors
+    /// A runtime or thread cannot be created (out of memory, thread limit).
+    pub fn with_pipe_budget(count: usize, budget: Option<Arc<Semaphore>>) -> io::Result<Workers> {
         let mut workers = Workers {
             handles: Vec::new(),
             stops: Vec::new(),
@@ -39,11 +55,13 @@ impl Workers {
         for index in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
+            let budget = budget.clone();
             workers.handles.push(runtime.handle().clone());
             workers.stops.push(stop);
             std::thread::Builder::new()
                 .name(format!("rolegate-worker-{index}"))
                 .spawn(move || {
+                    transfer::draw_pipes_from(budget);
                     // Runs the spawned accept loops and sessions until the stop signal.
                     let _ = runtime.block_on(stopped);
                 })?;

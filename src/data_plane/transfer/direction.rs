@@ -137,6 +137,7 @@ impl HalfDuplex {
                     reader.as_ref(),
                     writer,
                     &mut self.pipe,
+                    &mut super::pool::ThisThread,
                     &mut self.moved,
                     &mut self.spliced,
                 ))?;

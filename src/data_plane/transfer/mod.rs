@@ -16,7 +16,7 @@
 //!   `write` straight to the peer; only a short write allocates a per-direction spill.
 //! - Splice (`splice.rs`, Linux with the `splice` feature, the crate's only `unsafe` module):
 //!   socket → pipe → socket with `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`. Pipes come from a bounded
-//!   per-thread pool (`pool.rs`) and are held only while a burst is in flight.
+//!   per-thread free list (`pool.rs`) and are held only while a burst is in flight.
 //!
 //! [`TransferMode::Auto`] picks per direction and per burst: copy first, splice once a read fills
 //! the scratch buffer, back to copy when the burst ends (see `direction.rs`). [`TransferMode::Copy`]
@@ -175,7 +175,7 @@ pub fn splice_fallbacks() -> u64 {
 pub fn open_pipes() -> usize {
     #[cfg(all(target_os = "linux", feature = "splice"))]
     {
-        pool::open_pipes()
+        splice::open_pipes()
     }
     #[cfg(not(all(target_os = "linux", feature = "splice")))]
     {
@@ -183,8 +183,9 @@ pub fn open_pipes() -> usize {
     }
 }
 
-/// Makes new splice pipes take a permit of `budget` (the descriptor budget, whose permits are
-/// descriptor pairs); past it directions copy instead. Without splice support this does nothing.
+/// Makes new splice pipes opened on this thread take a permit of `budget` (the descriptor budget,
+/// whose permits are descriptor pairs); past it directions copy instead. Called on each worker
+/// thread by [`crate::data_plane::workers`]. Without splice support this does nothing.
 pub fn draw_pipes_from(budget: Option<std::sync::Arc<tokio::sync::Semaphore>>) {
     #[cfg(all(target_os = "linux", feature = "splice"))]
     pool::draw_from(budget);

@@ -1,29 +1,32 @@
-//! A bounded, per-thread free list of splice pipes, and the process-wide open-pipe count.
+//! The worker's free list of splice pipes, and the descriptor budget its new pipes draw from.
 //!
 //! A session holds a pipe only while one of its directions is in the middle of a burst; an idle
-//! session holds none. Taking and giving back happen at the edges of bursts, so the list is a
-//! `thread_local!` `Vec` (no lock, no atomic on the way in or out). A pipe is two descriptors and
-//! may be given back on a different worker thread from the one it was taken on.
+//! session holds none. Taking and giving back happen at the edges of bursts, so each worker
+//! thread keeps its own [`FreeList`] (`thread_local!`: no lock, no atomic on the way in or out),
+//! handed to the splice loop as [`Pipes`]. A pipe is two descriptors and may be given back on a
+//! different worker thread from the one it was taken on.
+//!
+//! The budget is passed in: the data plane's wiring ([`crate::data_plane::workers`]) gives each
+//! worker thread's list the descriptor budget of its proxy, so two proxies in one process keep
+//! theirs apart. A thread that was given none (a test's) opens pipes without a budget.
 //!
 //! # Invariants
 //! - Only **empty** pipes enter the list; a pipe that still holds bytes is closed instead.
-//! - At most [`POOL_PER_THREAD`] pipes wait in one thread's list, and at most [`MAX_OPEN_PIPES`]
-//!   exist in the whole process (pooled or in use), each holding a permit of the descriptor
-//!   budget ([`draw_from`]) so that pipes never take the descriptors sessions and the control
-//!   plane were promised. A stalled accept loop gives its thread's pooled pipes back
-//!   ([`release_idle`]). Past that, [`take`] fails and the direction
-//!   copies instead, which keeps descriptors for `accept`.
-//! - [`open_pipes`] changes only when a pipe is created or closed, never per burst.
+//! - At most [`POOL_PER_THREAD`] pipes wait in one thread's list, and at most
+//!   [`MAX_OPEN_PIPES`](super::splice::MAX_OPEN_PIPES) exist in the whole process (pooled or in use), each holding a permit of
+//!   its list's budget so that pipes never take the descriptors sessions and the control plane
+//!   were promised. A stalled accept loop gives its thread's pooled pipes back
+//!   ([`release_idle`]). Past that, [`take`] fails and the direction copies instead, which
+//!   keeps descriptors for `accept`.
+//! - The open-pipe count changes only when a pipe is created or closed, never per burst.
 
 use std::cell::RefCell;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use super::splice::Pipe;
+use super::splice::{OpenPipe, Pipe, Pipes};
 
 /// Capacity asked for with `F_SETPIPE_SZ`. 256 KiB (64 pages) measured as fast as 1 MiB on
 /// loopback and stays well inside the default `pipe-user-pages-soft` budget (64 MiB per user)
@@ -33,73 +36,84 @@ const PIPE_SIZE: usize = 256 * 1024;
 /// Empty pipes kept per worker thread for the next burst.
 pub(super) const POOL_PER_THREAD: usize = 16;
 
-/// Pipes (two descriptors each) the whole process may hold at once.
-pub(super) const MAX_OPEN_PIPES: usize = 1024;
-
-/// Pipes open in the process: created and not yet closed, pooled or in use.
-static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);
-
-/// The descriptor budget (`fd_budget`) a new pipe takes one permit of (a permit is two
-/// descriptors: one session, or one pipe); none means no budget. Read only when a pipe is
-/// created, never per burst.
-static BUDGET: ArcSwapOption<Semaphore> = ArcSwapOption::const_empty();
-
-/// Makes new pipes draw from `budget` (pipes already open keep what they hold).
-pub(super) fn draw_from(budget: Option<Arc<Semaphore>>) {
-    BUDGET.store(budget);
-}
-
-struct FreeList {
+/// A bounded list of empty pipes, and the budget new ones take a permit of.
+pub(super) struct FreeList {
     pipes: Vec<Pipe>,
-    /// Test hook: when set, [`take`] fails as if the descriptor table were full.
+    /// The descriptor budget (`fd_budget`); none means no budget. Read only when a pipe is
+    /// created, never per burst.
+    budget: Option<Arc<Semaphore>>,
+    /// Test hook: when set, [`FreeList::take`] fails as if the descriptor table were full.
     refuse: bool,
 }
 
+impl FreeList {
+    const fn new() -> FreeList {
+        FreeList {
+            pipes: Vec::new(),
+            budget: None,
+            refuse: false,
+        }
+    }
+
+    /// An empty pipe from the list, or a new one under the budget.
+    fn take(&mut self) -> io::Result<Pipe> {
+        if self.refuse {
+            return Err(io::Error::from_raw_os_error(libc::EMFILE));
+        }
+        match self.pipes.pop() {
+            Some(pipe) => Ok(pipe),
+            None => Pipe::new(PIPE_SIZE, OpenPipe::acquire(self.budget.as_ref())?),
+        }
+    }
+
+    /// Keeps an empty pipe while there is room; closes it otherwise.
+    fn give(&mut self, pipe: Pipe) {
+        if pipe.is_empty() && self.pipes.len() < POOL_PER_THREAD {
+            self.pipes.push(pipe);
+        }
+    }
+}
+
 thread_local! {
-    static FREE: RefCell<FreeList> = const {
-        RefCell::new(FreeList { pipes: Vec::new(), refuse: false })
-    };
+    static FREE: RefCell<FreeList> = const { RefCell::new(FreeList::new()) };
+}
+
+/// This thread's free list, as the splice loop takes it.
+pub(super) struct ThisThread;
+
+impl Pipes for ThisThread {
+    fn take(&mut self) -> io::Result<Pipe> {
+        take()
+    }
+
+    fn give(&mut self, pipe: Option<Pipe>) {
+        give(pipe);
+    }
+}
+
+/// Makes this thread's new pipes draw from `budget` (pipes already open keep what they hold).
+pub(super) fn draw_from(budget: Option<Arc<Semaphore>>) {
+    FREE.with_borrow_mut(|free| free.budget = budget);
 }
 
 /// Takes an empty pipe from this thread's list, or opens a new one.
 ///
 /// # Errors
-/// `EMFILE`/`ENFILE` from `pipe2`, or `EMFILE` when [`MAX_OPEN_PIPES`] are open or the test hook
-/// refuses pipes on this thread.
+/// `EMFILE`/`ENFILE` from `pipe2`, or `EMFILE` when the budget or the open-pipe cap allow no
+/// more, the test hook refuses pipes on this thread, or the thread is being torn down.
 pub(super) fn take() -> io::Result<Pipe> {
-    let pooled = FREE.try_with(|free| {
-        let mut free = free.borrow_mut();
-        if free.refuse {
-            return Err(io::Error::from_raw_os_error(libc::EMFILE));
-        }
-        Ok(free.pipes.pop())
-    });
-    match pooled {
-        Ok(Ok(Some(pipe))) => Ok(pipe),
-        Ok(Err(e)) => Err(e),
-        // Empty list, or the thread is being torn down: open a fresh pipe.
-        Ok(Ok(None)) | Err(_) => Pipe::new(PIPE_SIZE, OpenPipe::acquire()?),
-    }
+    FREE.try_with(|free| free.borrow_mut().take())
+        .unwrap_or_else(|_| Err(io::Error::from_raw_os_error(libc::EMFILE)))
 }
 
 /// Gives a pipe back. Pipes that still hold bytes, and pipes beyond the per-thread bound, are
 /// closed.
 pub(super) fn give(pipe: Option<Pipe>) {
-    let Some(pipe) = pipe.filter(Pipe::is_empty) else {
+    let Some(pipe) = pipe else {
         return;
     };
     // If the list is gone (thread teardown) the pipe is dropped, which closes it.
-    let _ = FREE.try_with(|free| {
-        let mut free = free.borrow_mut();
-        if free.pipes.len() < POOL_PER_THREAD {
-            free.pipes.push(pipe);
-        }
-    });
-}
-
-/// Number of pipes open in the process, pooled or in use (two descriptors each).
-pub(super) fn open_pipes() -> usize {
-    OPEN_PIPES.load(Ordering::Relaxed)
+    let _ = FREE.try_with(|free| free.borrow_mut().give(pipe));
 }
 
 /// Test hook: make [`take`] on this thread fail (`true`) or work again (`false`).
@@ -126,51 +140,10 @@ pub(super) fn release_idle() {
     drop(pipes);
 }
 
-// === impl OpenPipe ===
-
-/// One unit of [`OPEN_PIPES`] and one permit of the descriptor budget, held by a [`Pipe`] for
-/// as long as its descriptors are open.
-pub(super) struct OpenPipe {
-    _budget: Option<OwnedSemaphorePermit>,
-}
-
-impl OpenPipe {
-    fn acquire() -> io::Result<OpenPipe> {
-        let refused = || io::Error::from_raw_os_error(libc::EMFILE);
-        let budget = match BUDGET.load_full() {
-            Some(budget) => Some(budget.try_acquire_owned().map_err(|_| refused())?),
-            None => None,
-        };
-        let admitted = OPEN_PIPES
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
-                (open < MAX_OPEN_PIPES).then_some(open + 1)
-            })
-            .is_ok();
-        if admitted {
-            Ok(OpenPipe { _budget: budget })
-        } else {
-            Err(refused())
-        }
-    }
-}
-
-impl Drop for OpenPipe {
-    fn drop(&mut self) {
-        OPEN_PIPES.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 #[cfg(test)]
-pub(super) mod tests {
-    use std::sync::{Mutex, MutexGuard};
-
+mod tests {
+    use super::super::splice::{open_pipes, tests::exclusive};
     use super::*;
-
-    /// Unit tests that open pipes hold this, so the process-wide count is theirs to check.
-    pub(in crate::data_plane::transfer) fn exclusive() -> MutexGuard<'static, ()> {
-        static LOCK: Mutex<()> = Mutex::new(());
-        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 
     #[test]
     fn pool_is_bounded_and_keeps_only_empty_pipes() {

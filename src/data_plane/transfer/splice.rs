@@ -7,6 +7,9 @@
 //! # What it owns
 //! - [`Pipe`]: the two ends of a kernel pipe as [`OwnedFd`]s (closing is `OwnedFd`'s job, there is
 //!   no hand-written `Drop` for descriptors) plus the number of bytes currently inside it.
+//! - [`OpenPipe`]: what an open pipe holds besides its descriptors: one unit of the process-wide
+//!   open-pipe count (at most [`MAX_OPEN_PIPES`]) and, when there is one, a permit of the
+//!   descriptor budget.
 //! - [`poll_splice`]: one direction's splice loop. Bytes enter the pipe only when it is empty and
 //!   are then pushed to the writer until it is empty again.
 //!
@@ -20,22 +23,24 @@
 //! - pipe → socket is attempted only while the pipe is **non-empty**, so `EAGAIN` can only mean
 //!   the socket's send buffer is full.
 //!
-//! A pipe is taken from the per-thread pool (`pool.rs`) only once the reader is readable and is
-//! given back as soon as it is empty and the reader would block, so an idle direction holds no
-//! descriptors. Pipe capacity is a hint for how much to ask for per call, never an assertion.
+//! A pipe is taken from the worker's free list (`pool.rs`, handed in as [`Pipes`], so this module
+//! does not depend on it) only once the reader is readable and is given back as soon as it is
+//! empty and the reader would block, so an idle direction holds no descriptors. Pipe capacity is a hint for how much to ask for per call, never an assertion.
 //!
 //! `splice` into a socket whose peer is gone may raise `SIGPIPE`; the Rust runtime ignores that
 //! signal in every Rust binary, so the call returns `EPIPE` and is reported as a writer error.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::buffered::Spill;
-use super::pool::{self, OpenPipe};
 use super::Failure;
 
 /// Flags for every splice call: move pages instead of copying where the kernel can, and never
@@ -44,6 +49,31 @@ const FLAGS: libc::c_uint = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
 
 /// Capacity assumed when `F_GETPIPE_SZ` cannot be read (the Linux default, 16 pages).
 const DEFAULT_PIPE_CAPACITY: usize = 64 * 1024;
+
+/// Pipes (two descriptors each) the whole process may hold at once, pooled or in use.
+pub(super) const MAX_OPEN_PIPES: usize = 1024;
+
+/// Pipes open in the process: created and not yet closed. A bound on descriptors, not a setting:
+/// it changes only when a pipe is created or closed, never per burst.
+static OPEN_PIPES: AtomicUsize = AtomicUsize::new(0);
+
+/// Number of pipes open in the process, pooled or in use (two descriptors each).
+pub(super) fn open_pipes() -> usize {
+    OPEN_PIPES.load(Ordering::Relaxed)
+}
+
+/// Where [`poll_splice`] takes an empty pipe when a burst starts and leaves it when the burst
+/// ends: the worker's free list (`pool.rs`).
+pub(super) trait Pipes {
+    /// An empty pipe, pooled or new.
+    ///
+    /// # Errors
+    /// None can be had (descriptor limit or budget, open-pipe cap, a test hook).
+    fn take(&mut self) -> io::Result<Pipe>;
+
+    /// Takes a pipe back; one that still holds bytes is closed.
+    fn give(&mut self, pipe: Option<Pipe>);
+}
 
 /// How one call of [`poll_splice`] ended without an error.
 pub(super) enum SpliceEnd {
@@ -170,10 +200,49 @@ fn is_unsupported(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS))
 }
 
+// === impl OpenPipe ===
+
+/// One unit of the open-pipe count and, with a budget, one of its permits (a permit is two
+/// descriptors: one session, or one pipe), held by a [`Pipe`] for as long as its descriptors
+/// are open.
+pub(super) struct OpenPipe {
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl OpenPipe {
+    /// Admits one more pipe under `budget` (none: no budget) and [`MAX_OPEN_PIPES`].
+    ///
+    /// # Errors
+    /// `EMFILE` when the budget has no permit left or the cap is reached.
+    pub(super) fn acquire(budget: Option<&Arc<Semaphore>>) -> io::Result<OpenPipe> {
+        let refused = || io::Error::from_raw_os_error(libc::EMFILE);
+        let budget = match budget {
+            Some(budget) => Some(budget.clone().try_acquire_owned().map_err(|_| refused())?),
+            None => None,
+        };
+        let admitted = OPEN_PIPES
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < MAX_OPEN_PIPES).then_some(open + 1)
+            })
+            .is_ok();
+        if admitted {
+            Ok(OpenPipe { _budget: budget })
+        } else {
+            Err(refused())
+        }
+    }
+}
+
+impl Drop for OpenPipe {
+    fn drop(&mut self) {
+        OPEN_PIPES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 // === the splice loop of one direction ===
 
 /// Moves bytes from `reader` to `writer` through the pipe in `slot` until the reader would block
-/// (the pipe is then back in the pool), reaches EOF, or fails.
+/// (the pipe is then back in `pipes`), reaches EOF, or fails.
 ///
 /// `moved` and `spliced` count bytes written to `writer`; bytes still in the pipe are not counted.
 pub(super) fn poll_splice(
@@ -181,6 +250,7 @@ pub(super) fn poll_splice(
     reader: &TcpStream,
     writer: &TcpStream,
     slot: &mut Option<Pipe>,
+    pipes: &mut impl Pipes,
     moved: &mut u64,
     spliced: &mut u64,
 ) -> Poll<Result<SpliceEnd, Failure>> {
@@ -204,19 +274,19 @@ pub(super) fn poll_splice(
         ready!(reader.poll_read_ready(cx)).map_err(Failure::reader)?;
         let pipe = match slot {
             Some(pipe) => pipe,
-            None => match pool::take() {
+            None => match pipes.take() {
                 Ok(pipe) => slot.insert(pipe),
                 Err(e) => return Poll::Ready(Ok(SpliceEnd::NoPipe(e))),
             },
         };
         match reader.try_io(Interest::READABLE, || pipe.splice_in(reader.as_fd())) {
             Ok(0) => {
-                pool::give(slot.take());
+                pipes.give(slot.take());
                 return Poll::Ready(Ok(SpliceEnd::Eof));
             }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                pool::give(slot.take());
+                pipes.give(slot.take());
                 return Poll::Ready(Ok(SpliceEnd::Drained));
             }
             Err(e) if is_unsupported(&e) => return Poll::Ready(Ok(SpliceEnd::Unsupported(e))),
@@ -226,22 +296,31 @@ pub(super) fn poll_splice(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
+    use std::sync::{Mutex, MutexGuard};
+
     use super::*;
+
+    /// Unit tests that open pipes hold this, so the process-wide count is theirs to check.
+    pub(in crate::data_plane::transfer) fn exclusive() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 
     /// Bytes spliced into a pipe and then stranded (the kernel refusing the splice-out) are read
     /// back in order into the spill, and the pipe ends up empty, fit for the pool.
     #[test]
     fn stranded_pipe_bytes_are_rescued_into_the_spill() {
-        let _exclusive = pool::tests::exclusive();
+        let _exclusive = exclusive();
         let (mut tx, rx) = UnixStream::pair().expect("socketpair");
         let data: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         tx.write_all(&data).expect("write");
 
-        let mut pipe = pool::take().expect("pipe");
+        let mut pipe =
+            Pipe::new(64 * 1024, OpenPipe::acquire(None).expect("admitted")).expect("pipe");
         let mut got = 0;
         while got < data.len() {
             got += pipe.splice_in(rx.as_fd()).expect("splice in");
