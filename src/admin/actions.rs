@@ -15,8 +15,8 @@ use tracing::info;
 
 use super::{text, Body};
 use super::{Proxy, ReloadRefused};
-use crate::control_plane::checks::BackendKey;
 use crate::control_plane::supervisor::{AdminAction, AdminError};
+use crate::routing::BackendKey;
 
 /// The mutating endpoints take no body; this bounds what a client can make the server buffer
 /// before it is refused.

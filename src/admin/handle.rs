@@ -15,9 +15,9 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use crate::config::{Config, ConfigErrors};
-use crate::control_plane::checks::BackendKey;
 use crate::control_plane::supervisor::{AdminAction, AdminError, StatusSnapshot};
 use crate::metrics::Metrics;
+use crate::routing::BackendKey;
 use crate::routing::Router;
 
 /// What the admin API may read of the running proxy and ask of it.

@@ -9,9 +9,9 @@ use futures_util::future::BoxFuture;
 use super::{App, ReloadError};
 use crate::admin::{Proxy, ReloadRefused};
 use crate::config::Config;
-use crate::control_plane::checks::BackendKey;
 use crate::control_plane::supervisor::{AdminAction, AdminError, StatusSnapshot};
 use crate::metrics::Metrics;
+use crate::routing::BackendKey;
 use crate::routing::Router;
 
 impl Proxy for App {

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, event, Level};
 
 use crate::config::ListenerName;
-use crate::control_plane::checks::BackendKey;
 use crate::data_plane::transfer::{transfer, EndReason, TransferOptions, TransferStats};
 use crate::metrics::Metrics;
+use crate::routing::BackendKey;
 use crate::routing::{Candidate, Route, RouteSettings, Router};
 
 /// What every session of one listener shares.

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use table::{BackendEntry, Candidate, Route, RouteSettings, RoutingTable, Unavailable};
+pub use table::{
+    BackendEntry, BackendKey, Candidate, Route, RouteSettings, RoutingTable, Unavailable,
+};
 
 /// The data plane's read-only view: cheap to clone, one per listener.
 #[derive(Clone)]

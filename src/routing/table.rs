@@ -11,9 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use crate::config::{Balance, ClusterName, ListenerName, RoleFilter, TransferMode};
-use crate::control_plane::checks::BackendKey;
+use crate::config::{BackendName, Balance, ClusterName, ListenerName, RoleFilter, TransferMode};
 use crate::metrics::SessionMetrics;
+
+/// Identifies one backend across the whole process (names are unique within a cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub cluster: ClusterName,
+    pub backend: BackendName,
+}
+
+impl std::fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.backend)
+    }
+}
 
 /// A backend as the data plane needs it.
 #[derive(Debug)]

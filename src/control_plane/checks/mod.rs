@@ -30,24 +30,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{BackendName, ClusterName};
+use crate::routing::BackendKey;
 
 pub use failure::{CheckFailure, FailureReason};
 pub use probe::Probe;
 pub use task::{spawn_probe, ProbeCommand, ProbeHandle, ProbeSettings};
-
-/// Identifies one backend across the whole process (names are unique within a cluster).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BackendKey {
-    pub cluster: ClusterName,
-    pub backend: BackendName,
-}
-
-impl std::fmt::Display for BackendKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.cluster, self.backend)
-    }
-}
 
 /// The role a backend reported about itself. Parsed into this type, never left as a bool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -14,8 +14,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 
-use super::{BackendKey, CheckFailure, FailureReason, Observation, Probe};
+use super::{CheckFailure, FailureReason, Observation, Probe};
 use crate::config::{BackendAddress, CheckConfig, Protocol};
+use crate::routing::BackendKey;
 
 /// Smallest gap between two checks of one backend, whatever asks for them.
 const MIN_GAP: Duration = Duration::from_millis(20);

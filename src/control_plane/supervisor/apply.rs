@@ -16,9 +16,10 @@ use tracing::info;
 
 use super::{BackendSlot, ClusterState, Guards, Supervisor};
 use crate::config::{BackendConfig, ClusterConfig, Config, OnDemote};
-use crate::control_plane::checks::{spawn_probe, BackendKey, ProbeCommand, ProbeSettings};
+use crate::control_plane::checks::{spawn_probe, ProbeCommand, ProbeSettings};
 use crate::control_plane::decision::{AdminMode, ClusterMemory};
 use crate::control_plane::role::BackendMachine;
+use crate::routing::BackendKey;
 
 impl Supervisor {
     pub(super) fn apply_config(&mut self, config: &Config) {

@@ -28,12 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{BackendConfig, ClusterConfig, ClusterName, Config, ListenerConfig};
-use crate::control_plane::checks::{BackendKey, Observation, ProbeCommand, ProbeHandle};
+use crate::control_plane::checks::{Observation, ProbeCommand, ProbeHandle};
 use crate::control_plane::decision::{
     self, AdminMode, BackendView, ClusterMemory, Decision, DecisionEvent,
 };
 use crate::control_plane::role::{BackendMachine, Health, Role, Thresholds};
 use crate::metrics::Metrics;
+use crate::routing::BackendKey;
 use crate::routing::{BackendEntry, RouterWriter};
 
 pub use guards::Held;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::{ClusterState, Supervisor};
 use crate::config::{ListenerConfig, ListenerName, RoleFilter};
-use crate::control_plane::checks::BackendKey;
 use crate::control_plane::decision::Decision;
+use crate::routing::BackendKey;
 use crate::routing::{BackendEntry, Candidate, Route, RouteSettings, Unavailable};
 
 /// Everything that makes two tables route differently.
