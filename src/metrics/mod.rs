@@ -6,11 +6,14 @@
 //! table carries pre-bound children ([`SessionMetrics`]) built off the hot path.
 
 use prometheus::{
-    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    CounterVec, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Registry,
 };
 
+mod families;
 mod series;
+
+use families::Register;
 
 pub use series::{ACCEPT_ERROR_REASONS, CONNECT_ERROR_REASONS, REFUSAL_REASONS};
 
@@ -29,14 +32,14 @@ pub struct Metrics {
     pub queued_connections: IntGaugeVec,
     pub backend_up: IntGaugeVec,
     pub backend_role: IntGaugeVec,
-    pub backend_replication_lag: prometheus::GaugeVec,
+    pub backend_replication_lag: GaugeVec,
     pub check_duration: HistogramVec,
     pub check_failures_total: IntCounterVec,
     pub primary_changes_total: IntCounterVec,
     pub split_brain: IntGaugeVec,
     pub stale_primaries: IntGaugeVec,
     pub primary_candidates: IntGaugeVec,
-    pub seconds_without_primary_total: prometheus::CounterVec,
+    pub seconds_without_primary_total: CounterVec,
     pub sessions_fenced_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub config_last_reload_success: Gauge,
@@ -49,284 +52,43 @@ pub struct Metrics {
 pub const CLIENT_TO_BACKEND: &str = "client_to_backend";
 pub const BACKEND_TO_CLIENT: &str = "backend_to_client";
 
-fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique and valid (static definitions)");
-    c
-}
-
 impl Metrics {
-    /// Builds and registers every family on a fresh registry (plus process metrics on Linux).
+    /// Builds and registers every family of the table (`families.rs`) on a fresh registry
+    /// (plus process metrics on Linux).
     pub fn new() -> Metrics {
         let r = Registry::new();
-        let lb = ["listener", "backend"];
-        let cb = ["cluster", "backend"];
-        let latency_buckets = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ];
-        let session_buckets = vec![
-            0.001, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0,
-        ];
         let m = Metrics {
-            sessions_active: reg(
+            sessions_active: Register::register(&r, &families::SESSIONS_ACTIVE),
+            sessions_total: Register::register(&r, &families::SESSIONS_TOTAL),
+            session_duration: Register::register(&r, &families::SESSION_DURATION),
+            bytes_total: Register::register(&r, &families::BYTES_TOTAL),
+            spliced_bytes_total: Register::register(&r, &families::SPLICED_BYTES_TOTAL),
+            connect_errors_total: Register::register(&r, &families::CONNECT_ERRORS_TOTAL),
+            accept_errors_total: Register::register(&r, &families::ACCEPT_ERRORS_TOTAL),
+            listener_refused_total: Register::register(&r, &families::LISTENER_REFUSED_TOTAL),
+            queued_connections: Register::register(&r, &families::QUEUED_CONNECTIONS),
+            backend_up: Register::register(&r, &families::BACKEND_UP),
+            backend_role: Register::register(&r, &families::BACKEND_ROLE),
+            backend_replication_lag: Register::register(&r, &families::BACKEND_REPLICATION_LAG),
+            check_duration: Register::register(&r, &families::CHECK_DURATION),
+            check_failures_total: Register::register(&r, &families::CHECK_FAILURES_TOTAL),
+            primary_changes_total: Register::register(&r, &families::PRIMARY_CHANGES_TOTAL),
+            split_brain: Register::register(&r, &families::SPLIT_BRAIN),
+            stale_primaries: Register::register(&r, &families::STALE_PRIMARIES),
+            primary_candidates: Register::register(&r, &families::PRIMARY_CANDIDATES),
+            seconds_without_primary_total: Register::register(
                 &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rolegate_sessions_active",
-                        "Client sessions currently proxied.",
-                    ),
-                    &lb,
-                )
-                .unwrap(),
+                &families::SECONDS_WITHOUT_PRIMARY_TOTAL,
             ),
-            sessions_total: reg(
+            sessions_fenced_total: Register::register(&r, &families::SESSIONS_FENCED_TOTAL),
+            config_reloads_total: Register::register(&r, &families::CONFIG_RELOADS_TOTAL),
+            config_last_reload_success: Register::register(
                 &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_sessions_total",
-                        "Client sessions connected to a backend.",
-                    ),
-                    &lb,
-                )
-                .unwrap(),
+                &families::CONFIG_LAST_RELOAD_SUCCESS,
             ),
-            session_duration: reg(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "rolegate_session_duration_seconds",
-                        "Lifetime of proxied sessions.",
-                    )
-                    .buckets(session_buckets),
-                    &["listener"],
-                )
-                .unwrap(),
-            ),
-            bytes_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_bytes_total",
-                        "Bytes proxied, by direction (counted when a session ends).",
-                    ),
-                    &["listener", "backend", "direction"],
-                )
-                .unwrap(),
-            ),
-            spliced_bytes_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_spliced_bytes_total",
-                        "Bytes of bytes_total moved with splice(2).",
-                    ),
-                    &["listener"],
-                )
-                .unwrap(),
-            ),
-            connect_errors_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_connect_errors_total",
-                        "Failed connects to a backend.",
-                    ),
-                    &["listener", "backend", "reason"],
-                )
-                .unwrap(),
-            ),
-            accept_errors_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_accept_errors_total",
-                        "accept(2) errors on a listener.",
-                    ),
-                    &["listener", "reason"],
-                )
-                .unwrap(),
-            ),
-            listener_refused_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_listener_refused_total",
-                        "Client connections not proxied, by reason.",
-                    ),
-                    &["listener", "reason"],
-                )
-                .unwrap(),
-            ),
-            queued_connections: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rolegate_queued_connections",
-                        "Connections waiting for a qualifying backend.",
-                    ),
-                    &["listener"],
-                )
-                .unwrap(),
-            ),
-            backend_up: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rolegate_backend_up",
-                        "1 when the backend's checks pass (after rise).",
-                    ),
-                    &cb,
-                )
-                .unwrap(),
-            ),
-            backend_role: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("rolegate_backend_role", "1 for the backend's current role."),
-                    &["cluster", "backend", "role"],
-                )
-                .unwrap(),
-            ),
-            backend_replication_lag: reg(
-                &r,
-                prometheus::GaugeVec::new(
-                    Opts::new(
-                        "rolegate_backend_replication_lag_seconds",
-                        "Replica lag as last checked.",
-                    ),
-                    &cb,
-                )
-                .unwrap(),
-            ),
-            check_duration: reg(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "rolegate_check_duration_seconds",
-                        "Duration of role checks.",
-                    )
-                    .buckets(latency_buckets),
-                    &cb,
-                )
-                .unwrap(),
-            ),
-            check_failures_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new("rolegate_check_failures_total", "Failed checks, by reason."),
-                    &["cluster", "backend", "reason"],
-                )
-                .unwrap(),
-            ),
-            primary_changes_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_primary_changes_total",
-                        "Times the routed primary of a cluster changed.",
-                    ),
-                    &["cluster"],
-                )
-                .unwrap(),
-            ),
-            split_brain: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rolegate_split_brain",
-                        "1 while more than one backend claims primary or a stale primary is seen.",
-                    ),
-                    &["cluster"],
-                )
-                .unwrap(),
-            ),
-            stale_primaries: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rolegate_stale_primaries",
-                        "Backends claiming primary after another was confirmed in their place.",
-                    ),
-                    &["cluster"],
-                )
-                .unwrap(),
-            ),
-            primary_candidates: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "rolegate_primary_candidates",
-                        "Backends whose latest check claims primary.",
-                    ),
-                    &["cluster"],
-                )
-                .unwrap(),
-            ),
-            seconds_without_primary_total: reg(
-                &r,
-                prometheus::CounterVec::new(
-                    Opts::new(
-                        "rolegate_seconds_without_primary_total",
-                        "Time the cluster had no routable primary.",
-                    ),
-                    &["cluster"],
-                )
-                .unwrap(),
-            ),
-            sessions_fenced_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_sessions_fenced_total",
-                        "Sessions closed because their backend lost their listener's role, went down, or was disabled or removed.",
-                    ),
-                    &cb,
-                )
-                .unwrap(),
-            ),
-            config_reloads_total: reg(
-                &r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "rolegate_config_reloads_total",
-                        "Configuration reloads, by result.",
-                    ),
-                    &["result"],
-                )
-                .unwrap(),
-            ),
-            config_last_reload_success: reg(
-                &r,
-                Gauge::new(
-                    "rolegate_config_last_reload_success_timestamp_seconds",
-                    "Unix time of the last successful configuration load.",
-                )
-                .unwrap(),
-            ),
-            session_fd_capacity: reg(
-                &r,
-                IntGauge::new(
-                    "rolegate_session_fd_capacity",
-                    "Sessions the descriptor limit (RLIMIT_NOFILE) leaves room for, over all listeners, once the control plane's descriptors are set aside; beyond it clients wait in the backlog.",
-                )
-                .unwrap(),
-            ),
-            admin_auth_failures_total: reg(
-                &r,
-                IntCounter::new(
-                    "rolegate_admin_auth_failures_total",
-                    "Admin requests refused: missing or wrong token, or a non-loopback peer when no token is set.",
-                )
-                .unwrap(),
-            ),
-            build_info: reg(
-                &r,
-                IntGaugeVec::new(
-                    Opts::new("rolegate_build_info", "Always 1; labels carry the version."),
-                    &["version"],
-                )
-                .unwrap(),
-            ),
+            session_fd_capacity: Register::register(&r, &families::SESSION_FD_CAPACITY),
+            admin_auth_failures_total: Register::register(&r, &families::ADMIN_AUTH_FAILURES_TOTAL),
+            build_info: Register::register(&r, &families::BUILD_INFO),
             registry: r,
         };
         m.build_info
