@@ -22,8 +22,7 @@ use tracing::{debug, event, Level};
 use crate::config::ListenerName;
 use crate::data_plane::transfer::{transfer, EndReason, TransferOptions, TransferStats};
 use crate::metrics::Metrics;
-use crate::routing::BackendKey;
-use crate::routing::{Candidate, Route, RouteSettings, Router};
+use crate::routing::{BackendKey, Candidate, Route, RouteSettings, Router};
 
 /// What every session of one listener shares.
 pub struct ListenerContext {

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use super::{ClusterState, Supervisor};
 use crate::config::{ListenerConfig, ListenerName, RoleFilter};
 use crate::control_plane::decision::Decision;
-use crate::routing::BackendKey;
-use crate::routing::{BackendEntry, Candidate, Route, RouteSettings, Unavailable};
+use crate::routing::{BackendEntry, BackendKey, Candidate, Route, RouteSettings, Unavailable};
 
 /// Everything that makes two tables route differently.
 #[derive(Debug, Clone, PartialEq, Eq)]
