@@ -9,8 +9,9 @@
 //! (listener back-off) for what the plan cannot see, e.g. a limit lowered by `prlimit` later.
 //!
 //! A session costs two sockets; a splice pipe costs two descriptors too, so pipes draw from the
-//! same permits (`transfer::draw_pipes_from`): while sessions leave room, bulk transfers splice;
-//! at capacity a direction that finds no pipe copies instead, and nothing reaches the reserve.
+//! same permits (each worker is started with the budget, `Workers::with_pipe_budget`): while
+//! sessions leave room, bulk transfers splice; at capacity a direction that finds no pipe
+//! copies instead, and nothing reaches the reserve.
 
 use std::io;
 
