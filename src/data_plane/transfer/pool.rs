@@ -207,4 +207,29 @@ mod tests {
         assert_eq!(budget.available_permits(), 2);
         assert_eq!(open_pipes(), before);
     }
+
+    #[test]
+    fn each_thread_draws_from_the_budget_it_was_given() {
+        let _exclusive = exclusive();
+        let budgets = [Arc::new(Semaphore::new(4)), Arc::new(Semaphore::new(4))];
+        let barrier = std::sync::Barrier::new(2);
+        std::thread::scope(|scope| {
+            for budget in &budgets {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    draw_from(Some(budget.clone()));
+                    // Both budgets are set before either thread opens a pipe, so one setting
+                    // shared by the process would put both pipes on the same budget.
+                    barrier.wait();
+                    let pipe = take().expect("a pipe within this thread's budget");
+                    barrier.wait();
+                    assert_eq!(budget.available_permits(), 3, "one pipe on each budget");
+                    drop(pipe);
+                });
+            }
+        });
+        for budget in &budgets {
+            assert_eq!(budget.available_permits(), 4);
+        }
+    }
 }
