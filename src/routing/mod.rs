@@ -1,6 +1,8 @@
 //! Routing: the immutable [`RoutingTable`] that the data plane reads and the supervisor
-//! replaces, the per-cluster decision of who may receive new connections ([`policy`]), and the
-//! choice among candidates ([`select`]).
+//! replaces, and the choice among a route's candidates ([`select`]). The table is where the two
+//! paths meet (docs/design.md): the control plane's decision is its only writer
+//! ([`RouterWriter`]), listeners and sessions are its readers ([`Router`]). Who may receive new
+//! connections is decided in [`crate::control_plane::decision`], not here.
 //!
 //! One `ArcSwap` holds the whole table, so a reader never sees half an update; a session does
 //! exactly one `load` per routing decision. A `watch` channel carries the table's generation so
