@@ -1,6 +1,6 @@
 //! Routing: the immutable [`RoutingTable`] that the data plane reads and the supervisor
 //! replaces, and the choice among a route's candidates ([`select`]). The table is where the two
-//! paths meet (docs/design.md): the control plane's decision is its only writer
+//! paths meet (docs/design.md): the control plane's supervisor is its only writer
 //! ([`RouterWriter`]), listeners and sessions are its readers ([`Router`]). Who may receive new
 //! connections is decided in [`crate::control_plane::decision`], not here.
 //!
