@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tokio_util::sync::CancellationToken;
 
 use rolegate::config::{Balance, ListenerName, RoleFilter, TransferMode};
-use rolegate::health::BackendKey;
 use rolegate::metrics::Metrics;
+use rolegate::routing::BackendKey;
 use rolegate::routing::{
     new_router, BackendEntry, Candidate, Route, RouteSettings, RoutingTable, Unavailable,
 };

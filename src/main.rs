@@ -9,7 +9,7 @@ use rolegate::app::App;
 use rolegate::config::Config;
 use rolegate::logging::LogGuard;
 use rolegate::metrics::Metrics;
-use rolegate::notify::Notifier;
+use rolegate::ops::notify::Notifier;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        Some(Command::Probe { url, timeout }) => rolegate::probe_cli::run(&url, timeout),
+        Some(Command::Probe { url, timeout }) => rolegate::ops::probe_cli::run(&url, timeout),
         Some(Command::Run) | None => {
             let Some(path) = cli.config else {
                 eprintln!("rolegate: no config file; pass --config FILE or set ROLEGATE_CONFIG");
@@ -94,7 +94,7 @@ fn run(path: PathBuf) -> ExitCode {
     // Held to the end of `run`: dropping it writes the lines still queued.
     let log = rolegate::logging::init(&config.log);
     // The control plane (probes, supervisor, admin API, signals): one thread. The data plane
-    // runs on its own `workers` threads (see `rolegate::workers`).
+    // runs on its own `workers` threads (see `rolegate::data_plane::workers`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,7 +121,7 @@ async fn serve(path: PathBuf, config: Config, log: &LogGuard) -> ExitCode {
         error!(message = "Cannot install signal handlers.");
         return ExitCode::FAILURE;
     };
-    match rolegate::fd_budget::raise_nofile() {
+    match rolegate::data_plane::fd_budget::raise_nofile() {
         Ok((before, after)) if after > before => {
             info!(
                 message = "Raised the descriptor limit to its hard limit.",

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use rolegate::admin::{self, AdminState};
+use rolegate::admin::{self, AdminHandle as AdminState};
 use rolegate::config::Config;
 use support::files::ConfigFile;
 use support::http::{self, get, post, raw, request};

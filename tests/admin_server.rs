@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rolegate::admin::{self, AdminState, Limits};
+use rolegate::admin::{self, AdminHandle as AdminState, Limits};
 use support::http::raw;
 use support::{fake, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rand::RngCore;
-use rolegate::health::BackendKey;
-use rolegate::supervisor::AdminAction;
+use rolegate::control_plane::supervisor::AdminAction;
+use rolegate::routing::BackendKey;
 use sha2::{Digest, Sha256};
 use support::{eventually, fake, metric_value, open_fds, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

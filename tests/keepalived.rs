@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rolegate::probe_cli::{probe, ProbeUrl};
+use rolegate::ops::probe_cli::{probe, ProbeUrl};
 
 const KEEPALIVED_HINT: &str = "keepalived is not installed: apt-get install keepalived \
      (with a policy-rc.d that exits 101 so that no service starts), or run the test command \

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rolegate::config::{CheckConfig, Protocol, Secret};
-use rolegate::health::{CheckFailure, Facts, FailureReason, ObservedRole, Probe};
+use rolegate::control_plane::checks::{CheckFailure, Facts, FailureReason, ObservedRole, Probe};
 use support::lab::{self, Engine};
 
 const BUDGET: Duration = Duration::from_secs(5);

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rolegate::config::{BackendAddress, CheckConfig, Config, Protocol, TlsMode};
-use rolegate::health::{CheckFailure, Facts, FailureReason, ObservedRole, Probe};
+use rolegate::control_plane::checks::{CheckFailure, Facts, FailureReason, ObservedRole, Probe};
 use support::lab::{self, Engine};
 use support::{db, eventually, Proxy};
 

@@ -1,4 +1,4 @@
-//! Integration tests of `rolegate::transfer` over real loopback sockets on port 0.
+//! Integration tests of `rolegate::data_plane::transfer` over real loopback sockets on port 0.
 //!
 //! Every test builds `app client ⇄ [client socket | transfer() | backend socket] ⇄ app server`
 //! with [`Session::start`] and waits on conditions, never on sleeps. Tests about time use Tokio's
@@ -11,7 +11,9 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use rolegate::config::TransferMode;
-use rolegate::transfer::{self, testing, transfer, EndReason, TransferOptions, TransferStats};
+use rolegate::data_plane::transfer::{
+    self, testing, transfer, EndReason, TransferOptions, TransferStats,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use super::{Metrics, BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
 use crate::config::{ClusterName, Config};
-use crate::health::FailureReason;
+use crate::control_plane::checks::FailureReason;
 
 /// `reason` values of `rolegate_listener_refused_total`: `max_connections` and `fd_budget`
 /// (listener.rs `Limits`: stalls, not refusals), the route's `Unavailable` reasons, and

@@ -54,8 +54,8 @@ mod tests {
 
     use super::*;
     use crate::config::RoleFilter;
-    use crate::health::BackendKey;
     use crate::metrics::Metrics;
+    use crate::routing::BackendKey;
     use crate::routing::{BackendEntry, Unavailable};
 
     fn route(n: usize, serves: RoleFilter, balance: Balance) -> Route {

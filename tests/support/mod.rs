@@ -107,7 +107,7 @@ impl Proxy {
         &self,
         cluster: &str,
         backend: &str,
-    ) -> Option<rolegate::supervisor::BackendStatus> {
+    ) -> Option<rolegate::control_plane::supervisor::BackendStatus> {
         let s = self.app.supervisor().status.load_full();
         s.clusters
             .iter()
@@ -121,7 +121,7 @@ impl Proxy {
         &self,
         cluster: &str,
         backend: &str,
-    ) -> rolegate::supervisor::BackendStatus {
+    ) -> rolegate::control_plane::supervisor::BackendStatus {
         self.try_backend_status(cluster, backend)
             .unwrap_or_else(|| panic!("no backend {cluster}/{backend} in the status"))
     }
