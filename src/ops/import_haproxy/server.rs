@@ -181,8 +181,8 @@ mod tests {
         assert_eq!((s.host.as_str(), s.port), ("10.0.0.1", Some(5432)));
         assert_eq!(s.params.inter, Some(At { value: Duration::from_secs(1), line: 7 }));
         assert_eq!(s.params.fall, Some(At { value: 3, line: 4 }));
-        assert_eq!(s.params.check_port.unwrap().value, 8008);
-        assert_eq!(s.params.shutdown_sessions.unwrap().line, 4);
+        assert_eq!(s.params.check_port.as_ref().unwrap().value, 8008);
+        assert_eq!(s.params.shutdown_sessions.as_ref().unwrap().line, 4);
         assert!(s.is_backup() && s.is_checked());
         assert_eq!(s.params.maxconn.unwrap().value, 100);
     }

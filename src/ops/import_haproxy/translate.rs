@@ -6,6 +6,7 @@
 //! with a primary and a replica listener — which is what lets rolegate move both at a failover.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use super::cluster;
 use super::detect::{self, Detected};
@@ -210,6 +211,10 @@ impl Builder {
         }
         let count = binds.len();
         for (i, bind) in binds.iter().enumerate() {
+            if let Some(other) = self.overlapping(&bind.address) {
+                notes.add(bind.line, format!("bind {}: overlaps listener {other}'s address on the same port (rolegate refuses two listeners where one binds every address); not translated", bind.address));
+                continue;
+            }
             let base = values::name(front.name());
             let name = if count == 1 { base } else { format!("{base}-{}", i + 1) };
             let listener = Listener {
@@ -230,6 +235,17 @@ impl Builder {
             self.pending[index].listeners.push(self.listeners.len());
             self.listeners.push(listener);
         }
+    }
+
+    /// A listener already bound where `address` would collide (same port, same or wildcard IP).
+    fn overlapping(&self, address: &str) -> Option<String> {
+        let new: SocketAddr = address.parse().ok()?;
+        self.listeners.iter().find_map(|l| {
+            let old: SocketAddr = l.bind.value.parse().ok()?;
+            let collide = old.port() == new.port()
+                && (old.ip() == new.ip() || old.ip().is_unspecified() || new.ip().is_unspecified());
+            collide.then(|| format!("{} ({})", l.name, l.bind.value))
+        })
     }
 
     /// The cluster with these servers and settings, created when there is none.
