@@ -11,7 +11,9 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/haproxy").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/configs/haproxy")
+        .join(name)
 }
 
 fn import(name: &str) -> (Output, String) {
@@ -30,10 +32,16 @@ fn notes(out: &Output, file: &str) -> Vec<(usize, String)> {
     stderr
         .lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix(file).and_then(|r| r.strip_prefix(':'))
+            let rest = l
+                .strip_prefix(file)
+                .and_then(|r| r.strip_prefix(':'))
                 .unwrap_or_else(|| panic!("stderr line without the file name: {l}"));
             let (line, message) = rest.split_once(": ")?;
-            Some((line.parse().unwrap_or_else(|_| panic!("no line number: {l}")), message.to_string()))
+            Some((
+                line.parse()
+                    .unwrap_or_else(|_| panic!("no line number: {l}")),
+                message.to_string(),
+            ))
         })
         .collect()
 }
@@ -44,7 +52,10 @@ fn assert_notes(notes: &[(usize, String)], expected: &[(usize, &str)]) {
     let want: Vec<usize> = expected.iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, want, "{notes:#?}");
     for ((line, message), (_, fragment)) in notes.iter().zip(expected) {
-        assert!(message.contains(fragment), "line {line}: {message:?} lacks {fragment:?}");
+        assert!(
+            message.contains(fragment),
+            "line {line}: {message:?} lacks {fragment:?}"
+        );
     }
 }
 
@@ -53,7 +64,11 @@ fn placeholders(yaml: &str) -> Vec<String> {
     let mut vars: Vec<String> = yaml
         .lines()
         .take_while(|l| l.starts_with('#') || l.is_empty())
-        .filter_map(|l| l.strip_prefix("#   ")?.split_once(':').map(|(v, _)| v.to_string()))
+        .filter_map(|l| {
+            l.strip_prefix("#   ")?
+                .split_once(':')
+                .map(|(v, _)| v.to_string())
+        })
         .collect();
     vars.dedup();
     vars
@@ -65,7 +80,9 @@ fn check_config(yaml: &str, vars: &[String]) -> Output {
     let path = dir.path().join("rolegate.yaml");
     std::fs::write(&path, yaml).expect("write config");
     let mut cmd = Command::new(BIN);
-    cmd.arg("check-config").arg(&path).env_remove("ROLEGATE_CONFIG");
+    cmd.arg("check-config")
+        .arg(&path)
+        .env_remove("ROLEGATE_CONFIG");
     for var in vars {
         cmd.env(var, "placeholder-secret");
     }
@@ -75,7 +92,12 @@ fn check_config(yaml: &str, vars: &[String]) -> Output {
 /// Import `name`, expect exit 0, and check the config with and without its variables.
 fn translated(name: &str) -> (String, Vec<(usize, String)>, Vec<String>) {
     let (out, file) = import(name);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let yaml = String::from_utf8(out.stdout.clone()).expect("utf-8 config");
     let vars = placeholders(&yaml);
     let ok = check_config(&yaml, &vars);
@@ -87,7 +109,10 @@ fn translated(name: &str) -> (String, Vec<(usize, String)>, Vec<String>) {
     if let Some(first) = vars.first() {
         let without: Vec<String> = vars.iter().filter(|v| *v != first).cloned().collect();
         let refused = check_config(&yaml, &without);
-        assert!(!refused.status.success(), "{first} unset must fail check-config");
+        assert!(
+            !refused.status.success(),
+            "{first} unset must fail check-config"
+        );
         assert!(String::from_utf8_lossy(&refused.stderr).contains(first.as_str()));
     }
     (yaml.clone(), notes(&out, &file), vars)
@@ -96,89 +121,144 @@ fn translated(name: &str) -> (String, Vec<(usize, String)>, Vec<String>) {
 #[test]
 fn patroni_documented_layout() {
     let (yaml, notes, vars) = translated("patroni.cfg");
-    assert_notes(&notes, &[
-        (6, "global log"),
-        (9, "log: rolegate writes one line per session"),
-        (17, "listen stats: a statistics page"),
-        (25, "set ROLEGATE_POSTGRES_PASSWORD"),
-    ]);
+    assert_notes(
+        &notes,
+        &[
+            (6, "global log"),
+            (9, "log: rolegate writes one line per session"),
+            (17, "listen stats: a statistics page"),
+            (25, "set ROLEGATE_POSTGRES_PASSWORD"),
+        ],
+    );
     assert_eq!(vars, ["ROLEGATE_POSTGRES_PASSWORD"]);
     // One cluster, both listeners on it, primary and replica by the Patroni path.
     assert_eq!(yaml.matches("protocol: postgres").count(), 1, "{yaml}");
     assert!(yaml.contains("bind: 0.0.0.0:5000") && yaml.contains("bind: 0.0.0.0:5001"));
-    assert!(yaml.contains("role: primary") && yaml.contains("role: replica"), "{yaml}");
-    assert!(yaml.contains("on_demote: close") && yaml.contains("interval: 3s") && yaml.contains("fall: 3"));
-    assert!(!yaml.contains("7000"), "the stats listener is not translated");
+    assert!(
+        yaml.contains("role: primary") && yaml.contains("role: replica"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("on_demote: close")
+            && yaml.contains("interval: 3s")
+            && yaml.contains("fall: 3")
+    );
+    assert!(
+        !yaml.contains("7000"),
+        "the stats listener is not translated"
+    );
 }
 
 #[test]
 fn redis_tcp_check_without_sentinel() {
     let (yaml, notes, vars) = translated("redis.cfg");
-    assert_notes(&notes, &[
-        (4, "global log"),
-        (5, "global daemon"),
-        (20, "tcp-check send AUTH: the password is not copied"),
-    ]);
+    assert_notes(
+        &notes,
+        &[
+            (4, "global log"),
+            (5, "global daemon"),
+            (20, "tcp-check send AUTH: the password is not copied"),
+        ],
+    );
     assert_eq!(vars, ["ROLEGATE_BK_REDIS_PASSWORD"]);
-    assert!(!yaml.contains("s3cret"), "an inline password must not be copied");
-    assert_eq!(yaml.matches("protocol: redis").count(), 1, "both frontends share one cluster: {yaml}");
-    assert!(yaml.contains("role: primary") && yaml.contains("role: replica") && yaml.contains("balance: least_conn"));
+    assert!(
+        !yaml.contains("s3cret"),
+        "an inline password must not be copied"
+    );
+    assert_eq!(
+        yaml.matches("protocol: redis").count(),
+        1,
+        "both frontends share one cluster: {yaml}"
+    );
+    assert!(
+        yaml.contains("role: primary")
+            && yaml.contains("role: replica")
+            && yaml.contains("balance: least_conn")
+    );
 }
 
 #[test]
 fn galera_clustercheck_and_mysql_check() {
     let (yaml, notes, vars) = translated("galera.cfg");
-    assert_notes(&notes, &[
-        (5, "global log"),
-        (7, "global user"),
-        (8, "global group"),
-        (12, "log:"),
-        (14, "option tcplog"),
-        (15, "option dontlognull"),
-        (26, "Galera node is synced"),
-        (26, "set ROLEGATE_GALERA_WRITER_PASSWORD"),
-        (27, "slowstart"),
-        (27, "weight"),
-        (27, "downinter 5s"),
-        (38, "logs in as \"haproxy_check\""),
-    ]);
-    assert_eq!(vars, ["ROLEGATE_GALERA_WRITER_PASSWORD", "ROLEGATE_MARIADB_REPLICAS_PASSWORD"]);
+    assert_notes(
+        &notes,
+        &[
+            (5, "global log"),
+            (7, "global user"),
+            (8, "global group"),
+            (12, "log:"),
+            (14, "option tcplog"),
+            (15, "option dontlognull"),
+            (26, "Galera node is synced"),
+            (26, "set ROLEGATE_GALERA_WRITER_PASSWORD"),
+            (27, "slowstart"),
+            (27, "weight"),
+            (27, "downinter 5s"),
+            (38, "logs in as \"haproxy_check\""),
+        ],
+    );
+    assert_eq!(
+        vars,
+        [
+            "ROLEGATE_GALERA_WRITER_PASSWORD",
+            "ROLEGATE_MARIADB_REPLICAS_PASSWORD"
+        ]
+    );
     assert_eq!(yaml.matches("protocol: mysql").count(), 2);
     assert!(yaml.contains("workers: 4"), "nbthread → workers");
-    assert!(yaml.contains("max_connections: 256"), "the writer's maxconn (default-server): {yaml}");
+    assert!(
+        yaml.contains("max_connections: 256"),
+        "the writer's maxconn (default-server): {yaml}"
+    );
     assert!(yaml.contains("role: any") && yaml.contains("balance: round_robin"));
 }
 
 #[test]
 fn frontend_backend_pair() {
     let (yaml, notes, _) = translated("frontend_backend.cfg");
-    assert_notes(&notes, &[
-        (13, "tcp-request"),
-        (17, "set ROLEGATE_PG_PRIMARY_PASSWORD"),
-    ]);
-    assert!(yaml.contains("bind: 192.0.2.10:5432") && yaml.contains("bind: \"[2001:db8::10]:5432\""), "{yaml}");
+    assert_notes(
+        &notes,
+        &[
+            (13, "tcp-request"),
+            (17, "set ROLEGATE_PG_PRIMARY_PASSWORD"),
+        ],
+    );
+    assert!(
+        yaml.contains("bind: 192.0.2.10:5432") && yaml.contains("bind: \"[2001:db8::10]:5432\""),
+        "{yaml}"
+    );
     assert!(yaml.contains("address: pg-a.db.internal:5432"));
-    assert!(yaml.contains("idle_timeout: 45m"), "the shorter of client 1h and server 45m");
+    assert!(
+        yaml.contains("idle_timeout: 45m"),
+        "the shorter of client 1h and server 45m"
+    );
 }
 
 #[test]
 fn nothing_translatable_exits_1_with_every_reason() {
     let (out, file) = import("nothing.cfg");
     assert_eq!(out.status.code(), Some(1));
-    assert!(out.stdout.is_empty(), "no config on stdout when nothing was translated");
+    assert!(
+        out.stdout.is_empty(),
+        "no config on stdout when nothing was translated"
+    );
     let notes = notes(&out, &file);
-    assert_notes(&notes, &[
-        (3, "global log"),
-        (4, "global chroot"),
-        (5, "global stats"),
-        (9, "option httplog"),
-        (14, "frontend web: mode http"),
-        (16, "acl"),
-        (17, "conditional route"),
-        (20, "backend api: mode http"),
-        (23, "backend static: mode http"),
-    ]);
-    assert!(String::from_utf8_lossy(&out.stderr).ends_with("nothing could be translated into a rolegate listener\n"));
+    assert_notes(
+        &notes,
+        &[
+            (3, "global log"),
+            (4, "global chroot"),
+            (5, "global stats"),
+            (9, "option httplog"),
+            (14, "frontend web: mode http"),
+            (16, "acl"),
+            (17, "conditional route"),
+            (20, "backend api: mode http"),
+            (23, "backend static: mode http"),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .ends_with("nothing could be translated into a rolegate listener\n"));
 }
 
 #[test]

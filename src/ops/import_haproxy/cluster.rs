@@ -65,7 +65,10 @@ pub(super) fn settings(
             .map(|r| noted(r.value, format!("retries (line {})", r.line))),
         on_demote: first.and_then(|f| {
             let s = f.params.shutdown_sessions.as_ref()?;
-            Some(noted("close", format!("on-marked-down shutdown-sessions (line {})", s.line)))
+            Some(noted(
+                "close",
+                format!("on-marked-down shutdown-sessions (line {})", s.line),
+            ))
         }),
     }
 }
@@ -80,18 +83,36 @@ fn timing(server: &Server, back: &Settings, notes: &mut Notes) -> Check {
     let p = &server.params;
     let from = |what: &str, line: usize| format!("{what} (line {line})");
     let mut check = Check {
-        interval: p.inter.as_ref().map(|i| noted(i.value, from(&format!("inter {}", show(i.value)), i.line))),
-        rise: p.rise.as_ref().map(|r| noted(r.value, from("rise", r.line))),
-        fall: p.fall.as_ref().map(|f| noted(f.value, from("fall", f.line))),
+        interval: p
+            .inter
+            .as_ref()
+            .map(|i| noted(i.value, from(&format!("inter {}", show(i.value)), i.line))),
+        rise: p
+            .rise
+            .as_ref()
+            .map(|r| noted(r.value, from("rise", r.line))),
+        fall: p
+            .fall
+            .as_ref()
+            .map(|f| noted(f.value, from("fall", f.line))),
         ..Check::default()
     };
     if let Some(i) = p.inter.as_ref().filter(|i| i.value.is_zero()) {
-        notes.add(i.line, "inter 0 is not allowed in rolegate; its default applies");
+        notes.add(
+            i.line,
+            "inter 0 is not allowed in rolegate; its default applies",
+        );
         check.interval = None;
     }
-    for (at, what, slot) in [(&p.rise, "rise", &mut check.rise), (&p.fall, "fall", &mut check.fall)] {
+    for (at, what, slot) in [
+        (&p.rise, "rise", &mut check.rise),
+        (&p.fall, "fall", &mut check.fall),
+    ] {
         if let Some(n) = at.as_ref().filter(|n| n.value == 0) {
-            notes.add(n.line, format!("{what} 0 is not allowed in rolegate; its default applies"));
+            notes.add(
+                n.line,
+                format!("{what} 0 is not allowed in rolegate; its default applies"),
+            );
             *slot = None;
         }
     }
@@ -108,10 +129,16 @@ fn timing(server: &Server, back: &Settings, notes: &mut Notes) -> Check {
     check.timeout = match &back.timeout_check {
         Some(t) if t.value > window => {
             notes.add(t.line, format!("timeout check {}: rolegate takes a hung backend out within fall checks, so its check timeout is at most interval × fall = {}; that is used", show(t.value), show(window)));
-            Some(noted(window, "interval × fall: a hung backend is taken out within fall checks"))
+            Some(noted(
+                window,
+                "interval × fall: a hung backend is taken out within fall checks",
+            ))
         }
         Some(t) if !t.value.is_zero() => Some(noted(t.value, from("timeout check", t.line))),
-        _ if TIMEOUT > window => Some(noted(window, "interval × fall (rolegate's default 500ms would be longer)")),
+        _ if TIMEOUT > window => Some(noted(
+            window,
+            "interval × fall (rolegate's default 500ms would be longer)",
+        )),
         _ => None,
     };
     check
@@ -122,8 +149,14 @@ fn idle(front: &Settings, back: &Settings) -> Option<Noted<Duration>> {
     if let Some(t) = &back.timeout_tunnel {
         return Some(noted(t.value, format!("timeout tunnel (line {})", t.line)));
     }
-    let sides = [("client", &front.timeout_client), ("server", &back.timeout_server)];
-    let set: Vec<(&str, &At<Duration>)> = sides.iter().filter_map(|(k, t)| Some((*k, t.as_ref()?))).collect();
+    let sides = [
+        ("client", &front.timeout_client),
+        ("server", &back.timeout_server),
+    ];
+    let set: Vec<(&str, &At<Duration>)> = sides
+        .iter()
+        .filter_map(|(k, t)| Some((*k, t.as_ref()?)))
+        .collect();
     let shortest = set.iter().min_by_key(|(_, t)| t.value)?;
     let written: Vec<String> = set
         .iter()
@@ -140,7 +173,10 @@ fn idle(front: &Settings, back: &Settings) -> Option<Noted<Duration>> {
 /// a primary route and a tcp cluster try them). Servers without a port are dropped.
 pub(super) fn backends(servers: &[Server], notes: &mut Notes) -> Vec<Backend> {
     let mut out: Vec<Backend> = Vec::new();
-    let ordered = servers.iter().filter(|s| !s.is_backup()).chain(servers.iter().filter(|s| s.is_backup()));
+    let ordered = servers
+        .iter()
+        .filter(|s| !s.is_backup())
+        .chain(servers.iter().filter(|s| s.is_backup()));
     for s in ordered {
         let Some(port) = s.port else {
             notes.add(s.line, format!("server {}: no port; HAProxy connects to the port the client came to, rolegate needs it written (HOST:PORT)", s.name));

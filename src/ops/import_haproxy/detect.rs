@@ -60,7 +60,11 @@ pub(super) fn detect(s: &Settings, servers: &[Server], notes: &mut Notes) -> Det
         })
     }) else {
         let protocol = by_port.unwrap_or(Protocol::Tcp);
-        return base(protocol, format!("no HAProxy check type; {}", native(protocol)), 0);
+        return base(
+            protocol,
+            format!("no HAProxy check type; {}", native(protocol)),
+            0,
+        );
     };
     match check {
         CheckType::Http(uri) => {
@@ -74,18 +78,46 @@ pub(super) fn detect(s: &Settings, servers: &[Server], notes: &mut Notes) -> Det
         }
         CheckType::Mysql(user) => Detected {
             user: user.map(|u| noted(u, format!("option mysql-check user (line {line})"))),
-            ..base(Protocol::Mysql, format!("option mysql-check (line {line}); {}", native(Protocol::Mysql)), line)
+            ..base(
+                Protocol::Mysql,
+                format!(
+                    "option mysql-check (line {line}); {}",
+                    native(Protocol::Mysql)
+                ),
+                line,
+            )
         },
         CheckType::Pgsql(user) => Detected {
             user: user.map(|u| noted(u, format!("option pgsql-check user (line {line})"))),
-            ..base(Protocol::Postgres, format!("option pgsql-check (line {line}); {}", native(Protocol::Postgres)), line)
+            ..base(
+                Protocol::Postgres,
+                format!(
+                    "option pgsql-check (line {line}); {}",
+                    native(Protocol::Postgres)
+                ),
+                line,
+            )
         },
-        CheckType::Redis => base(Protocol::Redis, format!("option redis-check (line {line}); {}", native(Protocol::Redis)), line),
+        CheckType::Redis => base(
+            Protocol::Redis,
+            format!(
+                "option redis-check (line {line}); {}",
+                native(Protocol::Redis)
+            ),
+            line,
+        ),
         CheckType::Tcp => tcp_script(s, line, by_port, notes),
         CheckType::Other(name) => {
             let protocol = by_port.unwrap_or(Protocol::Tcp);
-            notes.add(line, format!("option {name}: not translated; {}", native(protocol)));
-            base(protocol, format!("option {name} (line {line}) replaced; {}", native(protocol)), line)
+            notes.add(
+                line,
+                format!("option {name}: not translated; {}", native(protocol)),
+            );
+            base(
+                protocol,
+                format!("option {name} (line {line}) replaced; {}", native(protocol)),
+                line,
+            )
         }
     }
 }
@@ -113,14 +145,20 @@ fn protocol_by_port(servers: &[Server]) -> Option<Protocol> {
 fn patroni_role(path: &str) -> Option<Role> {
     Some(match path {
         "/" | "/primary" | "/master" | "/leader" | "/read-write" => Role::Primary,
-        "/replica" | "/standby-leader" | "/standby_leader" | "/sync" | "/synchronous" | "/async"
-        | "/asynchronous" | "/quorum" => Role::Replica,
+        "/replica" | "/standby-leader" | "/standby_leader" | "/sync" | "/synchronous"
+        | "/async" | "/asynchronous" | "/quorum" => Role::Replica,
         "/read-only" | "/health" | "/read-only-sync" | "/read-only-quorum" => Role::Any,
         _ => return None,
     })
 }
 
-fn http(uri: String, line: usize, check_port: Option<u16>, by_port: Option<Protocol>, notes: &mut Notes) -> Detected {
+fn http(
+    uri: String,
+    line: usize,
+    check_port: Option<u16>,
+    by_port: Option<Protocol>,
+    notes: &mut Notes,
+) -> Detected {
     let (path, query) = uri.split_once('?').unwrap_or((uri.as_str(), ""));
     let port = check_port.map_or(String::new(), |p| format!(" on port {p}"));
     // `/` and `/health` are every web server's paths; the others are Patroni's own.
@@ -138,18 +176,50 @@ fn http(uri: String, line: usize, check_port: Option<u16>, by_port: Option<Proto
     };
     if check_port == Some(CLUSTERCHECK_PORT) || (by_port == Some(Protocol::Mysql) && !patroni) {
         notes.add(line, "clustercheck answers 200 while a Galera node is synced; rolegate routes by @@global.read_only instead, and several writable nodes are a split brain to it: set read_only=ON on the nodes that should not take writes");
-        return base(Protocol::Mysql, format!("HTTP check GET {uri}{port} (xinetd clustercheck, line {line}) replaced; {}", native(Protocol::Mysql)));
+        return base(
+            Protocol::Mysql,
+            format!(
+                "HTTP check GET {uri}{port} (xinetd clustercheck, line {line}) replaced; {}",
+                native(Protocol::Mysql)
+            ),
+        );
     }
     if !patroni {
         let protocol = by_port.unwrap_or(Protocol::Tcp);
-        notes.add(line, format!("option httpchk GET {uri}{port}: an HTTP health endpoint rolegate cannot ask; {}", native(protocol)));
-        return base(protocol, format!("HTTP check GET {uri}{port} (line {line}) replaced; {}", native(protocol)));
+        notes.add(
+            line,
+            format!(
+                "option httpchk GET {uri}{port}: an HTTP health endpoint rolegate cannot ask; {}",
+                native(protocol)
+            ),
+        );
+        return base(
+            protocol,
+            format!(
+                "HTTP check GET {uri}{port} (line {line}) replaced; {}",
+                native(protocol)
+            ),
+        );
     }
     let Some(role) = patroni_role(path) else {
-        notes.add(line, format!("Patroni endpoint {path} has no rolegate role; the listener serves the primary"));
+        notes.add(
+            line,
+            format!(
+                "Patroni endpoint {path} has no rolegate role; the listener serves the primary"
+            ),
+        );
         return Detected {
-            role: Some(noted(Role::Primary, format!("Patroni GET {path} is unknown (line {line})"))),
-            ..base(Protocol::Postgres, format!("Patroni REST check GET {uri}{port} (line {line}) replaced; {}", native(Protocol::Postgres)))
+            role: Some(noted(
+                Role::Primary,
+                format!("Patroni GET {path} is unknown (line {line})"),
+            )),
+            ..base(
+                Protocol::Postgres,
+                format!(
+                    "Patroni REST check GET {uri}{port} (line {line}) replaced; {}",
+                    native(Protocol::Postgres)
+                ),
+            )
         };
     };
     match path {
@@ -172,8 +242,17 @@ fn http(uri: String, line: usize, check_port: Option<u16>, by_port: Option<Proto
         Role::Any => "200 on the leader and replicas",
     };
     Detected {
-        role: Some(noted(role, format!("Patroni GET {path}: {meaning} (line {line})"))),
-        ..base(Protocol::Postgres, format!("Patroni REST check GET {uri}{port} (line {line}) replaced; {}", native(Protocol::Postgres)))
+        role: Some(noted(
+            role,
+            format!("Patroni GET {path}: {meaning} (line {line})"),
+        )),
+        ..base(
+            Protocol::Postgres,
+            format!(
+                "Patroni REST check GET {uri}{port} (line {line}) replaced; {}",
+                native(Protocol::Postgres)
+            ),
+        )
     }
 }
 
@@ -190,16 +269,26 @@ fn tcp_script(s: &Settings, line: usize, by_port: Option<Protocol>, notes: &mut 
                 let verb = text.split_whitespace().next().unwrap_or("");
                 redis |= matches!(verb, "ping" | "info" | "role" | "auth" | "quit");
                 if verb == "auth" {
-                    let args: Vec<&str> = payload.trim_end_matches(['\r', '\n']).split_whitespace().skip(1).collect();
+                    let args: Vec<&str> = payload
+                        .trim_end_matches(['\r', '\n'])
+                        .split_whitespace()
+                        .skip(1)
+                        .collect();
                     auth = Some((d.line, (args.len() == 2).then(|| args[0].to_string())));
                 }
             }
             "expect" => {
                 redis |= text.contains("role:") || text.contains("+pong");
                 if text.contains("role:master") {
-                    role = Some(noted(Role::Primary, format!("tcp-check expect role:master (line {})", d.line)));
+                    role = Some(noted(
+                        Role::Primary,
+                        format!("tcp-check expect role:master (line {})", d.line),
+                    ));
                 } else if text.contains("role:slave") || text.contains("role:replica") {
-                    role = Some(noted(Role::Replica, format!("tcp-check expect {} (line {})", d.arg(3), d.line)));
+                    role = Some(noted(
+                        Role::Replica,
+                        format!("tcp-check expect {} (line {})", d.arg(3), d.line),
+                    ));
                 }
             }
             _ => {}
@@ -209,15 +298,24 @@ fn tcp_script(s: &Settings, line: usize, by_port: Option<Protocol>, notes: &mut 
         return Detected {
             protocol: Protocol::Redis,
             role,
-            how: format!("tcp-check Redis script (line {line}) replaced; {}", native(Protocol::Redis)),
+            how: format!(
+                "tcp-check Redis script (line {line}) replaced; {}",
+                native(Protocol::Redis)
+            ),
             line,
-            user: auth.as_ref().and_then(|(l, user)| user.clone().map(|u| noted(u, format!("tcp-check send AUTH (line {l})")))),
+            user: auth.as_ref().and_then(|(l, user)| {
+                user.clone()
+                    .map(|u| noted(u, format!("tcp-check send AUTH (line {l})")))
+            }),
             auth_line: auth.map(|(l, _)| l),
         };
     }
     let protocol = by_port.unwrap_or(Protocol::Tcp);
     if !s.tcp_check.iter().all(|d| d.arg(1) == "connect") {
-        notes.add(line, format!("tcp-check script not translated; {}", native(protocol)));
+        notes.add(
+            line,
+            format!("tcp-check script not translated; {}", native(protocol)),
+        );
     }
     Detected {
         protocol,

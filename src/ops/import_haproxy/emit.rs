@@ -13,18 +13,29 @@ const COMMENT_COLUMN: usize = 38;
 
 pub(super) fn yaml(model: &Model, source: &str) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# rolegate config imported from {source} by `rolegate import-haproxy`.");
+    let _ = writeln!(
+        out,
+        "# rolegate config imported from {source} by `rolegate import-haproxy`."
+    );
     out.push_str("# Each value says where it came from; what could not be translated was listed on stderr.\n");
     out.push_str("# What HAProxy only defaulted is left to rolegate's defaults (README: Coming from HAProxy).\n");
     if !model.placeholders.is_empty() {
-        out.push_str("#\n# Set before starting (HAProxy's checks did not need these credentials):\n");
+        out.push_str(
+            "#\n# Set before starting (HAProxy's checks did not need these credentials):\n",
+        );
         for p in &model.placeholders {
             let _ = writeln!(out, "#   {}: {}", p.env, p.what);
         }
     }
     out.push('\n');
     if let Some(workers) = &model.workers {
-        line(&mut out, 0, "workers", &workers.value.to_string(), &workers.comment);
+        line(
+            &mut out,
+            0,
+            "workers",
+            &workers.value.to_string(),
+            &workers.comment,
+        );
         out.push('\n');
     }
     out.push_str("clusters:\n");
@@ -52,7 +63,11 @@ fn cluster(out: &mut String, c: &Cluster) {
     opt(out, 4, "on_demote", &s.on_demote, |v| v.to_string());
     out.push_str("    backends:\n");
     for b in &c.backends {
-        let entry = format!("{{ name: {}, address: {} }}", scalar(&b.name), scalar(&b.address));
+        let entry = format!(
+            "{{ name: {}, address: {} }}",
+            scalar(&b.name),
+            scalar(&b.address)
+        );
         line(out, 6, "-", &entry, &b.comment);
     }
 }
@@ -88,11 +103,23 @@ fn listener(out: &mut String, l: &Listener) {
     line(out, 4, "role", l.role.value.as_str(), &l.role.comment);
     opt(out, 4, "fallback", &l.fallback, |r| r.as_str().to_string());
     opt(out, 4, "balance", &l.balance, |b| b.to_string());
-    opt(out, 4, "max_connections", &l.max_connections, u64::to_string);
+    opt(
+        out,
+        4,
+        "max_connections",
+        &l.max_connections,
+        u64::to_string,
+    );
     opt(out, 4, "backlog", &l.backlog, u32::to_string);
 }
 
-fn opt<T>(out: &mut String, indent: usize, key: &str, value: &Option<Noted<T>>, show: impl Fn(&T) -> String) {
+fn opt<T>(
+    out: &mut String,
+    indent: usize,
+    key: &str,
+    value: &Option<Noted<T>>,
+    show: impl Fn(&T) -> String,
+) {
     if let Some(v) = value {
         line(out, indent, key, &show(&v.value), &v.comment);
     }
@@ -100,7 +127,12 @@ fn opt<T>(out: &mut String, indent: usize, key: &str, value: &Option<Noted<T>>, 
 
 fn line(out: &mut String, indent: usize, key: &str, value: &str, comment: &str) {
     let start = out.len();
-    let _ = write!(out, "{:indent$}{key}{} {value}", "", if key == "-" { "" } else { ":" });
+    let _ = write!(
+        out,
+        "{:indent$}{key}{} {value}",
+        "",
+        if key == "-" { "" } else { ":" }
+    );
     if !comment.is_empty() {
         let width = out.len() - start;
         let pad = COMMENT_COLUMN.saturating_sub(width).max(1);
@@ -111,11 +143,16 @@ fn line(out: &mut String, indent: usize, key: &str, value: &str, comment: &str) 
 
 /// A YAML scalar that reads back as this string: plain when it is unambiguous, else quoted.
 pub(super) fn scalar(text: &str) -> String {
-    const KEYWORDS: &[&str] = &["true", "false", "yes", "no", "on", "off", "y", "n", "null", "~"];
+    const KEYWORDS: &[&str] = &[
+        "true", "false", "yes", "no", "on", "off", "y", "n", "null", "~",
+    ];
     let safe_chars = text
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || "_.-:/".contains(c));
-    let first_ok = text.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = text
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     let numeric = text.parse::<f64>().is_ok()
         || (text.starts_with(|c: char| c.is_ascii_digit()) && !text.contains(':'));
     let keyword = KEYWORDS.contains(&text.to_ascii_lowercase().as_str());

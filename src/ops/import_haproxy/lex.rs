@@ -110,15 +110,24 @@ mod tests {
 
     #[test]
     fn splits_on_spaces_and_tabs_and_drops_comments() {
-        assert_eq!(w("  server\tpg1 10.0.0.1:5432  check # primary"), ["server", "pg1", "10.0.0.1:5432", "check"]);
+        assert_eq!(
+            w("  server\tpg1 10.0.0.1:5432  check # primary"),
+            ["server", "pg1", "10.0.0.1:5432", "check"]
+        );
         assert_eq!(w("# only a comment"), Vec::<String>::new());
         assert_eq!(w(""), Vec::<String>::new());
     }
 
     #[test]
     fn backslash_escapes_space_hash_and_control_bytes() {
-        assert_eq!(w(r"tcp-check send info\ replication\r\n"), ["tcp-check", "send", "info replication\r\n"]);
-        assert_eq!(w(r"stats realm HAProxy\ Statistics\#1"), ["stats", "realm", "HAProxy Statistics#1"]);
+        assert_eq!(
+            w(r"tcp-check send info\ replication\r\n"),
+            ["tcp-check", "send", "info replication\r\n"]
+        );
+        assert_eq!(
+            w(r"stats realm HAProxy\ Statistics\#1"),
+            ["stats", "realm", "HAProxy Statistics#1"]
+        );
         assert_eq!(w(r"x \x41\x7e \t\\"), ["x", "A~", "\t\\"]);
         // Unknown escapes keep their backslash (regexes rely on it).
         assert_eq!(w(r"expect rstring ^\d"), ["expect", "rstring", r"^\d"]);
@@ -126,7 +135,10 @@ mod tests {
 
     #[test]
     fn quotes_group_words_double_with_escapes_single_verbatim() {
-        assert_eq!(w(r#"send "PING\r\n" 'a\r b' """#), ["send", "PING\r\n", r"a\r b", ""]);
+        assert_eq!(
+            w(r#"send "PING\r\n" 'a\r b' """#),
+            ["send", "PING\r\n", r"a\r b", ""]
+        );
         assert_eq!(w(r#"foo"bar baz"qux"#), ["foobar bazqux"]);
         assert_eq!(w(r##"x "# not a comment""##), ["x", "# not a comment"]);
         assert_eq!(w(r#"bind "$ADDR":5000"#), ["bind", "$ADDR:5000"]);
@@ -134,7 +146,10 @@ mod tests {
 
     #[test]
     fn reports_unterminated_quotes_and_bad_hex() {
-        assert_eq!(words(r#"send "PING"#), Err(LexError::Unterminated("double")));
+        assert_eq!(
+            words(r#"send "PING"#),
+            Err(LexError::Unterminated("double"))
+        );
         assert_eq!(words("send 'PING"), Err(LexError::Unterminated("single")));
         assert_eq!(words(r"send \xZZ"), Err(LexError::BadHex("ZZ".into())));
         assert_eq!(words(r"send \x4"), Err(LexError::BadHex("4".into())));

@@ -23,10 +23,27 @@ pub(super) struct Bind {
 }
 
 const BIND_FLAGS: &[&str] = &[
-    "v4v6", "v6only", "transparent", "accept-proxy", "ssl", "tfo", "defer-accept",
-    "strict-sni", "prefer-client-ciphers", "no-sslv3", "no-tlsv10", "no-tlsv11", "no-tlsv12",
-    "no-tlsv13", "force-tlsv12", "force-tlsv13", "no-tls-tickets", "allow-0rtt", "quic-force-retry",
-    "generate-certificates", "expose-fd",
+    "v4v6",
+    "v6only",
+    "transparent",
+    "accept-proxy",
+    "ssl",
+    "tfo",
+    "defer-accept",
+    "strict-sni",
+    "prefer-client-ciphers",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "no-tlsv12",
+    "no-tlsv13",
+    "force-tlsv12",
+    "force-tlsv13",
+    "no-tls-tickets",
+    "allow-0rtt",
+    "quic-force-retry",
+    "generate-certificates",
+    "expose-fd",
 ];
 
 /// Every address of `bind` lines (and of an old-style `listen NAME ADDRESS` header).
@@ -73,12 +90,21 @@ pub(super) fn binds(lines: &[Directive], notes: &mut Notes) -> Vec<Bind> {
 pub(super) fn role_by_layout(back: &Settings, servers: &[Server]) -> Noted<Role> {
     let active = servers.iter().filter(|s| !s.is_backup()).count();
     if let Some(b) = back.balance.as_ref().filter(|b| b.value == "first") {
-        return noted(Role::Primary, format!("balance first (line {}): one server at a time", b.line));
+        return noted(
+            Role::Primary,
+            format!("balance first (line {}): one server at a time", b.line),
+        );
     }
     if active <= 1 {
-        return noted(Role::Primary, "one active server, the others backup: one server at a time");
+        return noted(
+            Role::Primary,
+            "one active server, the others backup: one server at a time",
+        );
     }
-    noted(Role::Any, format!("{active} active servers shared the load"))
+    noted(
+        Role::Any,
+        format!("{active} active servers shared the load"),
+    )
 }
 
 /// `balance` for a replica or `any` listener (a primary listener has one candidate).
@@ -86,8 +112,14 @@ pub(super) fn balance(back: &Settings, notes: &mut Notes) -> Option<Noted<&'stat
     let b = back.balance.as_ref()?;
     let algorithm = b.value.split_whitespace().next().unwrap_or("");
     match algorithm {
-        "roundrobin" | "static-rr" => Some(noted("round_robin", format!("balance {algorithm} (line {})", b.line))),
-        "leastconn" => Some(noted("least_conn", format!("balance leastconn (line {})", b.line))),
+        "roundrobin" | "static-rr" => Some(noted(
+            "round_robin",
+            format!("balance {algorithm} (line {})", b.line),
+        )),
+        "leastconn" => Some(noted(
+            "least_conn",
+            format!("balance leastconn (line {})", b.line),
+        )),
         "first" => None,
         other => {
             notes.add(b.line, format!("balance {other}: rolegate balances round_robin or least_conn; round_robin is used"));
@@ -115,14 +147,23 @@ pub(super) fn max_connections(
         limits.push((m.value, format!("global maxconn (line {})", m.line)));
     }
     let active: Vec<&Server> = servers.iter().filter(|s| !s.is_backup()).collect();
-    let per_server: Option<Vec<u64>> = active.iter().map(|s| s.params.maxconn.as_ref().map(|m| m.value)).collect();
+    let per_server: Option<Vec<u64>> = active
+        .iter()
+        .map(|s| s.params.maxconn.as_ref().map(|m| m.value))
+        .collect();
     if let Some(per_server) = per_server.filter(|p| !p.is_empty()) {
         let (n, how) = match role {
-            Role::Primary => (per_server.iter().copied().max().unwrap_or(0), "the primary server's maxconn"),
+            Role::Primary => (
+                per_server.iter().copied().max().unwrap_or(0),
+                "the primary server's maxconn",
+            ),
             _ => (per_server.iter().sum(), "the sum of the servers' maxconn"),
         };
         limits.push((n, how.to_string()));
     }
-    let (n, why) = limits.into_iter().filter(|(n, _)| *n > 0).min_by_key(|(n, _)| *n)?;
+    let (n, why) = limits
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .min_by_key(|(n, _)| *n)?;
     Some(noted(n, why))
 }

@@ -92,7 +92,14 @@ impl ClusterSettings {
     }
 
     #[allow(clippy::type_complexity)]
-    fn shape(&self) -> (Protocol, [Option<Duration>; 5], [Option<u32>; 3], [Option<&str>; 3]) {
+    fn shape(
+        &self,
+    ) -> (
+        Protocol,
+        [Option<Duration>; 5],
+        [Option<u32>; 3],
+        [Option<&str>; 3],
+    ) {
         fn v<T: Copy>(n: &Option<Noted<T>>) -> Option<T> {
             n.as_ref().map(|n| n.value)
         }
@@ -102,7 +109,13 @@ impl ClusterSettings {
         let c = &self.check;
         (
             self.protocol,
-            [v(&c.interval), v(&c.down_interval), v(&c.timeout), v(&self.connect_timeout), v(&self.idle_timeout)],
+            [
+                v(&c.interval),
+                v(&c.down_interval),
+                v(&c.timeout),
+                v(&self.connect_timeout),
+                v(&self.idle_timeout),
+            ],
             [v(&c.rise), v(&c.fall), v(&self.retries)],
             [s(&c.user), s(&c.password_env), v(&self.on_demote)],
         )

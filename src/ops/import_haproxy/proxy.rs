@@ -212,10 +212,21 @@ fn option(s: &mut Settings, d: &Directive) -> Result<(), String> {
 
 fn http_or_generic(option: &str) -> &'static str {
     const HTTP: &[&str] = &[
-        "forwardfor", "http-server-close", "httpclose", "http-keep-alive", "http-buffer-request",
-        "http-pretend-keepalive", "http-no-delay", "http-use-proxy-header", "originalto",
-        "http-ignore-probes", "http-restrict-req-hdr-names", "accept-invalid-http-request",
-        "accept-invalid-http-response", "forceclose", "http_proxy",
+        "forwardfor",
+        "http-server-close",
+        "httpclose",
+        "http-keep-alive",
+        "http-buffer-request",
+        "http-pretend-keepalive",
+        "http-no-delay",
+        "http-use-proxy-header",
+        "originalto",
+        "http-ignore-probes",
+        "http-restrict-req-hdr-names",
+        "accept-invalid-http-request",
+        "accept-invalid-http-response",
+        "forceclose",
+        "http_proxy",
     ];
     if HTTP.contains(&option) {
         reasons::proxy("errorfile")
@@ -266,7 +277,10 @@ mod tests {
         let body: Vec<Directive> = text
             .lines()
             .enumerate()
-            .map(|(i, l)| Directive { line: i + 1, words: super::super::lex::words(l).unwrap() })
+            .map(|(i, l)| Directive {
+                line: i + 1,
+                words: super::super::lex::words(l).unwrap(),
+            })
             .collect();
         let mut s = Settings::default();
         fold(&mut s, &body, scope, &mut notes);
@@ -278,7 +292,13 @@ mod tests {
         let (s, notes) = fold_text("timeout connect 4s\nclitimeout 50000\ntimeout server 30m\ntimeout check 5s\ntimeout tunnel 1h", Scope::Listen);
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!(s.timeout_connect.unwrap().value, Duration::from_secs(4));
-        assert_eq!(s.timeout_client.unwrap(), At { value: Duration::from_secs(50), line: 2 });
+        assert_eq!(
+            s.timeout_client.unwrap(),
+            At {
+                value: Duration::from_secs(50),
+                line: 2
+            }
+        );
         assert_eq!(s.timeout_server.unwrap().value, Duration::from_secs(1800));
         assert_eq!(s.timeout_check.unwrap().value, Duration::from_secs(5));
         assert_eq!(s.timeout_tunnel.unwrap().value, Duration::from_secs(3600));
@@ -286,15 +306,36 @@ mod tests {
 
     #[test]
     fn the_last_check_type_wins_and_httpchk_takes_its_uri() {
-        let (s, _) = fold_text("option tcp-check\noption httpchk OPTIONS /primary", Scope::Backend);
-        assert_eq!(s.check.unwrap(), At { value: CheckType::Http(Some("/primary".into())), line: 2 });
+        let (s, _) = fold_text(
+            "option tcp-check\noption httpchk OPTIONS /primary",
+            Scope::Backend,
+        );
+        assert_eq!(
+            s.check.unwrap(),
+            At {
+                value: CheckType::Http(Some("/primary".into())),
+                line: 2
+            }
+        );
         let (s, _) = fold_text("option httpchk /replica", Scope::Backend);
-        assert_eq!(s.check.unwrap().value, CheckType::Http(Some("/replica".into())));
-        let (s, _) = fold_text("option httpchk\nhttp-check send meth GET uri /read-only ver HTTP/1.1", Scope::Backend);
+        assert_eq!(
+            s.check.unwrap().value,
+            CheckType::Http(Some("/replica".into()))
+        );
+        let (s, _) = fold_text(
+            "option httpchk\nhttp-check send meth GET uri /read-only ver HTTP/1.1",
+            Scope::Backend,
+        );
         assert_eq!(s.check.unwrap().value, CheckType::Http(None));
         assert_eq!(s.http_send_uri.unwrap().value, "/read-only");
-        let (s, _) = fold_text("option mysql-check user haproxy_check post-41", Scope::Backend);
-        assert_eq!(s.check.unwrap().value, CheckType::Mysql(Some("haproxy_check".into())));
+        let (s, _) = fold_text(
+            "option mysql-check user haproxy_check post-41",
+            Scope::Backend,
+        );
+        assert_eq!(
+            s.check.unwrap().value,
+            CheckType::Mysql(Some("haproxy_check".into()))
+        );
     }
 
     #[test]
@@ -305,10 +346,18 @@ mod tests {
         );
         assert_eq!(s.default_backend.unwrap().value, "pg_all");
         assert_eq!(s.binds.len(), 1);
-        let noted: Vec<_> = notes.iter().map(|n| (n.line, n.message.split(':').next().unwrap().to_string())).collect();
+        let noted: Vec<_> = notes
+            .iter()
+            .map(|n| (n.line, n.message.split(':').next().unwrap().to_string()))
+            .collect();
         assert_eq!(
             noted,
-            [(1, "acl".to_string()), (2, "use_backend pg_rw if is_rw".into()), (4, "option tcplog".into()), (6, "timeout queue".into())]
+            [
+                (1, "acl".to_string()),
+                (2, "use_backend pg_rw if is_rw".into()),
+                (4, "option tcplog".into()),
+                (6, "timeout queue".into())
+            ]
         );
     }
 

@@ -126,7 +126,10 @@ mod tests {
         let sections = parse(text, &mut notes);
         assert!(notes.is_empty());
         let kinds: Vec<_> = sections.iter().map(|s| s.kind.clone()).collect();
-        assert_eq!(kinds, [Kind::Global, Kind::Listen, Kind::Other("userlist".into())]);
+        assert_eq!(
+            kinds,
+            [Kind::Global, Kind::Listen, Kind::Other("userlist".into())]
+        );
         assert_eq!(sections[1].name(), Some("pg"));
         assert_eq!(sections[1].header.line, 5);
         let lines: Vec<_> = sections[1].body.iter().map(|d| d.line).collect();
@@ -138,11 +141,19 @@ mod tests {
     #[test]
     fn notes_unreadable_lines_and_orphan_directives() {
         let mut notes = Notes::default();
-        let sections = parse("maxconn 10\nlisten x\n  tcp-check send \"PING\n", &mut notes);
+        let sections = parse(
+            "maxconn 10\nlisten x\n  tcp-check send \"PING\n",
+            &mut notes,
+        );
         assert_eq!(sections.len(), 1);
         assert!(sections[0].body.is_empty());
         let lines: Vec<_> = notes.iter().map(|n| n.line).collect();
         assert_eq!(lines, [1, 3]);
-        assert!(notes.iter().nth(1).unwrap().message.contains("unterminated double quote"));
+        assert!(notes
+            .iter()
+            .nth(1)
+            .unwrap()
+            .message
+            .contains("unterminated double quote"));
     }
 }

@@ -38,13 +38,45 @@ pub(super) struct Params {
 
 /// Parameters that take no value; those not listed below as having a use are noted.
 const FLAGS: &[&str] = &[
-    "check", "no-check", "backup", "no-backup", "ssl", "no-ssl", "check-ssl", "no-check-ssl",
-    "send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn", "no-send-proxy",
-    "agent-check", "no-agent-check", "disabled", "enabled", "non-stick", "stick", "tfo",
-    "check-send-proxy", "allow-0rtt", "no-tls-tickets", "force-sslv3", "force-tlsv10",
-    "force-tlsv11", "force-tlsv12", "force-tlsv13", "no-sslv3", "no-tlsv10", "no-tlsv11",
-    "no-tlsv12", "no-tlsv13", "ssl-reuse", "no-ssl-reuse", "tls-tickets", "no-verifyhost",
-    "check-via-socks4", "ws",
+    "check",
+    "no-check",
+    "backup",
+    "no-backup",
+    "ssl",
+    "no-ssl",
+    "check-ssl",
+    "no-check-ssl",
+    "send-proxy",
+    "send-proxy-v2",
+    "send-proxy-v2-ssl",
+    "send-proxy-v2-ssl-cn",
+    "no-send-proxy",
+    "agent-check",
+    "no-agent-check",
+    "disabled",
+    "enabled",
+    "non-stick",
+    "stick",
+    "tfo",
+    "check-send-proxy",
+    "allow-0rtt",
+    "no-tls-tickets",
+    "force-sslv3",
+    "force-tlsv10",
+    "force-tlsv11",
+    "force-tlsv12",
+    "force-tlsv13",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "no-tlsv12",
+    "no-tlsv13",
+    "ssl-reuse",
+    "no-ssl-reuse",
+    "tls-tickets",
+    "no-verifyhost",
+    "check-via-socks4",
+    "ws",
 ];
 
 /// Folds `words` (the parameters after `default-server`, or after `server NAME ADDR`).
@@ -69,7 +101,8 @@ fn apply(p: &mut Params, key: &str, value: Option<&str>, line: usize) -> Result<
     };
     let count = || -> Result<u64, String> {
         let text = needs()?;
-        text.parse().map_err(|_| format!("{key}: {text:?} is not a number"))
+        text.parse()
+            .map_err(|_| format!("{key}: {text:?} is not a number"))
     };
     match key {
         "check" => p.check = at(true),
@@ -174,12 +207,26 @@ mod tests {
     fn server_params_override_default_server() {
         let mut notes = Notes::default();
         let mut defaults = Params::default();
-        fold(&mut defaults, &words("inter 3s fall 3 rise 2 on-marked-down shutdown-sessions"), 4, &mut notes);
-        let d = Directive { line: 7, words: words("server pg1 10.0.0.1:5432 maxconn 100 check port 8008 inter 1s backup") };
+        fold(
+            &mut defaults,
+            &words("inter 3s fall 3 rise 2 on-marked-down shutdown-sessions"),
+            4,
+            &mut notes,
+        );
+        let d = Directive {
+            line: 7,
+            words: words("server pg1 10.0.0.1:5432 maxconn 100 check port 8008 inter 1s backup"),
+        };
         let s = server(&d, &defaults, &mut notes).unwrap();
         assert!(notes.is_empty(), "{notes:?}");
         assert_eq!((s.host.as_str(), s.port), ("10.0.0.1", Some(5432)));
-        assert_eq!(s.params.inter, Some(At { value: Duration::from_secs(1), line: 7 }));
+        assert_eq!(
+            s.params.inter,
+            Some(At {
+                value: Duration::from_secs(1),
+                line: 7
+            })
+        );
         assert_eq!(s.params.fall, Some(At { value: 3, line: 4 }));
         assert_eq!(s.params.check_port.as_ref().unwrap().value, 8008);
         assert_eq!(s.params.shutdown_sessions.as_ref().unwrap().line, 4);
@@ -190,10 +237,18 @@ mod tests {
     #[test]
     fn unknown_or_untranslatable_params_are_noted_at_their_line() {
         let mut notes = Notes::default();
-        let d = Directive { line: 9, words: words("server r1 10.0.0.1:6379 check weight 10 send-proxy ssl verify none fastinter 500") };
+        let d = Directive {
+            line: 9,
+            words: words(
+                "server r1 10.0.0.1:6379 check weight 10 send-proxy ssl verify none fastinter 500",
+            ),
+        };
         let s = server(&d, &Params::default(), &mut notes).unwrap();
         assert!(s.is_checked());
-        let keys: Vec<_> = notes.iter().map(|n| n.message.split(':').next().unwrap().to_string()).collect();
+        let keys: Vec<_> = notes
+            .iter()
+            .map(|n| n.message.split(':').next().unwrap().to_string())
+            .collect();
         assert_eq!(keys, ["weight", "send-proxy", "ssl", "verify", "fastinter"]);
         assert!(notes.iter().all(|n| n.line == 9));
     }
@@ -201,7 +256,10 @@ mod tests {
     #[test]
     fn a_bad_address_drops_the_server_with_a_note() {
         let mut notes = Notes::default();
-        let d = Directive { line: 3, words: words("server s /var/run/pg.sock check") };
+        let d = Directive {
+            line: 3,
+            words: words("server s /var/run/pg.sock check"),
+        };
         assert!(server(&d, &Params::default(), &mut notes).is_none());
         assert!(notes.iter().next().unwrap().message.contains("UNIX socket"));
     }

@@ -10,7 +10,9 @@ use crate::config::{Balance, Config, OnDemote, Protocol, RoleFilter};
 /// Imports `text` and validates the output; panics with the YAML when it does not load.
 fn load(text: &str) -> (Config, Vec<Note>, String) {
     let imported = import(text, "test.cfg");
-    let yaml = imported.config.unwrap_or_else(|| panic!("nothing translated: {:?}", imported.notes));
+    let yaml = imported
+        .config
+        .unwrap_or_else(|| panic!("nothing translated: {:?}", imported.notes));
     let env = |key: &str| key.starts_with("ROLEGATE_").then(|| "secret".to_string());
     let config = Config::from_yaml_str_with_env(&yaml, None, &env)
         .unwrap_or_else(|errors| panic!("{errors}\n---\n{yaml}"));
@@ -18,7 +20,9 @@ fn load(text: &str) -> (Config, Vec<Note>, String) {
 }
 
 fn noted(notes: &[Note], line: usize, needle: &str) -> bool {
-    notes.iter().any(|n| n.line == line && n.message.contains(needle))
+    notes
+        .iter()
+        .any(|n| n.line == line && n.message.contains(needle))
 }
 
 fn secs(n: u64) -> Duration {
@@ -56,18 +60,45 @@ fn patroni_pair_becomes_one_postgres_cluster_with_primary_and_replica_listeners(
     let (config, notes, yaml) = load(PATRONI);
     assert_eq!(config.clusters.len(), 1, "{yaml}");
     let c = &config.clusters[0];
-    assert_eq!((c.name.as_str(), c.protocol), ("postgres", Protocol::Postgres));
+    assert_eq!(
+        (c.name.as_str(), c.protocol),
+        ("postgres", Protocol::Postgres)
+    );
     assert_eq!((c.check.interval, c.check.timeout), (secs(3), secs(5)));
     assert_eq!((c.check.rise.get(), c.check.fall.get()), (2, 3));
     assert_eq!(c.check.user.as_deref(), Some("rolegate_monitor"));
     assert!(c.check.password.is_some());
-    assert_eq!((c.connect_timeout, c.idle_timeout, c.retries), (secs(4), Some(secs(1800)), 2));
+    assert_eq!(
+        (c.connect_timeout, c.idle_timeout, c.retries),
+        (secs(4), Some(secs(1800)), 2)
+    );
     assert_eq!(c.on_demote, OnDemote::Close);
-    let roles: Vec<_> = config.listeners.iter().map(|l| (l.bind.to_string(), l.role, l.cluster.as_str().to_string())).collect();
-    assert_eq!(roles, [("0.0.0.0:5000".to_string(), RoleFilter::Primary, "postgres".to_string()), ("0.0.0.0:5001".into(), RoleFilter::Replica, "postgres".into())]);
+    let roles: Vec<_> = config
+        .listeners
+        .iter()
+        .map(|l| (l.bind.to_string(), l.role, l.cluster.as_str().to_string()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            (
+                "0.0.0.0:5000".to_string(),
+                RoleFilter::Primary,
+                "postgres".to_string()
+            ),
+            (
+                "0.0.0.0:5001".into(),
+                RoleFilter::Replica,
+                "postgres".into()
+            )
+        ]
+    );
     assert!(config.listeners.iter().all(|l| l.max_connections == 100));
     assert!(yaml.contains("ROLEGATE_POSTGRES_PASSWORD"));
-    assert!(noted(&notes, 12, "set ROLEGATE_POSTGRES_PASSWORD"), "{notes:?}");
+    assert!(
+        noted(&notes, 12, "set ROLEGATE_POSTGRES_PASSWORD"),
+        "{notes:?}"
+    );
 }
 
 #[test]
@@ -75,7 +106,10 @@ fn patroni_paths_pick_the_role() {
     for (check, role) in [
         ("option httpchk", RoleFilter::Primary),
         ("option httpchk GET /master", RoleFilter::Primary),
-        ("option httpchk\n    http-check send meth GET uri /leader", RoleFilter::Primary),
+        (
+            "option httpchk\n    http-check send meth GET uri /leader",
+            RoleFilter::Primary,
+        ),
         ("option httpchk GET /replica", RoleFilter::Replica),
         ("option httpchk GET /read-only", RoleFilter::Any),
     ] {
@@ -92,7 +126,8 @@ fn patroni_query_parameters_and_sync_endpoints_are_noted() {
     let (config, notes, _) = load(text);
     assert_eq!(config.listeners[0].role, RoleFilter::Replica);
     assert!(noted(&notes, 3, "?lag=10MB counts WAL bytes"), "{notes:?}");
-    let text = "listen pg\n bind :5001\n option httpchk GET /sync\n server a db-a:5432 check port 8008\n";
+    let text =
+        "listen pg\n bind :5001\n option httpchk GET /sync\n server a db-a:5432 check port 8008\n";
     assert!(noted(&load(text).1, 3, "synchronous state"));
 }
 
@@ -126,10 +161,16 @@ fn redis_tcp_check_script_becomes_a_redis_primary_listener_with_its_auth_moved_t
     assert_eq!(c.check.interval, secs(1));
     assert_eq!(c.check.user.as_deref(), Some("app"));
     assert!(c.check.password.is_some());
-    assert!(!yaml.contains("s3cret"), "the password must not be copied:\n{yaml}");
+    assert!(
+        !yaml.contains("s3cret"),
+        "the password must not be copied:\n{yaml}"
+    );
     assert_eq!(config.listeners[0].role, RoleFilter::Primary);
     assert_eq!(c.idle_timeout, Some(secs(30)));
-    assert!(noted(&notes, 13, "set ROLEGATE_BK_REDIS_PASSWORD"), "{notes:?}");
+    assert!(
+        noted(&notes, 13, "set ROLEGATE_BK_REDIS_PASSWORD"),
+        "{notes:?}"
+    );
     // role:slave selects replicas.
     let replica = REDIS.replace("role:master", "role:slave");
     assert_eq!(load(&replica).0.listeners[0].role, RoleFilter::Replica);
@@ -158,13 +199,28 @@ listen reads
     assert_eq!(galera.protocol, Protocol::Mysql);
     assert_eq!(galera.check.interval, secs(12));
     assert_eq!(galera.check.user.as_deref(), Some("rolegate_monitor"));
-    assert_eq!(config.listeners[0].role, RoleFilter::Primary, "one active server, the rest backup");
+    assert_eq!(
+        config.listeners[0].role,
+        RoleFilter::Primary,
+        "one active server, the rest backup"
+    );
     assert!(noted(&notes, 4, "Galera"), "{notes:?}");
     let reads = &config.clusters[1];
-    assert_eq!((reads.protocol, reads.check.user.as_deref()), (Protocol::Mysql, Some("haproxy_check")));
-    assert_eq!(config.listeners[1].role, RoleFilter::Any, "several active servers share the load");
+    assert_eq!(
+        (reads.protocol, reads.check.user.as_deref()),
+        (Protocol::Mysql, Some("haproxy_check"))
+    );
+    assert_eq!(
+        config.listeners[1].role,
+        RoleFilter::Any,
+        "several active servers share the load"
+    );
     assert_eq!(config.listeners[1].balance, Balance::LeastConn);
-    let order: Vec<_> = reads.backends.iter().map(|b| b.name.as_str().to_string()).collect();
+    let order: Vec<_> = reads
+        .backends
+        .iter()
+        .map(|b| b.name.as_str().to_string())
+        .collect();
     assert_eq!(order, ["r1", "r2", "r3"]);
     assert!(noted(&notes, 14, "no backup tier"), "{notes:?}");
 }
@@ -173,7 +229,11 @@ listen reads
 fn backups_are_listed_after_the_active_servers() {
     let text = "listen t\n bind :9000\n server b1 10.0.0.1:9000 check backup\n server a1 10.0.0.2:9000 check\n";
     let (config, _, _) = load(text);
-    let order: Vec<_> = config.clusters[0].backends.iter().map(|b| b.name.as_str().to_string()).collect();
+    let order: Vec<_> = config.clusters[0]
+        .backends
+        .iter()
+        .map(|b| b.name.as_str().to_string())
+        .collect();
     assert_eq!(order, ["a1", "b1"]);
     assert_eq!(config.clusters[0].protocol, Protocol::Tcp);
     assert_eq!(config.listeners[0].role, RoleFilter::Primary);
@@ -183,10 +243,20 @@ fn backups_are_listed_after_the_active_servers() {
 fn timeouts_combine_tunnel_else_the_shorter_side() {
     let base = "listen pg\n bind :5432\n server a 10.0.0.1:5432 check\n";
     let idle = |extra: &str| load(&format!("{base} {extra}\n")).0.clusters[0].idle_timeout;
-    assert_eq!(idle("timeout client 1h\n timeout server 10m"), Some(secs(600)));
+    assert_eq!(
+        idle("timeout client 1h\n timeout server 10m"),
+        Some(secs(600))
+    );
     assert_eq!(idle("timeout client 1h"), Some(secs(3600)));
-    assert_eq!(idle("timeout client 1h\n timeout server 10m\n timeout tunnel 2h"), Some(secs(7200)));
-    assert_eq!(idle("timeout client 0\n timeout server 0"), None, "0 is no timeout on both sides");
+    assert_eq!(
+        idle("timeout client 1h\n timeout server 10m\n timeout tunnel 2h"),
+        Some(secs(7200))
+    );
+    assert_eq!(
+        idle("timeout client 0\n timeout server 0"),
+        None,
+        "0 is no timeout on both sides"
+    );
 }
 
 #[test]
@@ -195,20 +265,33 @@ fn check_timing_is_kept_valid_for_rolegate() {
     let text = "listen r\n bind :6379\n timeout check 10s\n server a 10.0.0.1:6379 check inter 1s fall 2 downinter 500ms\n";
     let (config, notes, _) = load(text);
     let check = &config.clusters[0].check;
-    assert_eq!((check.timeout, check.down_interval), (secs(2), Duration::from_millis(500)));
+    assert_eq!(
+        (check.timeout, check.down_interval),
+        (secs(2), Duration::from_millis(500))
+    );
     assert!(noted(&notes, 3, "at most interval × fall"), "{notes:?}");
     // A fast inter leaves no room for rolegate's 500ms default timeout: it is set to the window.
     let text = "listen r\n bind :6379\n server a 10.0.0.1:6379 check inter 100ms fall 2\n";
-    assert_eq!(load(text).0.clusters[0].check.timeout, Duration::from_millis(200));
+    assert_eq!(
+        load(text).0.clusters[0].check.timeout,
+        Duration::from_millis(200)
+    );
 }
 
 #[test]
 fn what_haproxy_only_defaulted_is_left_to_rolegate() {
     let (config, _, yaml) = load("listen r\n bind :6379\n server a 10.0.0.1:6379 check\n");
     let c = &config.clusters[0];
-    assert_eq!(c.check.interval, Duration::from_millis(250), "no inter written: rolegate's default");
+    assert_eq!(
+        c.check.interval,
+        Duration::from_millis(250),
+        "no inter written: rolegate's default"
+    );
     assert_eq!(c.on_demote, OnDemote::Close);
-    assert!(yaml.contains("on_demote: keep restores HAProxy's behaviour"), "{yaml}");
+    assert!(
+        yaml.contains("on_demote: keep restores HAProxy's behaviour"),
+        "{yaml}"
+    );
 }
 
 #[test]
@@ -228,7 +311,10 @@ listen pg from base
     let (config, _, _) = load(text);
     let c = &config.clusters[0];
     assert_eq!(c.connect_timeout, secs(7));
-    assert_eq!((c.check.interval, c.check.rise.get(), c.check.fall.get()), (secs(4), 3, 4));
+    assert_eq!(
+        (c.check.interval, c.check.rise.get(), c.check.fall.get()),
+        (secs(4), 3, 4)
+    );
 }
 
 #[test]
@@ -270,7 +356,11 @@ listen ro
 ";
     let (config, _, _) = load(text);
     let l = &config.listeners[0];
-    assert_eq!((l.max_connections, l.backlog), (500, 2048), "sum of the replicas' maxconn");
+    assert_eq!(
+        (l.max_connections, l.backlog),
+        (500, 2048),
+        "sum of the replicas' maxconn"
+    );
     assert_eq!(config.workers, 3);
 }
 
@@ -287,7 +377,11 @@ fn names_yaml_would_misread_are_quoted() {
     let text = "listen true\n bind :6379\n server 123 10.0.0.1:6379 check\n server no 10.0.0.2:6379 check\n";
     let (config, _, yaml) = load(text);
     assert_eq!(config.listeners[0].name.as_str(), "true");
-    let names: Vec<_> = config.clusters[0].backends.iter().map(|b| b.name.as_str().to_string()).collect();
+    let names: Vec<_> = config.clusters[0]
+        .backends
+        .iter()
+        .map(|b| b.name.as_str().to_string())
+        .collect();
     assert_eq!(names, ["123", "no"]);
     assert!(yaml.contains("name: \"true\""), "{yaml}");
 }

@@ -11,7 +11,9 @@ use std::net::SocketAddr;
 use super::cluster;
 use super::detect::{self, Detected};
 use super::listener;
-use super::model::{noted, Cluster, ClusterSettings, Listener, Model, Noted, Placeholder, Protocol, Role};
+use super::model::{
+    noted, Cluster, ClusterSettings, Listener, Model, Noted, Placeholder, Protocol, Role,
+};
 use super::proxy::{self, At, Scope, Settings};
 use super::reasons;
 use super::sections::{Directive, Kind, Section};
@@ -62,7 +64,14 @@ pub(super) fn translate(sections: &[Section], notes: &mut Notes) -> Model {
             Kind::Listen | Kind::Frontend | Kind::Backend => {
                 proxies.push(read_proxy(section, &defaults, &named, notes));
             }
-            Kind::Other(kind) => notes.add(section.header.line, format!("section {}: not translated; {}", section.header.text(), other_section(kind))),
+            Kind::Other(kind) => notes.add(
+                section.header.line,
+                format!(
+                    "section {}: not translated; {}",
+                    section.header.text(),
+                    other_section(kind)
+                ),
+            ),
         }
     }
     let mut builder = Builder::default();
@@ -77,23 +86,40 @@ pub(super) fn translate(sections: &[Section], notes: &mut Notes) -> Model {
         };
         builder.route(front, back, &global, notes);
     }
-    for back in proxies.iter().filter(|p| p.section.kind == Kind::Backend && !p.skipped) {
+    for back in proxies
+        .iter()
+        .filter(|p| p.section.kind == Kind::Backend && !p.skipped)
+    {
         if !builder.used.contains(&back.name().to_string()) {
-            notes.add(back.section.header.line, format!("backend {}: no frontend routes to it; not translated", back.name()));
+            notes.add(
+                back.section.header.line,
+                format!(
+                    "backend {}: no frontend routes to it; not translated",
+                    back.name()
+                ),
+            );
         }
     }
     builder.finish(global.workers, notes)
 }
 
 /// The settings a section starts from: its `from NAME` defaults, else the last `defaults`.
-fn base(section: &Section, last: &Settings, named: &HashMap<&str, Settings>, notes: &mut Notes) -> Settings {
+fn base(
+    section: &Section,
+    last: &Settings,
+    named: &HashMap<&str, Settings>,
+    notes: &mut Notes,
+) -> Settings {
     let words = &section.header.words;
     let Some(i) = words.iter().position(|w| w == "from") else {
         return last.clone();
     };
     let name = words.get(i + 1).map_or("", String::as_str);
     named.get(name).cloned().unwrap_or_else(|| {
-        notes.add(section.header.line, format!("defaults section {name:?} is not defined; the previous defaults apply"));
+        notes.add(
+            section.header.line,
+            format!("defaults section {name:?} is not defined; the previous defaults apply"),
+        );
         last.clone()
     })
 }
@@ -101,12 +127,22 @@ fn base(section: &Section, last: &Settings, named: &HashMap<&str, Settings>, not
 fn read_global(section: &Section, global: &mut Global, notes: &mut Notes) {
     for d in &section.body {
         match (d.keyword(), d.arg(1).parse::<u64>()) {
-            ("maxconn", Ok(n)) => global.maxconn = Some(At { value: n, line: d.line }),
+            ("maxconn", Ok(n)) => {
+                global.maxconn = Some(At {
+                    value: n,
+                    line: d.line,
+                })
+            }
             ("nbthread", Ok(n)) => match u32::try_from(n) {
-                Ok(n) if n > 0 => global.workers = Some(noted(n, format!("nbthread (line {})", d.line))),
+                Ok(n) if n > 0 => {
+                    global.workers = Some(noted(n, format!("nbthread (line {})", d.line)))
+                }
                 _ => notes.add(d.line, "nbthread: not a thread count"),
             },
-            (keyword, _) => notes.add(d.line, format!("global {keyword}: {}", reasons::global(keyword))),
+            (keyword, _) => notes.add(
+                d.line,
+                format!("global {keyword}: {}", reasons::global(keyword)),
+            ),
         }
     }
 }
@@ -122,7 +158,12 @@ fn other_section(kind: &str) -> &'static str {
     }
 }
 
-fn read_proxy<'a>(section: &'a Section, defaults: &Settings, named: &HashMap<&str, Settings>, notes: &mut Notes) -> Proxy<'a> {
+fn read_proxy<'a>(
+    section: &'a Section,
+    defaults: &Settings,
+    named: &HashMap<&str, Settings>,
+    notes: &mut Notes,
+) -> Proxy<'a> {
     let scope = match section.kind {
         Kind::Listen => Scope::Listen,
         Kind::Frontend => Scope::Frontend,
@@ -132,30 +173,71 @@ fn read_proxy<'a>(section: &'a Section, defaults: &Settings, named: &HashMap<&st
     // `listen NAME ADDRESS` (HAProxy 1.x) binds in the header.
     let header = &section.header;
     if scope != Scope::Backend && header.words.len() > 2 && header.arg(2) != "from" {
-        settings.binds.push(Directive { line: header.line, words: vec!["bind".into(), header.arg(2).into()] });
+        settings.binds.push(Directive {
+            line: header.line,
+            words: vec!["bind".into(), header.arg(2).into()],
+        });
     }
     proxy::fold(&mut settings, &section.body, scope, notes);
-    let mut proxy = Proxy { section, settings, skipped: false };
+    let mut proxy = Proxy {
+        section,
+        settings,
+        skipped: false,
+    };
     let label = proxy.label();
     if let Some(line) = proxy.settings.stats {
-        notes.add(header.line, format!("{label}: a statistics page (stats at line {line}); not translated: {}", reasons::proxy("stats")));
+        notes.add(
+            header.line,
+            format!(
+                "{label}: a statistics page (stats at line {line}); not translated: {}",
+                reasons::proxy("stats")
+            ),
+        );
         proxy.skipped = true;
     } else if let Some(mode) = proxy.settings.mode.as_ref().filter(|m| m.value == "http") {
-        notes.add(header.line, format!("{label}: mode http (line {}); not translated: rolegate is a TCP proxy", mode.line));
+        notes.add(
+            header.line,
+            format!(
+                "{label}: mode http (line {}); not translated: rolegate is a TCP proxy",
+                mode.line
+            ),
+        );
         proxy.skipped = true;
     }
     proxy
 }
 
-fn route_target<'p, 'a>(front: &Proxy<'a>, proxies: &'p [Proxy<'a>], notes: &mut Notes) -> Option<&'p Proxy<'a>> {
+fn route_target<'p, 'a>(
+    front: &Proxy<'a>,
+    proxies: &'p [Proxy<'a>],
+    notes: &mut Notes,
+) -> Option<&'p Proxy<'a>> {
     let Some(target) = &front.settings.default_backend else {
-        notes.add(front.section.header.line, format!("{}: no default_backend (or unconditional use_backend); nothing to route to", front.label()));
+        notes.add(
+            front.section.header.line,
+            format!(
+                "{}: no default_backend (or unconditional use_backend); nothing to route to",
+                front.label()
+            ),
+        );
         return None;
     };
-    let found = proxies.iter().find(|p| p.name() == target.value && matches!(p.section.kind, Kind::Backend | Kind::Listen));
+    let found = proxies.iter().find(|p| {
+        p.name() == target.value && matches!(p.section.kind, Kind::Backend | Kind::Listen)
+    });
     match found {
-        None => notes.add(target.line, format!("backend {:?} is not defined", target.value)),
-        Some(back) if back.skipped => notes.add(target.line, format!("{}: routes to {}, which is not translated", front.label(), back.label())),
+        None => notes.add(
+            target.line,
+            format!("backend {:?} is not defined", target.value),
+        ),
+        Some(back) if back.skipped => notes.add(
+            target.line,
+            format!(
+                "{}: routes to {}, which is not translated",
+                front.label(),
+                back.label()
+            ),
+        ),
         Some(back) => return Some(back),
     }
     None
@@ -184,22 +266,35 @@ impl Builder {
         self.used.push(back.name().to_string());
         let servers = servers(&back.settings, notes);
         if servers.is_empty() {
-            notes.add(back.section.header.line, format!("{}: no usable server; not translated", back.label()));
+            notes.add(
+                back.section.header.line,
+                format!("{}: no usable server; not translated", back.label()),
+            );
             return;
         }
         let detected = detect::detect(&back.settings, &servers, notes);
-        let settings = cluster::settings(&front.settings, &back.settings, &servers, &detected, notes);
+        let settings =
+            cluster::settings(&front.settings, &back.settings, &servers, &detected, notes);
         let backends = cluster::backends(&servers, notes);
         if backends.is_empty() {
             return;
         }
         let binds = listener::binds(&front.settings.binds, notes);
         if binds.is_empty() {
-            notes.add(front.section.header.line, format!("{}: no bind address rolegate can use; not translated", front.label()));
+            notes.add(
+                front.section.header.line,
+                format!(
+                    "{}: no bind address rolegate can use; not translated",
+                    front.label()
+                ),
+            );
             return;
         }
         let index = self.cluster_for(back, settings, backends, detected.clone(), notes);
-        let role = detected.role.clone().unwrap_or_else(|| listener::role_by_layout(&back.settings, &servers));
+        let role = detected
+            .role
+            .clone()
+            .unwrap_or_else(|| listener::role_by_layout(&back.settings, &servers));
         let balance = match role.value {
             Role::Primary => None,
             _ => listener::balance(&back.settings, notes),
@@ -216,16 +311,30 @@ impl Builder {
                 continue;
             }
             let base = values::name(front.name());
-            let name = if count == 1 { base } else { format!("{base}-{}", i + 1) };
+            let name = if count == 1 {
+                base
+            } else {
+                format!("{base}-{}", i + 1)
+            };
             let listener = Listener {
                 name,
-                comments: vec![format!("{} (line {})", front.label(), front.section.header.line)],
+                comments: vec![format!(
+                    "{} (line {})",
+                    front.label(),
+                    front.section.header.line
+                )],
                 bind: noted(bind.address.clone(), format!("bind (line {})", bind.line)),
                 cluster: String::new(),
                 role: role.clone(),
                 fallback: None,
                 balance: balance.clone(),
-                max_connections: listener::max_connections(bind, &front.settings, global.maxconn.as_ref(), &servers, role.value),
+                max_connections: listener::max_connections(
+                    bind,
+                    &front.settings,
+                    global.maxconn.as_ref(),
+                    &servers,
+                    role.value,
+                ),
                 backlog: bind
                     .backlog
                     .clone()
@@ -249,18 +358,39 @@ impl Builder {
     }
 
     /// The cluster with these servers and settings, created when there is none.
-    fn cluster_for(&mut self, back: &Proxy<'_>, settings: ClusterSettings, backends: Vec<super::model::Backend>, detected: Detected, notes: &mut Notes) -> usize {
+    fn cluster_for(
+        &mut self,
+        back: &Proxy<'_>,
+        settings: ClusterSettings,
+        backends: Vec<super::model::Backend>,
+        detected: Detected,
+        notes: &mut Notes,
+    ) -> usize {
         let mut key: Vec<&str> = backends.iter().map(|b| b.address.as_str()).collect();
         key.sort_unstable();
         let same_servers = |p: &Pending| {
-            let mut other: Vec<&str> = p.cluster.backends.iter().map(|b| b.address.as_str()).collect();
+            let mut other: Vec<&str> = p
+                .cluster
+                .backends
+                .iter()
+                .map(|b| b.address.as_str())
+                .collect();
             other.sort_unstable();
             other == key && p.cluster.settings.protocol == settings.protocol
         };
-        if let Some(i) = self.pending.iter().position(|p| same_servers(p) && p.cluster.settings.same_values(&settings)) {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|p| same_servers(p) && p.cluster.settings.same_values(&settings))
+        {
             if !self.pending[i].sources.contains(&back.name().to_string()) {
                 self.pending[i].sources.push(back.name().to_string());
-                self.pending[i].cluster.comments.push(format!("{} (line {}): {}", back.label(), back.section.header.line, detected.how));
+                self.pending[i].cluster.comments.push(format!(
+                    "{} (line {}): {}",
+                    back.label(),
+                    back.section.header.line,
+                    detected.how
+                ));
             }
             return i;
         }
@@ -270,7 +400,12 @@ impl Builder {
         self.pending.push(Pending {
             cluster: Cluster {
                 name: String::new(),
-                comments: vec![format!("{} (line {}): {}", back.label(), back.section.header.line, detected.how)],
+                comments: vec![format!(
+                    "{} (line {}): {}",
+                    back.label(),
+                    back.section.header.line,
+                    detected.how
+                )],
                 settings,
                 backends,
             },
@@ -283,10 +418,16 @@ impl Builder {
 
     /// Names clusters and listeners uniquely, adds credentials, and returns the model.
     fn finish(mut self, workers: Option<Noted<u32>>, notes: &mut Notes) -> Model {
-        let mut model = Model { workers, ..Model::default() };
+        let mut model = Model {
+            workers,
+            ..Model::default()
+        };
         let mut taken: Vec<String> = Vec::new();
         for mut p in std::mem::take(&mut self.pending) {
-            let name = unique(&cluster_name(&p.sources, p.cluster.settings.protocol), &mut taken);
+            let name = unique(
+                &cluster_name(&p.sources, p.cluster.settings.protocol),
+                &mut taken,
+            );
             p.cluster.name = name.clone();
             credentials(&mut p, &mut model.placeholders, notes);
             if p.cluster.settings.on_demote.is_none() {
@@ -312,7 +453,10 @@ fn servers(s: &Settings, notes: &mut Notes) -> Vec<Server> {
     for d in &s.default_server {
         server::fold(&mut defaults, &d.words[1..], d.line, notes);
     }
-    s.servers.iter().filter_map(|d| server::server(d, &defaults, notes)).collect()
+    s.servers
+        .iter()
+        .filter_map(|d| server::server(d, &defaults, notes))
+        .collect()
 }
 
 /// One source: its name. Several (`pg_primary`, `pg_replicas`): what their names share, else
@@ -326,8 +470,15 @@ fn cluster_name(sources: &[String], protocol: Protocol) -> String {
     }
     let mut prefix = first.as_str();
     for s in rest {
-        let common = prefix.char_indices().zip(s.chars()).take_while(|((_, a), b)| a == b).count();
-        prefix = &prefix[..prefix.char_indices().nth(common).map_or(prefix.len(), |(i, _)| i)];
+        let common = prefix
+            .char_indices()
+            .zip(s.chars())
+            .take_while(|((_, a), b)| a == b)
+            .count();
+        prefix = &prefix[..prefix
+            .char_indices()
+            .nth(common)
+            .map_or(prefix.len(), |(i, _)| i)];
     }
     let prefix = prefix.trim_end_matches(['_', '-', '.']);
     if prefix.len() >= 2 {
@@ -355,13 +506,20 @@ fn credentials(p: &mut Pending, placeholders: &mut Vec<Placeholder>, notes: &mut
     let check = &mut p.cluster.settings.check;
     let name = p.cluster.name.clone();
     let env = values::password_env(&name);
-    let line = if p.detected.line > 0 { p.detected.line } else { 1 };
+    let line = if p.detected.line > 0 {
+        p.detected.line
+    } else {
+        1
+    };
     match protocol {
         Protocol::Postgres | Protocol::Mysql => {
             let user = match &check.user {
                 Some(user) => user.value.clone(),
                 None => {
-                    check.user = Some(noted("rolegate_monitor".to_string(), "placeholder: the account rolegate's checks log in as; create it"));
+                    check.user = Some(noted(
+                        "rolegate_monitor".to_string(),
+                        "placeholder: the account rolegate's checks log in as; create it",
+                    ));
                     "rolegate_monitor".to_string()
                 }
             };
@@ -371,13 +529,22 @@ fn credentials(p: &mut Pending, placeholders: &mut Vec<Placeholder>, notes: &mut
             };
             notes.add(line, format!("cluster {name}: HAProxy's check logged in with no password; rolegate's {} check logs in as {user:?}: set {env} to its password ({grant})", protocol.as_str()));
             check.password_env = Some(noted(env.clone(), "placeholder: set this variable"));
-            placeholders.push(Placeholder { env, what: format!("password of {user} for the checks of cluster {name}") });
+            placeholders.push(Placeholder {
+                env,
+                what: format!("password of {user} for the checks of cluster {name}"),
+            });
         }
         Protocol::Redis if p.detected.auth_line.is_some() => {
             let at = p.detected.auth_line.unwrap_or(line);
             notes.add(at, format!("tcp-check send AUTH: the password is not copied into the config; set {env} to it"));
-            check.password_env = Some(noted(env.clone(), format!("the password of tcp-check send AUTH (line {at})")));
-            placeholders.push(Placeholder { env, what: format!("the Redis password of cluster {name}") });
+            check.password_env = Some(noted(
+                env.clone(),
+                format!("the password of tcp-check send AUTH (line {at})"),
+            ));
+            placeholders.push(Placeholder {
+                env,
+                what: format!("the Redis password of cluster {name}"),
+            });
         }
         _ => {}
     }

@@ -6,11 +6,13 @@ use std::time::Duration;
 
 /// An HAProxy time: `<n>[us|ms|s|m|h|d]`, milliseconds without a unit.
 pub(super) fn duration(text: &str) -> Result<Duration, String> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not an HAProxy time (a number with us, ms, s, m, h or d)"))?;
+    let n: u64 = number.parse().map_err(|_| {
+        format!("{text:?} is not an HAProxy time (a number with us, ms, s, m, h or d)")
+    })?;
     let micros = match unit {
         "us" => 1,
         "" | "ms" => 1_000,
@@ -40,7 +42,7 @@ pub(super) fn show(d: Duration) -> String {
     }
     let (size, unit) = UNITS
         .iter()
-        .find(|(size, _)| micros % size == 0)
+        .find(|(size, _)| micros.is_multiple_of(*size))
         .copied()
         .unwrap_or((1, "us"));
     format!("{}{unit}", micros / size)
@@ -85,7 +87,9 @@ pub(super) fn server(text: &str) -> Result<(String, Option<u16>), String> {
     // is no address at all (`fd00::1` written without a port).
     let (host, port) = match rest.rsplit_once(':') {
         Some((host, port)) if bracketed && host.ends_with(']') => (host, Some(port)),
-        Some((host, port)) if !bracketed && (!host.contains(':') || host.parse::<Ipv6Addr>().is_ok()) => {
+        Some((host, port))
+            if !bracketed && (!host.contains(':') || host.parse::<Ipv6Addr>().is_ok()) =>
+        {
             (host, Some(port))
         }
         _ => (rest, None),
@@ -178,7 +182,13 @@ pub(super) fn name(text: &str) -> String {
 pub(super) fn password_env(cluster: &str) -> String {
     let stem: String = cluster
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("ROLEGATE_{stem}_PASSWORD")
 }
@@ -206,12 +216,26 @@ mod tests {
     fn binds_cover_wildcards_families_lists_and_refusals() {
         assert_eq!(binds("*:5000"), Ok(vec!["0.0.0.0:5000".to_string()]));
         assert_eq!(binds(":5000"), Ok(vec!["0.0.0.0:5000".to_string()]));
-        assert_eq!(binds("10.0.0.1:5000,10.0.0.1:5001"), Ok(vec!["10.0.0.1:5000".into(), "10.0.0.1:5001".into()]));
+        assert_eq!(
+            binds("10.0.0.1:5000,10.0.0.1:5001"),
+            Ok(vec!["10.0.0.1:5000".into(), "10.0.0.1:5001".into()])
+        );
         assert_eq!(binds(":::5432"), Ok(vec!["[::]:5432".to_string()]));
         assert_eq!(binds("[::1]:5432"), Ok(vec!["[::1]:5432".to_string()]));
         assert_eq!(binds("ipv6@:5432"), Ok(vec!["[::]:5432".to_string()]));
-        assert_eq!(binds("ipv4@127.0.0.1:5432"), Ok(vec!["127.0.0.1:5432".to_string()]));
-        for bad in ["db.local:5432", "/run/pg.sock", "unix@/x", "fd@3", "*:5000-5005", "*", "$VIP:5000"] {
+        assert_eq!(
+            binds("ipv4@127.0.0.1:5432"),
+            Ok(vec!["127.0.0.1:5432".to_string()])
+        );
+        for bad in [
+            "db.local:5432",
+            "/run/pg.sock",
+            "unix@/x",
+            "fd@3",
+            "*:5000-5005",
+            "*",
+            "$VIP:5000",
+        ] {
             assert!(binds(bad).is_err(), "{bad}");
         }
     }
@@ -219,11 +243,17 @@ mod tests {
     #[test]
     fn server_addresses_keep_hosts_and_optional_ports() {
         assert_eq!(server("10.0.0.1:5432"), Ok(("10.0.0.1".into(), Some(5432))));
-        assert_eq!(server("pg-1.internal:5432"), Ok(("pg-1.internal".into(), Some(5432))));
+        assert_eq!(
+            server("pg-1.internal:5432"),
+            Ok(("pg-1.internal".into(), Some(5432)))
+        );
         assert_eq!(server("10.0.0.1"), Ok(("10.0.0.1".into(), None)));
         assert_eq!(server("[fd00::1]:6379"), Ok(("fd00::1".into(), Some(6379))));
         assert_eq!(server("fd00::1"), Ok(("fd00::1".into(), None)));
-        assert_eq!(server("ipv6@fd00::1:6379"), Ok(("fd00::1".into(), Some(6379))));
+        assert_eq!(
+            server("ipv6@fd00::1:6379"),
+            Ok(("fd00::1".into(), Some(6379)))
+        );
         assert!(server("10.0.0.1:+1").is_err());
         assert!(server("10.0.0.1:0").is_err());
         assert!(server("/tmp/.s.PGSQL.5432").is_err());
@@ -233,7 +263,10 @@ mod tests {
 
     #[test]
     fn names_and_env_vars_are_made_valid() {
-        assert_eq!(name("postgresql_127.0.0.1_5432"), "postgresql_127.0.0.1_5432");
+        assert_eq!(
+            name("postgresql_127.0.0.1_5432"),
+            "postgresql_127.0.0.1_5432"
+        );
         assert_eq!(name("pg primary/rw"), "pg-primary-rw");
         assert_eq!(password_env("pg-main.eu"), "ROLEGATE_PG_MAIN_EU_PASSWORD");
     }
