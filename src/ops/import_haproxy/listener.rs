@@ -95,11 +95,14 @@ pub(super) fn role_by_layout(back: &Settings, servers: &[Server]) -> Noted<Role>
             format!("balance first (line {}): one server at a time", b.line),
         );
     }
-    if active <= 1 {
+    if active <= 1 && servers.len() > 1 {
         return noted(
             Role::Primary,
             "one active server, the others backup: one server at a time",
         );
+    }
+    if active <= 1 {
+        return noted(Role::Primary, "one server");
     }
     noted(
         Role::Any,

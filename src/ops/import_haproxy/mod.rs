@@ -16,11 +16,13 @@
 //! placeholders, named at the top of the output and on stderr.
 
 mod cluster;
+mod credentials;
 mod detect;
 mod emit;
 mod lex;
 mod listener;
 mod model;
+mod proxies;
 mod proxy;
 mod reasons;
 mod sections;

@@ -138,6 +138,9 @@ fn apply(s: &mut Settings, d: &Directive, scope: Scope) -> Result<(), String> {
                 reasons::proxy("use_backend")
             ))
         }
+        "stats" if scope == Scope::Defaults => {
+            return Err(format!("{}: {}", d.text(), reasons::proxy("stats")))
+        }
         "stats" => s.stats = Some(d.line),
         "description" | "id" | "enabled" => {}
         "disabled" => return Err("disabled: this proxy was off in HAProxy; its translation is kept, delete it if it should stay off".into()),

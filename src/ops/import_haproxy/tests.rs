@@ -411,3 +411,26 @@ fn nothing_translatable_gives_no_config() {
     let lines: Vec<_> = imported.notes.iter().map(|n| n.line).collect();
     assert_eq!(lines, [2, 5, 8, 11], "{:?}", imported.notes);
 }
+
+#[test]
+fn stats_in_defaults_is_noted_not_inherited() {
+    let text = "defaults\n mode tcp\n stats enable\nlisten pg\n bind :5432\n server a 10.0.0.1:5432 check port 8008\n";
+    let (config, notes, _) = load(text);
+    assert_eq!(
+        config.listeners.len(),
+        1,
+        "a tcp listen is not a statistics page"
+    );
+    assert!(noted(&notes, 3, "stats enable"), "{notes:?}");
+}
+
+#[test]
+fn clusters_whose_names_fold_to_one_variable_get_two() {
+    let text = "listen pg-a\n bind :5432\n server a 10.0.0.1:5432 check port 8008\nlisten pg_a\n bind :5433\n server b 10.0.0.2:5432 check port 8008\n";
+    let (config, _, yaml) = load(text);
+    assert_eq!(config.clusters.len(), 2);
+    assert!(
+        yaml.contains("ROLEGATE_PG_A_PASSWORD") && yaml.contains("ROLEGATE_PG_A_2_PASSWORD"),
+        "{yaml}"
+    );
+}
