@@ -210,7 +210,12 @@ fn galera_clustercheck_and_mysql_check() {
         yaml.contains("max_connections: 256"),
         "the writer's maxconn (default-server): {yaml}"
     );
-    assert!(yaml.contains("role: any") && yaml.contains("balance: round_robin"));
+    // mysql-check only says a server is up; the frontend's name says it reads.
+    assert!(
+        yaml.contains("role: replica") && yaml.contains("by the name \"mysql-read\""),
+        "{yaml}"
+    );
+    assert!(yaml.contains("balance: round_robin"));
 }
 
 #[test]

@@ -7,9 +7,10 @@
 //! | `option httpchk` to xinetd `clustercheck` (`check port 9200`) | mysql | by servers |
 //! | `option mysql-check` / `pgsql-check` / `redis-check` | mysql / postgres / redis | by servers |
 //! | `tcp-check` speaking Redis (`PING`, `info replication`, `expect string role:master`) | redis | `role:master` → primary, `role:slave` → replica |
-//! | none, or a check rolegate cannot read | by the servers' port (5432, 3306, 6379), else tcp | by servers |
+//! | none, or a check rolegate cannot read | by the servers' port (5432, 3306, 6379), else tcp | by name, else by servers |
 //!
-//! "By servers" is HAProxy's own layout: one active server (the rest `backup`) or
+//! "By name": when the check cannot say, a proxy named for a role (`pg-master`, `mysql-read`,
+//! `redis_replicas`) serves that role. "By servers" is HAProxy's own layout: one active server (the rest `backup`) or
 //! `balance first` means one writer at a time → primary; several active servers share the
 //! load → any. rolegate then asks the database for its role itself (`pg_is_in_recovery()`,
 //! `@@read_only`, `ROLE`), so the HTTP oracle or the script is replaced, not copied.
@@ -174,7 +175,7 @@ fn http(
         user: None,
         auth_line: None,
     };
-    if check_port == Some(CLUSTERCHECK_PORT) || (by_port == Some(Protocol::Mysql) && !patroni) {
+    if check_port == Some(CLUSTERCHECK_PORT) {
         notes.add(line, "clustercheck answers 200 while a Galera node is synced; rolegate routes by @@global.read_only instead, and several writable nodes are a split brain to it: set read_only=ON on the nodes that should not take writes");
         return base(
             Protocol::Mysql,

@@ -6,7 +6,7 @@
 //! servers' own `maxconn` (HAProxy queues above them): the largest one for a primary listener
 //! (one server takes the writes), their sum for replica and `any` listeners.
 
-use super::model::{noted, Noted, Role};
+use super::model::{noted, Noted, Protocol, Role};
 use super::proxy::{At, Settings};
 use super::sections::Directive;
 use super::server::Server;
@@ -86,8 +86,47 @@ pub(super) fn binds(lines: &[Directive], notes: &mut Notes) -> Vec<Bind> {
     out
 }
 
-/// The role by the servers' layout, when the check does not select one.
-pub(super) fn role_by_layout(back: &Settings, servers: &[Server]) -> Noted<Role> {
+/// The role when the check does not select one: by the proxies' names (operators name them
+/// for the role their check script picked: `master`, `mysql-read`), else by the servers'
+/// layout. A tcp cluster has no roles, so only its layout counts.
+pub(super) fn role_unsaid(
+    names: [&str; 2],
+    protocol: Protocol,
+    back: &Settings,
+    servers: &[Server],
+) -> Noted<Role> {
+    if protocol != Protocol::Tcp {
+        for name in names {
+            if let Some(role) = role_by_name(name) {
+                let comment = format!("by the name {name:?}; the HAProxy check did not say");
+                return noted(role, comment);
+            }
+        }
+    }
+    role_by_layout(back, servers)
+}
+
+fn role_by_name(name: &str) -> Option<Role> {
+    const PRIMARY: &[&str] = &[
+        "master", "primary", "leader", "write", "writer", "writes", "rw",
+    ];
+    const REPLICA: &[&str] = &[
+        "slave", "slaves", "replica", "replicas", "standby", "read", "reader", "reads", "ro",
+        "readonly",
+    ];
+    let words: Vec<String> = name
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let has = |set: &[&str]| words.iter().any(|w| set.contains(&w.as_str()));
+    match (has(PRIMARY), has(REPLICA)) {
+        (true, false) => Some(Role::Primary),
+        (false, true) => Some(Role::Replica),
+        _ => None,
+    }
+}
+
+fn role_by_layout(back: &Settings, servers: &[Server]) -> Noted<Role> {
     let active = servers.iter().filter(|s| !s.is_backup()).count();
     if let Some(b) = back.balance.as_ref().filter(|b| b.value == "first") {
         return noted(

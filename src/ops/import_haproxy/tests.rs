@@ -186,7 +186,7 @@ listen galera
     server n1 10.0.1.1:3306 check port 9200 inter 12000 rise 3 fall 3
     server n2 10.0.1.2:3306 check port 9200 inter 12000 rise 3 fall 3 backup
     server n3 10.0.1.3:3306 check port 9200 inter 12000 rise 3 fall 3 backup
-listen reads
+listen pool
     bind 0.0.0.0:3307
     balance leastconn
     option mysql-check user haproxy_check
@@ -432,5 +432,32 @@ fn clusters_whose_names_fold_to_one_variable_get_two() {
     assert!(
         yaml.contains("ROLEGATE_PG_A_PASSWORD") && yaml.contains("ROLEGATE_PG_A_2_PASSWORD"),
         "{yaml}"
+    );
+}
+
+#[test]
+fn an_http_oracle_rolegate_cannot_read_leaves_the_role_to_the_proxy_names() {
+    let text = "\
+listen master *:8306
+  option httpchk
+  server db1 10.0.0.1:3306 check port 7555 inter 5s
+  server db2 10.0.0.2:3306 check port 7555 inter 5s
+listen slave *:8307
+  option httpchk
+  server db1 10.0.0.1:3306 check port 7556 inter 5s
+  server db2 10.0.0.2:3306 check port 7556 inter 5s
+";
+    let (config, notes, _) = load(text);
+    assert_eq!(config.clusters.len(), 1, "the same servers: one cluster");
+    assert_eq!(config.clusters[0].protocol, Protocol::Mysql);
+    let roles: Vec<_> = config.listeners.iter().map(|l| l.role).collect();
+    assert_eq!(roles, [RoleFilter::Primary, RoleFilter::Replica]);
+    assert!(
+        noted(&notes, 2, "HTTP health endpoint rolegate cannot ask"),
+        "{notes:?}"
+    );
+    assert!(
+        !notes.iter().any(|n| n.message.contains("Galera")),
+        "port 7555 is not clustercheck"
     );
 }

@@ -100,10 +100,10 @@ impl Builder {
             return;
         }
         let index = self.cluster_for(back, settings, backends, detected.clone(), notes);
-        let role = detected
-            .role
-            .clone()
-            .unwrap_or_else(|| listener::role_by_layout(&back.settings, &servers));
+        let role = detected.role.clone().unwrap_or_else(|| {
+            let names = [front.name(), back.name()];
+            listener::role_unsaid(names, detected.protocol, &back.settings, &servers)
+        });
         let balance = match role.value {
             Role::Primary => None,
             _ => listener::balance(&back.settings, notes),
