@@ -2,12 +2,14 @@
 //! → a rolegate config on stdout, and one `FILE:LINE: message` on stderr per construct that
 //! could not be translated.
 //!
-//! The pipeline is four pure steps, one file each: [`lex`] splits a line into words the way
-//! HAProxy does, [`sections`] groups them into sections with line numbers, [`proxy`] and
-//! [`server`] fold a section's directives (over its `defaults`) into settings, [`detect`] reads
-//! the protocol and role out of the health check (Patroni's REST paths, a Redis `tcp-check`
-//! script, `mysql-check`, xinetd `clustercheck`), [`translate`] turns proxies into clusters
-//! ([`cluster`]) and listeners ([`listener`]), and [`emit`] writes them as commented YAML.
+//! The pipeline is a chain of pure steps, one file each: `lex` splits a line into words the
+//! way HAProxy does, `sections` groups them into sections with line numbers, `proxies`
+//! folds each proxy over its `defaults` (`proxy` for its directives, `server` for
+//! `server`/`default-server` parameters), `detect` reads the protocol and role out of the
+//! health check (Patroni's REST paths, a Redis `tcp-check` script, `mysql-check`, xinetd
+//! `clustercheck`), `translate` turns routes into clusters (`cluster`, `credentials`) and
+//! listeners (`listener`), and `emit` writes the `model` as commented YAML. Every
+//! message names the reason from `reasons`; only [`run`] touches the file system.
 //!
 //! The rule for what is carried over: **what the operator wrote is translated; what HAProxy
 //! only defaulted is left to rolegate's defaults**, and a comment says where they differ (an
