@@ -182,6 +182,11 @@ pub(super) fn backends(servers: &[Server], notes: &mut Notes) -> Vec<Backend> {
             notes.add(s.line, format!("server {}: no port; HAProxy connects to the port the client came to, rolegate needs it written (HOST:PORT)", s.name));
             continue;
         };
+        let address = values::join(&s.host, port);
+        if let Some(twin) = out.iter().find(|b| b.address == address) {
+            notes.add(s.line, format!("server {}: the same address as server {}; a rolegate backend is one server, so it is left out", s.name, twin.name));
+            continue;
+        }
         let mut name = values::name(&s.name);
         let mut n = 2;
         while out.iter().any(|b| b.name == name) {
@@ -195,7 +200,7 @@ pub(super) fn backends(servers: &[Server], notes: &mut Notes) -> Vec<Backend> {
         };
         out.push(Backend {
             name,
-            address: values::join(&s.host, port),
+            address,
             comment,
         });
     }

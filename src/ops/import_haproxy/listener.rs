@@ -199,7 +199,10 @@ pub(super) fn max_connections(
                 per_server.iter().copied().max().unwrap_or(0),
                 "the primary server's maxconn",
             ),
-            _ => (per_server.iter().sum(), "the sum of the servers' maxconn"),
+            _ => (
+                per_server.iter().fold(0u64, |a, b| a.saturating_add(*b)),
+                "the sum of the servers' maxconn",
+            ),
         };
         limits.push((n, how.to_string()));
     }

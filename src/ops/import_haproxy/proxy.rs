@@ -142,6 +142,8 @@ fn apply(s: &mut Settings, d: &Directive, scope: Scope) -> Result<(), String> {
             return Err(format!("{}: {}", d.text(), reasons::proxy("stats")))
         }
         "stats" => s.stats = Some(d.line),
+        // HAProxy 1.x spelling of `option redispatch`: rolegate retries another candidate anyway.
+        "redispatch" => {}
         "description" | "id" | "enabled" => {}
         "disabled" => return Err("disabled: this proxy was off in HAProxy; its translation is kept, delete it if it should stay off".into()),
         "bind" | "server" | "default_backend" => {
@@ -344,7 +346,7 @@ mod tests {
     #[test]
     fn untranslatable_directives_are_noted_with_a_reason() {
         let (s, notes) = fold_text(
-            "acl is_rw dst_port 5000\nuse_backend pg_rw if is_rw\nuse_backend pg_all\noption tcplog\nbind *:5000\ntimeout queue 1m\noption redispatch\nhttp-check expect status 200",
+            "acl is_rw dst_port 5000\nuse_backend pg_rw if is_rw\nuse_backend pg_all\noption tcplog\nbind *:5000\ntimeout queue 1m\noption redispatch\nhttp-check expect status 200\nredispatch",
             Scope::Frontend,
         );
         assert_eq!(s.default_backend.unwrap().value, "pg_all");

@@ -461,3 +461,43 @@ listen slave *:8307
         "port 7555 is not clustercheck"
     );
 }
+
+#[test]
+fn any_truncation_of_the_fixtures_is_handled_without_panicking() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs/haproxy");
+    let mut runs = 0;
+    for entry in std::fs::read_dir(&dir).expect("fixtures") {
+        let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            // Cut at every word boundary and inside words every few characters: enough to
+            // leave each keyword without its value and each value half written.
+            let cuts = line.char_indices().filter(|(i, c)| {
+                c.is_whitespace() || line[..*i].ends_with(char::is_whitespace) || i % 3 == 0
+            });
+            for (cut, _) in cuts {
+                let mut mutated = lines.clone();
+                mutated[i] = &line[..cut];
+                let imported = import(&mutated.join("\n"), "t.cfg");
+                // Whatever is emitted must load: the importer never writes a config it knows
+                // rolegate would refuse.
+                // (Loading is the slow part: only for whole words left out.)
+                let whole_words = cut == 0 || line[cut..].starts_with(char::is_whitespace);
+                if let Some(yaml) = imported.config.filter(|_| whole_words) {
+                    let env = |key: &str| key.starts_with("ROLEGATE_").then(|| "x".to_string());
+                    if let Err(errors) = Config::from_yaml_str_with_env(&yaml, None, &env) {
+                        panic!(
+                            "line {} cut to {:?}:\n{errors}\n---\n{yaml}",
+                            i + 1,
+                            &line[..cut]
+                        );
+                    }
+                }
+                runs += 1;
+            }
+        }
+    }
+    assert!(runs > 500, "{runs}");
+    let huge = "listen r\n bind :6379\n server a 10.0.0.1:6379 maxconn 18446744073709551615\n server b 10.0.0.2:6379 maxconn 18446744073709551615 check inter 99999999999d\n";
+    let _ = import(huge, "huge.cfg");
+}
