@@ -99,10 +99,14 @@ fn read_global(section: &Section, global: &mut Global, notes: &mut Notes) {
                 })
             }
             ("nbthread", Ok(n)) => match u32::try_from(n) {
-                Ok(n) if n > 0 => {
+                // rolegate's bound on workers; HAProxy allows more threads than that.
+                Ok(n) if (1..=1024).contains(&n) => {
                     global.workers = Some(noted(n, format!("nbthread (line {})", d.line)))
                 }
-                _ => notes.add(d.line, "nbthread: not a thread count"),
+                _ => notes.add(
+                    d.line,
+                    "nbthread: rolegate runs 1 to 1024 workers; one per CPU applies",
+                ),
             },
             (keyword, _) => notes.add(
                 d.line,

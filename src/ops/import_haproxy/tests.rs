@@ -370,6 +370,11 @@ fn overlapping_binds_keep_the_first() {
     let (config, notes, _) = load(text);
     assert_eq!(config.listeners.len(), 1);
     assert!(noted(&notes, 3, "overlaps listener pg-1"), "{notes:?}");
+    let admin =
+        "listen pg\n bind :9813\n bind :5432 backlog 0\n server a 10.0.0.1:5432 check port 8008\n";
+    let (config, notes, _) = load(admin);
+    assert_eq!(config.listeners.len(), 1);
+    assert!(noted(&notes, 2, "overlaps admin.listen"), "{notes:?}");
 }
 
 #[test]

@@ -116,7 +116,7 @@ impl Builder {
         let count = binds.len();
         for (i, bind) in binds.iter().enumerate() {
             if let Some(other) = self.overlapping(&bind.address) {
-                notes.add(bind.line, format!("bind {}: overlaps listener {other}'s address on the same port (rolegate refuses two listeners where one binds every address); not translated", bind.address));
+                notes.add(bind.line, format!("bind {}: overlaps {other} on the same port (rolegate refuses two sockets where one binds every address); not translated", bind.address));
                 continue;
             }
             let base = values::name(front.name());
@@ -148,6 +148,8 @@ impl Builder {
                     .backlog
                     .clone()
                     .or(front.settings.backlog.clone())
+                    // listen(2) takes an int; 0 would refuse every connection.
+                    .filter(|b| b.value > 0 && i32::try_from(b.value).is_ok())
                     .map(|b| noted(b.value, format!("backlog (line {})", b.line))),
             };
             self.pending[index].listeners.push(self.listeners.len());
@@ -158,11 +160,17 @@ impl Builder {
     /// A listener already bound where `address` would collide (same port, same or wildcard IP).
     fn overlapping(&self, address: &str) -> Option<String> {
         let new: SocketAddr = address.parse().ok()?;
+        let collide = |old: SocketAddr| {
+            old.port() == new.port()
+                && (old.ip() == new.ip() || old.ip().is_unspecified() || new.ip().is_unspecified())
+        };
+        // The admin API's default address, which the output does not move.
+        if collide(SocketAddr::from(([127, 0, 0, 1], 9813))) {
+            return Some("admin.listen (127.0.0.1:9813, rolegate's admin API)".to_string());
+        }
         self.listeners.iter().find_map(|l| {
             let old: SocketAddr = l.bind.value.parse().ok()?;
-            let collide = old.port() == new.port()
-                && (old.ip() == new.ip() || old.ip().is_unspecified() || new.ip().is_unspecified());
-            collide.then(|| format!("{} ({})", l.name, l.bind.value))
+            collide(old).then(|| format!("listener {} ({})", l.name, l.bind.value))
         })
     }
 
