@@ -154,16 +154,35 @@ fn read_proxy<'a>(
         skipped: false,
     };
     let label = proxy.label();
-    if let Some(line) = proxy.settings.stats {
-        notes.add(
-            header.line,
+    let http = proxy
+        .settings
+        .mode
+        .as_ref()
+        .is_some_and(|m| m.value == "http");
+    let routes = !proxy.settings.servers.is_empty() || proxy.settings.default_backend.is_some();
+    match proxy.settings.stats {
+        // A TCP proxy with servers carries traffic; HAProxy ignores `stats` there.
+        Some(line) if routes && !http => notes.add(
+            line,
             format!(
-                "{label}: a statistics page (stats at line {line}); not translated: {}",
+                "stats in a TCP proxy has no effect in HAProxy either; {}",
                 reasons::proxy("stats")
             ),
-        );
-        proxy.skipped = true;
-    } else if let Some(mode) = proxy.settings.mode.as_ref().filter(|m| m.value == "http") {
+        ),
+        Some(line) => {
+            notes.add(
+                header.line,
+                format!(
+                    "{label}: a statistics page (stats at line {line}); not translated: {}",
+                    reasons::proxy("stats")
+                ),
+            );
+            proxy.skipped = true;
+            return proxy;
+        }
+        None => {}
+    }
+    if let Some(mode) = proxy.settings.mode.as_ref().filter(|m| m.value == "http") {
         notes.add(
             header.line,
             format!(

@@ -427,6 +427,11 @@ fn stats_in_defaults_is_noted_not_inherited() {
         "a tcp listen is not a statistics page"
     );
     assert!(noted(&notes, 3, "stats enable"), "{notes:?}");
+    // In a TCP proxy with servers, `stats` is a stray line, not a statistics page.
+    let text = "listen pg\n mode tcp\n stats enable\n bind :5432\n server a 10.0.0.1:5432 check port 8008\n";
+    let (config, notes, _) = load(text);
+    assert_eq!(config.listeners.len(), 1);
+    assert!(noted(&notes, 3, "no effect"), "{notes:?}");
 }
 
 #[test]
