@@ -275,3 +275,123 @@ fn an_unreadable_file_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/haproxy.cfg: cannot read"));
 }
+
+/// A lab variable, or the lab's default (loadtest/lab.sh env).
+fn lab(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Stops the proxy this test started, by its own handle, even when an assertion fails.
+struct Proxy(std::process::Child);
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a session through `port` lands on a node in recovery, polled until `want` or the
+/// deadline (a failover elsewhere in the lab may leave no primary for a moment).
+async fn lands_in_recovery(port: u16, want: bool) -> Result<(), String> {
+    let conn = format!(
+        "host=127.0.0.1 port={port} user={} password={} dbname={} connect_timeout=2",
+        lab("LAB_APP_USER", "app"),
+        lab("LAB_APP_PASSWORD", "app-secret"),
+        lab("LAB_APP_DB", "app"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut last = String::from("never connected");
+    while std::time::Instant::now() < deadline {
+        match tokio_postgres::connect(&conn, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                let task = tokio::spawn(connection);
+                let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await;
+                task.abort();
+                match row.map(|r| r.get::<_, bool>(0)) {
+                    Ok(got) if got == want => return Ok(()),
+                    Ok(got) => last = format!("pg_is_in_recovery() = {got}"),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Err(format!("port {port}: {last}"))
+}
+
+/// The output runs: a Patroni-style haproxy.cfg for the lab's PostgreSQL pair is imported,
+/// rolegate runs the result, and the primary and replica listeners reach a primary and a
+/// replica. Needs the loopback lab (`bash loadtest/lab.sh up`); says so and returns without it.
+#[test]
+fn the_imported_config_routes_the_lab_postgres_pair() {
+    let (a, b) = (lab("LAB_PG_A_PORT", "15432"), lab("LAB_PG_B_PORT", "15433"));
+    let probe = format!("127.0.0.1:{a}").parse().expect("addr");
+    if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_secs(1)).is_err() {
+        eprintln!("import_haproxy lab test did not run: no PostgreSQL on 127.0.0.1:{a}; start the lab with `bash loadtest/lab.sh up`");
+        return;
+    }
+    let (rw, ro) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let haproxy = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &haproxy,
+        format!(
+            "defaults\n    mode tcp\n    timeout connect 2s\n\n\
+             listen pg_rw\n    bind 127.0.0.1:{rw}\n    option httpchk GET /primary\n    http-check expect status 200\n\
+             \x20   default-server inter 250ms fall 2 rise 1 on-marked-down shutdown-sessions\n\
+             \x20   server pg-a 127.0.0.1:{a} check port 8008\n    server pg-b 127.0.0.1:{b} check port 8008\n\n\
+             listen pg_ro\n    bind 127.0.0.1:{ro}\n    option httpchk GET /replica\n    http-check expect status 200\n\
+             \x20   default-server inter 250ms fall 2 rise 1 on-marked-down shutdown-sessions\n\
+             \x20   server pg-a 127.0.0.1:{a} check port 8008\n    server pg-b 127.0.0.1:{b} check port 8008\n"
+        ),
+    )
+    .expect("write haproxy.cfg");
+    let out = Command::new(BIN)
+        .arg("import-haproxy")
+        .arg(&haproxy)
+        .output()
+        .expect("import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("utf-8");
+    let vars = placeholders(&yaml);
+    assert_eq!(vars, ["ROLEGATE_PG_PASSWORD"], "{yaml}");
+    // The one edit an operator makes on a shared host: no admin server on the default port.
+    let config = dir.path().join("rolegate.yaml");
+    std::fs::write(&config, format!("{yaml}\nadmin:\n  enabled: false\n")).expect("write config");
+    let log = std::fs::File::create(dir.path().join("rolegate.log")).expect("log");
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env(
+            "ROLEGATE_PG_PASSWORD",
+            lab("LAB_MONITOR_PASSWORD", "monitor-secret"),
+        )
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start rolegate");
+    let _proxy = Proxy(child);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let routed = runtime.block_on(async {
+        lands_in_recovery(rw, false).await?;
+        lands_in_recovery(ro, true).await
+    });
+    if let Err(e) = routed {
+        let log = std::fs::read_to_string(dir.path().join("rolegate.log")).unwrap_or_default();
+        panic!("{e}\n--- rolegate log ---\n{log}\n--- config ---\n{yaml}");
+    }
+}

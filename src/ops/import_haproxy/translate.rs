@@ -276,8 +276,8 @@ fn servers(s: &Settings, notes: &mut Notes) -> Vec<Server> {
         .collect()
 }
 
-/// One source: its name. Several (`pg_primary`, `pg_replicas`): what their names share, else
-/// the protocol.
+/// One source: its name. Several (`pg_primary`, `pg_replicas`): the whole words their names
+/// start with (`pg`; `pg_rw` and `pg_ro` share `pg`, not `pg_r`), else the protocol.
 fn cluster_name(sources: &[String], protocol: Protocol) -> String {
     let [first, rest @ ..] = sources else {
         return protocol.as_str().to_string();
@@ -285,21 +285,23 @@ fn cluster_name(sources: &[String], protocol: Protocol) -> String {
     if rest.is_empty() {
         return values::name(first);
     }
-    let mut prefix = first.as_str();
-    for s in rest {
-        let common = prefix
-            .char_indices()
-            .zip(s.chars())
-            .take_while(|((_, a), b)| a == b)
-            .count();
-        prefix = &prefix[..prefix
-            .char_indices()
-            .nth(common)
-            .map_or(prefix.len(), |(i, _)| i)];
+    let separator = |c: char| "_-. ".contains(c);
+    let words: Vec<&str> = first.split(separator).collect();
+    let mut shared = 0;
+    for n in 1..=words.len() {
+        let len = words[..n].iter().map(|w| w.len()).sum::<usize>() + n - 1;
+        let stem = &first[..len.min(first.len())];
+        let all = rest
+            .iter()
+            .all(|s| s.starts_with(stem) && s[stem.len()..].chars().next().is_none_or(separator));
+        if !all || words[n - 1].is_empty() {
+            break;
+        }
+        shared = len;
     }
-    let prefix = prefix.trim_end_matches(['_', '-', '.']);
-    if prefix.len() >= 2 {
-        values::name(prefix)
+    let stem = first[..shared].trim_end_matches(separator);
+    if stem.len() >= 2 {
+        values::name(stem)
     } else {
         protocol.as_str().to_string()
     }
@@ -314,4 +316,24 @@ fn unique(base: &str, taken: &mut Vec<String>) -> String {
     }
     taken.push(name.clone());
     name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_clusters_are_named_for_the_words_their_sources_share() {
+        let name = |names: &[&str]| {
+            let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            cluster_name(&owned, Protocol::Postgres)
+        };
+        assert_eq!(name(&["pg_rw", "pg_ro"]), "pg");
+        assert_eq!(name(&["postgres_primary", "postgres_replicas"]), "postgres");
+        assert_eq!(name(&["pxc-back", "pxc-onenode-back"]), "pxc");
+        assert_eq!(name(&["primary", "replicas"]), "postgres");
+        assert_eq!(name(&["master", "slave"]), "postgres");
+        assert_eq!(name(&["db.main.rw", "db.main.ro"]), "db.main");
+        assert_eq!(name(&["batman"]), "batman");
+    }
 }
