@@ -21,7 +21,7 @@ pub(super) fn yaml(model: &Model, source: &str) -> String {
     out.push_str("# What HAProxy only defaulted is left to rolegate's defaults (README: Coming from HAProxy).\n");
     if !model.placeholders.is_empty() {
         out.push_str(
-            "#\n# Set before starting (HAProxy's checks did not need these credentials):\n",
+            "#\n# Set these variables before starting (the file names the secrets, never holds them):\n",
         );
         for p in &model.placeholders {
             let _ = writeln!(out, "#   {}: {}", p.env, p.what);
