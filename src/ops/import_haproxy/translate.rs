@@ -125,13 +125,17 @@ impl Builder {
             } else {
                 format!("{base}-{}", i + 1)
             };
+            let mut comments = vec![format!(
+                "{} (line {})",
+                front.label(),
+                front.section.header.line
+            )];
+            if count > 1 {
+                comments.push(format!("HAProxy's maxconn held for its {count} binds together; max_connections is per listener"));
+            }
             let listener = Listener {
                 name,
-                comments: vec![format!(
-                    "{} (line {})",
-                    front.label(),
-                    front.section.header.line
-                )],
+                comments,
                 bind: noted(bind.address.clone(), format!("bind (line {})", bind.line)),
                 cluster: String::new(),
                 role: role.clone(),
