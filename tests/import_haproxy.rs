@@ -158,6 +158,7 @@ fn redis_tcp_check_without_sentinel() {
             (4, "global log"),
             (5, "global daemon"),
             (20, "tcp-check send AUTH: the password is not copied"),
+            (40, "set ROLEGATE_BK_REDIS_PASSWORD"),
         ],
     );
     assert_eq!(vars, ["ROLEGATE_BK_REDIS_PASSWORD"]);

@@ -58,6 +58,9 @@ struct Pending {
     /// The proxies it came from, for its name.
     sources: Vec<String>,
     detected: Detected,
+    /// `tcp-check send AUTH` lines of the other sources (their password moves to the same
+    /// variable, and each line is told so).
+    more_auth: Vec<usize>,
     /// Listener indexes that point at it.
     listeners: Vec<usize>,
 }
@@ -206,6 +209,7 @@ impl Builder {
         {
             if !self.pending[i].sources.contains(&back.name().to_string()) {
                 self.pending[i].sources.push(back.name().to_string());
+                self.pending[i].more_auth.extend(detected.auth_line);
                 self.pending[i].cluster.comments.push(format!(
                     "{} (line {}): {}",
                     back.label(),
@@ -232,6 +236,7 @@ impl Builder {
             },
             sources: vec![back.name().to_string()],
             detected,
+            more_auth: Vec::new(),
             listeners: Vec::new(),
         });
         self.pending.len() - 1
@@ -251,6 +256,12 @@ impl Builder {
             );
             p.cluster.name = name.clone();
             credentials::add(&mut p.cluster, &p.detected, &mut model.placeholders, notes);
+            if let Some(env) = &p.cluster.settings.check.password_env {
+                for &line in &p.more_auth {
+                    let message = format!("tcp-check send AUTH: the password is not copied into the config; set {} to it", env.value);
+                    notes.add(line, message);
+                }
+            }
             if p.cluster.settings.on_demote.is_none() {
                 p.cluster.comments.push("HAProxy left sessions open on a server marked down (no on-marked-down shutdown-sessions); rolegate's default on_demote: close ends them at once, on_demote: keep restores HAProxy's behaviour".into());
             }
