@@ -45,6 +45,12 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Translate a haproxy.cfg into a rolegate config on stdout; what cannot be translated is
+    /// listed on stderr as FILE:LINE: message. Exit 0 when something was translated, else 1.
+    ImportHaproxy {
+        /// The haproxy.cfg to read.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Probe { url, timeout }) => rolegate::ops::probe_cli::run(&url, timeout),
+        Some(Command::ImportHaproxy { file }) => rolegate::ops::import_haproxy::run(&file),
         Some(Command::Run) | None => {
             let Some(path) = cli.config else {
                 eprintln!("rolegate: no config file; pass --config FILE or set ROLEGATE_CONFIG");
