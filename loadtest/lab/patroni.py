@@ -118,6 +118,8 @@ class Patroni(Engine):
                 "bin_dir": c.pg_bin,
                 "pgpass": f"{self.state_dir()}/{n}.pgpass",
                 "use_unix_socket": True,
+                # pg_basebackup's default spread checkpoint makes a new replica wait minutes
+                "basebackup": [{"checkpoint": "fast"}, {"wal-method": "stream"}],
                 "authentication": {
                     "superuser": {"username": "postgres", "password": rpw},
                     "replication": {"username": repl, "password": rpw},
@@ -139,6 +141,7 @@ class Patroni(Engine):
         if self.pid(n):
             return True
         c = self.ctx
+        self.stop_orphan(n)
         for port in (c.port("patroni", n), c.port("patroni", n, "rest_port")):
             if common.port_in_use(port):
                 die(f"patroni {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
@@ -153,23 +156,42 @@ class Patroni(Engine):
             return False
         return True
 
+    def postmaster(self, n):
+        """The node's postmaster: Patroni starts it detached (its parent is PID 1, not Patroni)."""
+        pid = common.read_pid(f"{self.data(n)}/postmaster.pid")
+        return pid if common.proc_matches(pid, f"-D {self.data(n)} ") else None
+
     def processes(self, n):
-        pid = self.pid(n)
-        return ([pid] + common.descendants(pid)) if pid else []
+        """Patroni, its postmaster and the postmaster's children: parents first."""
+        procs = [p for p in (self.pid(n),) if p]
+        pm = self.postmaster(n)
+        if pm:
+            procs += [pm] + list(reversed(common.descendants(pm)))
+        return procs
+
+    def stop_orphan(self, n):
+        """A postmaster left behind by a killed Patroni: Patroni would not adopt it."""
+        pm = self.postmaster(n)
+        if pm and not self.pid(n):
+            log(f"patroni {n}: stopping the PostgreSQL its killed Patroni left (pid {pm})")
+            if not common.ok(self.ctx.owner.argv(f"{self.ctx.pg_bin}/pg_ctl", "stop", "-D", self.data(n),
+                                                 "-m", "immediate", "-w", "-t", "20", "-s"), timeout=40):
+                for p in reversed(self.processes(n)):
+                    common.signal_pid(p, signal.SIGKILL)
+            wait_for(20, f"patroni {n}'s PostgreSQL (pid {pm}) to exit", common.pid_gone, pm, f"-D {self.data(n)} ")
 
     def stop(self, n):
         pid = self.pid(n)
         if pid:
             # Patroni stops its PostgreSQL (fast shutdown) on SIGTERM.
             common.stop_pid(pid, self.conf(n), f"patroni {n}", term_secs=40)
+        self.stop_orphan(n)
         common.unlink(self.pidfile(n))
 
     def signal(self, n, sig):
         procs = self.processes(n)
-        if sig == signal.SIGCONT:
-            procs = procs[:1] + procs[1:]
-        else:
-            procs = procs[1:] + procs[:1]
+        if sig != signal.SIGCONT:
+            procs.reverse()        # children before parents, while they are still ours
         for p in procs:
             common.signal_pid(p, sig)
 
