@@ -106,6 +106,13 @@ class Cli:
         if cmd == "up":
             for e in list(out):
                 out.update(self.ctx.topo.engine(e).get("needs", []))
+        if cmd in ("down", "destroy"):
+            # what runs on top of an engine goes first (patroni without etcd, sentinels without
+            # redis would only log errors)
+            for e in ORDER:
+                needs = self.ctx.topo.engine(e).get("needs", [])
+                if any(d in out for d in needs) and os.path.isdir(self.engines[e].state_dir()):
+                    out.add(e)
         return [e for e in ORDER if e in out]
 
     def one_engine(self, args, cmd):
