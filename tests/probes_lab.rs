@@ -272,10 +272,7 @@ async fn mysql_wrong_password_is_auth_failed() {
 async fn mysql_native_password_user_and_missing_privilege() {
     let _lab = lab::lock_read_only();
     lab::require(Engine::Mysql).await;
-    let native = check(
-        "native_user",
-        &lab::password("native"),
-    );
+    let native = check("native_user", &lab::password("native"));
     let mut probe = Probe::new(Protocol::Mysql, &native);
     let primary = facts(&mut probe, Engine::Mysql.addr('A'), "native login on A").await;
     assert_eq!(primary.role, ObservedRole::Primary, "{RESET}");

@@ -40,9 +40,12 @@ impl Engine {
             .get(self.as_str())
             .unwrap_or_else(|| panic!("`lab.sh env --json` has no engine {}", self.as_str()))
             .nodes;
-        nodes
-            .get(&node.to_string())
-            .unwrap_or_else(|| panic!("`lab.sh env --json` has no node {node} of {}", self.as_str()))
+        nodes.get(&node.to_string()).unwrap_or_else(|| {
+            panic!(
+                "`lab.sh env --json` has no node {node} of {}",
+                self.as_str()
+            )
+        })
     }
 
     /// Address of node `A` or `B`.
