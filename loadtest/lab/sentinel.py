@@ -138,13 +138,21 @@ sentinel parallel-syncs {name} 1
             common.kill_pid(pid, self.needle(n), f"sentinel {n}")
 
     def monitor(self, master):
-        """Points every running sentinel at redis node MASTER (the lab moved it)."""
+        """Points every running sentinel at redis node MASTER (the lab moved it), and waits until
+        they agree. All forget the master first, then all monitor it afresh: a sentinel that
+        still announced the old master (with a higher config epoch) would talk the others back."""
+        running = [n for n in self.nodes if self.pid(n)]
+        if not all(self.master_node(n) == master for n in running):
+            self.repoint(running, master)
+        if len(running) == len(self.nodes):
+            wait_for(60, f"every sentinel to name redis {master} and see its peers", self.settled, master)
+
+    def repoint(self, running, master):
         spec, name, port = self.spec(), self.master_name(), self.ctx.port("redis", master)
-        for n in self.nodes:
-            if not self.pid(n) or self.master_addr(n) == f"127.0.0.1:{port}":
-                continue
-            log(f"sentinel {n}: monitoring {name} at redis {master}")
+        log(f"sentinel: re-pointing {' '.join(running)} at redis {master} ({name})")
+        for n in running:
             self.cli(n, "SENTINEL", "REMOVE", name, check=False)
+        for n in running:
             self.expect_ok(n, "SENTINEL", "MONITOR", name, "127.0.0.1", str(port), str(spec["quorum"]))
             self.expect_ok(n, "SENTINEL", "SET", name, "auth-pass", self.ctx.password("monitor"),
                            "down-after-milliseconds", str(spec["down_after_ms"]),
@@ -156,12 +164,17 @@ sentinel parallel-syncs {name} 1
             die(f"sentinel {n}: '{' '.join(args[:3])}' answered: {out}")
 
     def settled(self, master):
-        """Every sentinel names MASTER and knows the replica and the two other sentinels."""
+        """Every sentinel names MASTER and knows the two other sentinels, and the replica when
+        the other redis node replicates from MASTER (after `kill redis` it is down)."""
+        from .redis import Redis
+        other = common.other(master)
+        ri = Redis(self.ctx).rinfo(other)
+        replicas = "1" if ri.get("master_port") == str(self.ctx.port("redis", master)) else None
         for n in self.nodes:
             if self.master_node(n) != master:
                 return False
             mi = self.master_info(n)
-            if mi.get("num-slaves") != "1" or mi.get("num-other-sentinels") != str(len(self.nodes) - 1):
+            if (replicas and mi.get("num-slaves") != replicas) or mi.get("num-other-sentinels") != str(len(self.nodes) - 1):
                 return False
             if "s_down" in mi.get("flags", "") or "o_down" in mi.get("flags", ""):
                 return False
@@ -185,7 +198,7 @@ sentinel parallel-syncs {name} 1
                 die(f"sentinel {n} did not start (see {self.ctx.log_dir}/sentinel-{n}.log)")
         self.monitor(master)
         # Sentinels find replicas (INFO every 10 s) and each other (hello every 2 s) by themselves.
-        wait_for(60, f"every sentinel to see redis {master} with its replica and both peers", self.settled, master)
+        wait_for(60, f"every sentinel to name redis {master} and see its peers", self.settled, master)
 
     def init(self):
         for n in self.nodes:
