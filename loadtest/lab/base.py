@@ -118,7 +118,8 @@ class Engine:
         return p, r
 
     def primaries(self):
-        return [n for n in self.nodes if self.node_state(n)[0] == "up" and self.node_state(n)[2] == "primary"]
+        states = {n: self.node_state(n) for n in self.nodes}
+        return [n for n, (st, _pid, role) in states.items() if st == "up" and role == "primary"]
 
     def switchover_cmd(self):
         """(from, to, (start, demoted, promoted, done)) of a clean role swap."""

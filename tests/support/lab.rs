@@ -75,16 +75,45 @@ pub struct LabEnv {
     pub engines: std::collections::BTreeMap<String, EngineEnv>,
 }
 
+/// One engine of `env --json`: its nodes, plus engine settings such as Sentinel's
+/// `master_name` or Patroni's `scope` and `namespace` (kept as JSON).
 #[derive(Debug, Deserialize)]
 pub struct EngineEnv {
     pub nodes: std::collections::BTreeMap<String, Node>,
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A node: `address` plus its extra ports (`tls_port` of redis, `rest_port` of patroni,
+/// `peer_port` of etcd).
 #[derive(Debug, Deserialize)]
 pub struct Node {
     pub address: SocketAddr,
     #[serde(default)]
     pub tls_port: Option<u16>,
+    #[serde(default)]
+    pub rest_port: Option<u16>,
+    #[serde(default)]
+    pub peer_port: Option<u16>,
+}
+
+/// A node of any engine, the optional ones included (`"etcd", "e1"`, `"patroni", "A"`,
+/// `"sentinel", "S1"`), for the fleet and authority tests.
+pub fn node(engine: &str, node: &str) -> &'static Node {
+    env()
+        .engines
+        .get(engine)
+        .and_then(|e| e.nodes.get(node))
+        .unwrap_or_else(|| panic!("the lab's topology has no {engine} node {node}"))
+}
+
+/// Every node address of an engine, in node order (e.g. the three etcd client endpoints).
+pub fn addresses(engine: &str) -> Vec<SocketAddr> {
+    env()
+        .engines
+        .get(engine)
+        .map(|e| e.nodes.values().map(|n| n.address).collect())
+        .unwrap_or_else(|| panic!("the lab's topology has no engine {engine}"))
 }
 
 /// `lab.sh env --json`, read once per test binary (it needs neither root nor a running lab).
