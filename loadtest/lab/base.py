@@ -2,7 +2,7 @@
 
 import os
 
-from . import common
+from . import common, tls
 from .common import die, proc_state
 
 
@@ -30,7 +30,7 @@ class Ctx:
         return self.topo.password(who)
 
     def tls_ready(self):
-        return common.tls_ready(self.tls_dir)
+        return tls.tls_ready(self.tls_dir)
 
     def ensure_dirs(self):
         os.makedirs(self.lab_dir, exist_ok=True)

@@ -53,7 +53,7 @@ import signal
 import sys
 import time
 
-from . import common
+from . import common, packages, tls
 from .base import Ctx
 from .common import LabError, die, log, now, stamp
 from .etcd import Etcd
@@ -167,11 +167,11 @@ class Cli:
             for eng in engs:
                 pkgs += eng.missing_packages()
             return pkgs
-        common.ensure_packages(missing, missing, stop_default_services)
+        packages.ensure_packages(missing)
         self.ctx.owner.ensure()
         self.ctx.ensure_dirs()
         # before any config is written: every config names the certificate
-        self.ctx.tls_new = common.ensure_tls(self.ctx.lab_dir, self.ctx.tls_dir, f"{self.ctx.log_dir}/tls.log", self.ctx.owner)
+        self.ctx.tls_new = tls.ensure_tls(self.ctx.lab_dir, self.ctx.tls_dir, f"{self.ctx.log_dir}/tls.log", self.ctx.owner)
         # Engines are independent (own dirs, ports, logs) apart from `needs` (patroni runs on
         # etcd, sentinel watches redis): level by level, initialise the missing ones in parallel
         # (mariadb-install-db alone takes a few seconds), then bring each to its canonical state.
@@ -445,29 +445,6 @@ class Cli:
             argv = [REDIS_CLI, "--no-auth-warning", "-h", "127.0.0.1", "-p", str(c.port("redis", n)),
                     "--user", c.user("app"), "--pass", c.password("app"), *rest]
         os.execve(argv[0], argv, env)
-
-
-def stop_default_services():
-    """The distro's default instances (5432/3306/6379, etcd 2379, redis-sentinel 26379) must not
-    be left running: they would take ports rolegate itself listens on. Called right after we
-    installed packages."""
-    if shutil.which("pg_lsclusters"):
-        out = common.run(["pg_lsclusters", "--no-header"], check=False) or ""
-        for line in out.splitlines():
-            f = line.split()
-            if len(f) >= 4 and f[3].startswith("online"):
-                log(f"stopping the distro's default PostgreSQL cluster {f[0]}/{f[1]}")
-                common.ok(["pg_ctlcluster", f[0], f[1], "stop"])
-    for pidf, unit in (("/run/mysqld/mysqld.pid", "mariadb"), ("/run/redis/redis-server.pid", "redis-server"),
-                       ("/run/sentinel/redis-sentinel.pid", "redis-sentinel")):
-        pid = common.read_pid(pidf)
-        if pid and common.proc_state(pid) not in (None, "Z"):
-            log(f"stopping the distro's default {unit} service")
-            if os.access(f"/etc/init.d/{unit}", os.X_OK):
-                common.ok([f"/etc/init.d/{unit}", "stop"])
-    if os.path.isdir("/run/systemd/system"):
-        for unit in ("postgresql", "mariadb", "redis-server", "redis-sentinel", "etcd", "patroni"):
-            common.ok(["systemctl", "disable", "--now", "--quiet", unit])
 
 
 def usage():

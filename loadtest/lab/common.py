@@ -1,5 +1,5 @@
 """What every engine module shares: messages, waits, process control by pid, running commands
-as the unprivileged lab user, files owned by it, the lab's lock, packages and the TLS CA.
+as the unprivileged lab user, files owned by it, and the lab's lock.
 
 Only processes whose pid files live under $LAB_DIR are ever signalled, and every signal is
 guarded by a check that the pid still runs the command line the lab started (a recycled pid is
@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 
@@ -323,109 +322,8 @@ class Lock:
                 time.sleep(0.1)
 
 
-# --- packages --------------------------------------------------------------------------------
-
-POLICY_RC = "/usr/sbin/policy-rc.d"
-APT_LOG = "/tmp/rolegate-lab-apt.log"
-
-
-def ensure_packages(missing, recheck, stop_default_services):
-    """Installs the Debian packages MISSING lists with apt-get, keeping their default services
-    from starting (a policy-rc.d that exits 101, put back as it was afterwards)."""
-    pkgs = missing()
-    if not pkgs:
-        return
-    if os.geteuid() != 0:
-        die(f"missing {' '.join(pkgs)}; run as root to install them")
-    if not shutil.which("apt-get"):
-        die(f"missing {' '.join(pkgs)} and no apt-get to install them")
-    log(f"installing {' '.join(pkgs)} (apt-get; default services are kept from starting)")
-    backup = None
-    if os.path.exists(POLICY_RC):
-        fd, backup = tempfile.mkstemp(prefix="policy-rc.d.", dir="/tmp")
-        os.close(fd)
-        shutil.copy2(POLICY_RC, backup)
-    try:
-        with open(POLICY_RC, "w") as f:
-            f.write("#!/bin/sh\n# written by rolegate loadtest/lab for the duration of apt-get install\nexit 101\n")
-        os.chmod(POLICY_RC, 0o755)
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        with open(APT_LOG, "w") as logf:
-            rc = subprocess.run(["apt-get", "update", "-q"], stdout=logf, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env).returncode
-            if rc == 0:
-                rc = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *pkgs],
-                                    stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env=env).returncode
-    finally:
-        if backup:
-            shutil.move(backup, POLICY_RC)
-        else:
-            try:
-                os.unlink(POLICY_RC)
-            except FileNotFoundError:
-                pass
-    if rc != 0:
-        with open(APT_LOG) as f:
-            sys.stderr.write("".join(f.readlines()[-30:]))
-        die(f"apt-get install {' '.join(pkgs)} failed (full log: {APT_LOG})")
-    stop_default_services()
-    left = recheck()
-    if left:
-        die(f"installed packages but still missing binaries for: {' '.join(left)}")
-
-
 def executable(*paths):
     return all(os.access(p, os.X_OK) for p in paths)
-
-
-# --- TLS -------------------------------------------------------------------------------------
-# One throwaway CA and one server certificate (SAN 127.0.0.1 and localhost) shared by every
-# server of the lab, made with openssl at `up` when missing. The CA's key is deleted right after
-# signing: nothing else is ever signed with it, and a lost certificate is simply made again
-# (with a new CA, and the servers reloaded/restarted by `up`).
-
-TLS_DAYS = 3650
-
-
-def tls_ready(tls_dir):
-    return all(os.path.isfile(p) and os.path.getsize(p) > 0
-               for p in (f"{tls_dir}/ca.pem", f"{tls_dir}/server.pem", f"{tls_dir}/server.key"))
-
-
-def ensure_tls(lab_dir, tls_dir, log_path, owner):
-    """Makes the CA and server certificate when missing; True when it made new ones."""
-    if tls_ready(tls_dir):
-        return False
-    log(f"tls: creating a throwaway CA and a server certificate for 127.0.0.1/localhost in {tls_dir}")
-    tmp = tempfile.mkdtemp(prefix=".tls.", dir=lab_dir)
-    steps = [
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256",
-         "-keyout", "ca.key", "-out", "ca.pem", "-days", str(TLS_DAYS), "-subj", "/CN=rolegate lab CA (throwaway)",
-         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-        ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256",
-         "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
-        ["openssl", "x509", "-req", "-sha256", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-         "-CAcreateserial", "-days", str(TLS_DAYS), "-extfile", "server.ext", "-out", "server.pem"],
-    ]
-    with open(os.path.join(tmp, "server.ext"), "w") as f:
-        f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    try:
-        with open(log_path, "a") as logf:
-            for argv in steps:
-                if subprocess.run(argv, cwd=tmp, stdout=logf, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL).returncode != 0:
-                    die(f"openssl could not make the lab's certificates (see {log_path})")
-        shutil.rmtree(tls_dir, ignore_errors=True)
-        owner.mkdir(tls_dir, 0o755)
-        owner.install(f"{tmp}/ca.pem", f"{tls_dir}/ca.pem", 0o644)
-        owner.install(f"{tmp}/server.pem", f"{tls_dir}/server.pem", 0o644)
-        # PostgreSQL refuses a key file that others can read.
-        owner.install(f"{tmp}/server.key", f"{tls_dir}/server.key", 0o600)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)    # with ca.key
-    return True
 
 
 def tail(path, lines=15):
