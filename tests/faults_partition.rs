@@ -47,7 +47,7 @@ type Log = Arc<Mutex<Vec<Write>>>;
 /// costs the client nothing, where SCRAM's key derivation in a debug build takes a good part
 /// of a CPU second per connection — CPU the probes under test need.
 async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, String> {
-    let password = std::env::var("LAB_MD5_PASSWORD").unwrap_or_else(|_| "md5-secret".into());
+    let password = lab::password("md5");
     let conn = format!(
         "host={} port={} user=md5user password={password} dbname=app connect_timeout=10",
         addr.ip(),

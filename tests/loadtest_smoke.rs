@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::script;
+use support::{lab, script};
 
 /// The two scripts share ports and machine time: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -215,18 +215,12 @@ fn failover_smoke_prints_every_row_and_resets_the_lab() {
         }
     }
     // The script put every engine back: A primary, B replica.
-    let status = Command::new("bash")
-        .arg(root().join("loadtest/lab.sh"))
-        .arg("status")
-        .output()
-        .expect("lab.sh status");
-    let status = String::from_utf8_lossy(&status.stdout);
+    let status = lab::status();
     for engine in ["pg", "mysql", "redis"] {
-        assert!(
-            status
-                .lines()
-                .any(|l| l.starts_with(&format!("{engine} A ")) && l.contains(" up primary")),
-            "{engine} A is not primary after the run:\n{status}"
+        assert_eq!(
+            (&status[engine]["A"]["up"], &status[engine]["A"]["role"]),
+            (&serde_json::json!(true), &serde_json::json!("primary")),
+            "{engine} A is not primary after the run: {status}"
         );
     }
 }

@@ -47,10 +47,6 @@ fn monitor() -> CheckConfig {
     check("rolegate_monitor", &lab::monitor_password())
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
 /// One check that must succeed; a failure names itself, and says how to start the lab when
 /// nothing listens.
 async fn facts(probe: &mut Probe, addr: SocketAddr, what: &str) -> Facts {
@@ -198,7 +194,7 @@ async fn pg_wrong_password_is_auth_failed() {
 async fn pg_md5_user_logs_in_and_missing_pg_monitor_is_named() {
     let _lab = lab::lock_read_only();
     lab::require(Engine::Pg).await;
-    let md5 = check("md5user", &env_or("LAB_MD5_PASSWORD", "md5-secret"));
+    let md5 = check("md5user", &lab::password("md5"));
     let mut probe = Probe::new(Protocol::Postgres, &md5);
     let primary = facts(&mut probe, Engine::Pg.addr('A'), "md5 login on A").await;
     assert_eq!(primary.role, ObservedRole::Primary, "{RESET}");
@@ -276,10 +272,7 @@ async fn mysql_wrong_password_is_auth_failed() {
 async fn mysql_native_password_user_and_missing_privilege() {
     let _lab = lab::lock_read_only();
     lab::require(Engine::Mysql).await;
-    let native = check(
-        "native_user",
-        &env_or("LAB_NATIVE_PASSWORD", "native-secret"),
-    );
+    let native = check("native_user", &lab::password("native"));
     let mut probe = Probe::new(Protocol::Mysql, &native);
     let primary = facts(&mut probe, Engine::Mysql.addr('A'), "native login on A").await;
     assert_eq!(primary.role, ObservedRole::Primary, "{RESET}");

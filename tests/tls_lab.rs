@@ -1,6 +1,6 @@
 //! `check.tls` against the real lab (`loadtest/lab.sh`), whose servers all speak TLS with a
 //! throwaway CA (`LAB_TLS_CA`): PostgreSQL 15 and MariaDB 10.11 on their usual ports, Redis 7 on
-//! its own TLS ports (`LAB_REDIS_A_TLS_PORT`=16389, `LAB_REDIS_B_TLS_PORT`=16390).
+//! its own TLS ports (`tls_port` in loadtest/topology.json).
 //!
 //! For each engine: `verify-full` with the lab's CA sees A primary and B replica over a session
 //! that the server itself reports as encrypted; `verify-full` with the system's roots fails with
@@ -33,8 +33,7 @@ const WRONG_NAME: &str = "db.wrong.example";
 
 /// The lab's CA certificate (`lab.sh env` exports it as `LAB_TLS_CA`).
 fn ca_file() -> String {
-    let path = std::env::var("LAB_TLS_CA")
-        .unwrap_or_else(|_| format!("{}/tls/ca.pem", lab::dir().trim_end_matches('/')));
+    let path = lab::tls_ca();
     assert!(
         std::path::Path::new(&path).is_file(),
         "the lab's CA {path} is missing; {START}"
@@ -44,16 +43,7 @@ fn ca_file() -> String {
 
 /// Where node A/B of `engine` speaks TLS: Redis on its TLS port, the others on their port.
 fn tls_addr(engine: Engine, node: char) -> SocketAddr {
-    let (var, default) = match (engine, node) {
-        (Engine::Redis, 'A') => ("LAB_REDIS_A_TLS_PORT", 16389),
-        (Engine::Redis, _) => ("LAB_REDIS_B_TLS_PORT", 16390),
-        _ => return engine.addr(node),
-    };
-    let port = std::env::var(var)
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(default);
-    SocketAddr::from(([127, 0, 0, 1], port))
+    engine.tls_addr(node)
 }
 
 fn protocol(engine: Engine) -> Protocol {

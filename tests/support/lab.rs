@@ -1,5 +1,6 @@
-//! The real-server lab (`loadtest/lab.sh`) from Rust tests: endpoints, a lock that serialises
-//! every test touching the lab, and scenario commands.
+//! The real-server lab (`loadtest/lab.sh`, i.e. `loadtest/lab.py`) from Rust tests: endpoints
+//! (from `lab.sh env --json`), a lock that serialises every test touching the lab, and scenario
+//! commands (their `--json` output).
 //!
 //! Tests never start the lab themselves: CI does (`loadtest/test.sh`). A test that cannot reach
 //! a lab server fails with the command that starts it.
@@ -8,7 +9,10 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
+
+use serde::Deserialize;
 
 pub const START_HINT: &str = "the lab is not running; start it with: bash loadtest/lab.sh up";
 
@@ -29,34 +33,119 @@ impl Engine {
         }
     }
 
-    fn port_var(self, node: char) -> (&'static str, u16) {
-        match (self, node) {
-            (Engine::Pg, 'A') => ("LAB_PG_A_PORT", 15432),
-            (Engine::Pg, _) => ("LAB_PG_B_PORT", 15433),
-            (Engine::Mysql, 'A') => ("LAB_MY_A_PORT", 13306),
-            (Engine::Mysql, _) => ("LAB_MY_B_PORT", 13307),
-            (Engine::Redis, 'A') => ("LAB_REDIS_A_PORT", 16379),
-            (Engine::Redis, _) => ("LAB_REDIS_B_PORT", 16380),
-        }
+    fn node(self, node: char) -> &'static Node {
+        let env = env();
+        let nodes = &env
+            .engines
+            .get(self.as_str())
+            .unwrap_or_else(|| panic!("`lab.sh env --json` has no engine {}", self.as_str()))
+            .nodes;
+        nodes.get(&node.to_string()).unwrap_or_else(|| {
+            panic!(
+                "`lab.sh env --json` has no node {node} of {}",
+                self.as_str()
+            )
+        })
     }
 
     /// Address of node `A` or `B`.
     pub fn addr(self, node: char) -> SocketAddr {
-        let (var, default) = self.port_var(node);
-        let port = std::env::var(var)
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(default);
-        SocketAddr::from(([127, 0, 0, 1], port))
+        self.node(node).address
+    }
+
+    /// Where node `A` or `B` speaks TLS: Redis on its own TLS port, the others on their port.
+    pub fn tls_addr(self, node: char) -> SocketAddr {
+        let n = self.node(node);
+        match n.tls_port {
+            Some(port) => SocketAddr::new(n.address.ip(), port),
+            None => n.address,
+        }
     }
 }
 
+/// The lab's settings as `lab.sh env --json` prints them (loadtest/topology.json's defaults,
+/// the `LAB_*` overrides of this environment and the values `$LAB_DIR/lab.env` recorded): the one
+/// source of ports, users and passwords, so no test keeps its own copy of the defaults.
+#[derive(Debug, Deserialize)]
+pub struct LabEnv {
+    pub lab_dir: String,
+    pub tls_ca: String,
+    pub users: std::collections::BTreeMap<String, String>,
+    pub passwords: std::collections::BTreeMap<String, String>,
+    pub engines: std::collections::BTreeMap<String, EngineEnv>,
+}
+
+/// One engine of `env --json`: its nodes, plus engine settings such as Sentinel's
+/// `master_name` or Patroni's `scope` and `namespace` (kept as JSON).
+#[derive(Debug, Deserialize)]
+pub struct EngineEnv {
+    pub nodes: std::collections::BTreeMap<String, Node>,
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A node: `address` plus its extra ports (`tls_port` of redis, `rest_port` of patroni,
+/// `peer_port` of etcd).
+#[derive(Debug, Deserialize)]
+pub struct Node {
+    pub address: SocketAddr,
+    #[serde(default)]
+    pub tls_port: Option<u16>,
+    #[serde(default)]
+    pub rest_port: Option<u16>,
+    #[serde(default)]
+    pub peer_port: Option<u16>,
+}
+
+/// A node of any engine, the optional ones included (`"etcd", "e1"`, `"patroni", "A"`,
+/// `"sentinel", "S1"`), for the fleet and authority tests.
+pub fn node(engine: &str, node: &str) -> &'static Node {
+    env()
+        .engines
+        .get(engine)
+        .and_then(|e| e.nodes.get(node))
+        .unwrap_or_else(|| panic!("the lab's topology has no {engine} node {node}"))
+}
+
+/// Every node address of an engine, in node order (e.g. the three etcd client endpoints).
+pub fn addresses(engine: &str) -> Vec<SocketAddr> {
+    env()
+        .engines
+        .get(engine)
+        .map(|e| e.nodes.values().map(|n| n.address).collect())
+        .unwrap_or_else(|| panic!("the lab's topology has no engine {engine}"))
+}
+
+/// `lab.sh env --json`, read once per test binary (it needs neither root nor a running lab).
+pub fn env() -> &'static LabEnv {
+    static ENV: OnceLock<LabEnv> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let out = run(&["env", "--json"]);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("`lab.sh env --json` printed something else ({e}):\n{out}"))
+    })
+}
+
+/// The password of a lab user: "monitor", "app", "md5", "native", "ed25519", "repl".
+pub fn password(who: &str) -> String {
+    env()
+        .passwords
+        .get(who)
+        .unwrap_or_else(|| panic!("the lab has no user {who}"))
+        .clone()
+}
+
 pub fn monitor_password() -> String {
-    std::env::var("LAB_MONITOR_PASSWORD").unwrap_or_else(|_| "monitor-secret".into())
+    password("monitor")
 }
 
 pub fn app_password() -> String {
-    std::env::var("LAB_APP_PASSWORD").unwrap_or_else(|_| "app-secret".into())
+    password("app")
+}
+
+/// The lab's CA certificate (`LAB_TLS_CA`).
+pub fn tls_ca() -> String {
+    env().tls_ca.clone()
 }
 
 /// Held for the duration of a test that uses the lab; serialises such tests across threads
@@ -78,7 +167,7 @@ pub fn lock() -> LabLock {
 
 /// The lab's state directory (`$LAB_DIR`, as `lab.sh` resolves it).
 pub fn dir() -> String {
-    std::env::var("LAB_DIR").unwrap_or_else(|_| "/tmp/rolegate-lab".into())
+    env().lab_dir.clone()
 }
 
 /// For tests that only read the lab: the lab test lock, then `lab.sh`'s own lock
@@ -151,35 +240,46 @@ pub async fn reset(engine: Engine) {
 }
 
 /// Runs a scenario command (`switchover`, `kill`, `hang`, `resume`, `promote`) off the runtime
-/// threads, returning the parsed `key=value` timestamps of its output line.
+/// threads, returning the timestamps of its `--json` output.
 pub async fn scenario(cmd: &str, engine: Engine) -> Timestamps {
     let (c, e) = (cmd.to_string(), engine.as_str().to_string());
-    let out = tokio::task::spawn_blocking(move || run(&[&c, &e]))
+    let out = tokio::task::spawn_blocking(move || run(&[&c, &e, "--json"]))
         .await
         .expect("scenario task");
     Timestamps::parse(&out)
 }
 
-/// `key=seconds.micros` pairs of a `lab.sh switchover|kill` line (wall clock).
+/// The wall-clock (seconds) fields of a scenario's JSON object: `start`, `demoted`, `promoted`,
+/// `done` of `switchover`/`kill`; `at` of `hang`/`promote`/`stop`/`start`.
 #[derive(Debug, Default, Clone)]
 pub struct Timestamps(pub Vec<(String, f64)>);
 
 impl Timestamps {
     fn parse(out: &str) -> Self {
-        let mut v = Vec::new();
-        for word in out.split_whitespace() {
-            if let Some((k, val)) = word.split_once('=') {
-                if let Ok(t) = val.parse::<f64>() {
-                    v.push((k.to_string(), t));
-                }
-            }
-        }
-        Timestamps(v)
+        let v: serde_json::Value = serde_json::from_str(out)
+            .unwrap_or_else(|e| panic!("lab.sh printed no JSON object ({e}):\n{out}"));
+        let fields = v
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .filter(|(k, _)| k.as_str() != "pid")
+                    .filter_map(|(k, t)| t.as_f64().map(|t| (k.clone(), t)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Timestamps(fields)
     }
 
     pub fn get(&self, key: &str) -> Option<f64> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, t)| *t)
     }
+}
+
+/// `lab.sh status --json`: engine → node → {address, state, up, role, pid, ...}.
+pub fn status() -> serde_json::Value {
+    let out = run(&["status", "--json"]);
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("`lab.sh status --json` printed something else ({e}):\n{out}"))
 }
 
 /// Wall-clock seconds now, comparable with lab timestamps.
