@@ -53,6 +53,15 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
 }
 
+/// The `admin:` block of a file on its own ([`Config::load_admin`]), for the admin client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminFile {
+    pub admin: AdminConfig,
+    /// Which key the token came from (`admin.token_file (/etc/rolegate/token)`), for messages;
+    /// never the token.
+    pub token_source: Option<String>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -362,6 +371,21 @@ impl Config {
             })
         })?;
         Self::from_yaml_str(&text, Some(path))
+    }
+
+    /// Reads only the `admin:` block of a config file (address and token, resolved as the
+    /// server resolves them); the rest of the file must parse but is not validated.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or `admin:` is invalid.
+    pub fn load_admin(path: &Path) -> Result<AdminFile, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigErrors::single(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        validate::compile_admin(&text, Some(path), &|k| std::env::var(k).ok())
     }
 
     /// Problems with the config file that are not errors: today, a file that holds a secret

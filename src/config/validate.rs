@@ -20,7 +20,7 @@ use super::error::{ConfigError, ConfigErrors, Location, Problem};
 use super::locate::{self, Locator};
 use super::raw::{self, RawAdmin, RawConfig, RawLog};
 use super::secret::SecretSource;
-use super::{duration, AdminConfig, Config, LogConfig, LogFormat, Secret};
+use super::{duration, AdminConfig, AdminFile, Config, LogConfig, LogFormat, Secret};
 
 /// Built-in values for every key that may be omitted (config/example.yaml shows the same).
 mod builtin {
@@ -80,6 +80,40 @@ pub(crate) fn compile(
     source: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    validate_with(text, source, env, |raw, v| build(raw, source, v))
+}
+
+/// Only the `admin:` block of a config, for the admin client (`rolegate status`, `drain`, …):
+/// it needs the address and the token, resolved as the server resolves them, and must not fail
+/// on a check password whose variable only the server's environment has.
+///
+/// # Errors
+/// A syntax error anywhere in the file, or any error in `admin:`.
+pub(crate) fn compile_admin(
+    text: &str,
+    source: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminFile, ConfigErrors> {
+    validate_with(text, source, env, |raw, v| {
+        let raw_admin = raw.admin.as_ref();
+        let token_source = raw_admin.and_then(|a| {
+            let file = a.token_file.as_deref().map(|f| format!("admin.token_file ({f})"));
+            file.or_else(|| a.token_env.as_deref().map(|e| format!("admin.token_env ({e})")))
+        });
+        Ok(AdminFile {
+            admin: admin(raw_admin, v)?,
+            token_source,
+        })
+    })
+}
+
+/// Parses `text` and runs `check` on it, collecting every error it reports.
+fn validate_with<T>(
+    text: &str,
+    source: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    check: impl FnOnce(&RawConfig, &mut Validator<'_>) -> Checked<T>,
+) -> Result<T, ConfigErrors> {
     let raw = raw::parse(text)
         .map_err(|error| ConfigErrors::single(locate::syntax_error(error, text)).in_file(source))?;
     let mut v = Validator {
@@ -89,7 +123,7 @@ pub(crate) fn compile(
         base_dir: source.and_then(Path::parent),
         inline_secrets: Vec::new(),
     };
-    let config = build(&raw, source, &mut v);
+    let config = check(&raw, &mut v);
     v.errors
         .sort_by_key(|e| (e.location().is_none(), e.location()));
     match (ConfigErrors::new(source, v.errors), config) {
