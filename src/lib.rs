@@ -37,6 +37,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod probe_cli;
 pub mod role;
 pub mod routing;

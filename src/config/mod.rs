@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use diff::ConfigDiff;
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use secret::Secret;
+pub use secret::{read_secret_file, Secret};
 
 /// A validated configuration. Every name is unique within its kind, every listener points at an
 /// existing cluster, every duration is non-zero where zero would be meaningless.
