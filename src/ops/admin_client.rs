@@ -263,6 +263,40 @@ impl AdminClient {
     }
 }
 
+/// Runs one admin command: resolves the client, calls `act`, prints its answer on stdout or
+/// the error on stderr, and returns the exit code (0, or [`ClientError::exit_code`]). A new
+/// `POST` subcommand is one call: `run(&options, |c| c.post("/path"))`.
+pub fn run(
+    options: &ClientOptions,
+    act: impl FnOnce(&AdminClient) -> Result<String, ClientError>,
+) -> std::process::ExitCode {
+    match AdminClient::resolve(options).and_then(|client| act(&client)) {
+        Ok(answer) => {
+            println!("{}", answer.trim_end());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("rolegate: {error}");
+            std::process::ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// `GET /status`, as the server's JSON (`json`) or as [`super::status_view`] tables.
+///
+/// # Errors
+/// See [`ClientError`]; an answer that is not `/status` JSON is [`ClientError::BadAnswer`].
+pub fn status(client: &AdminClient, json: bool) -> Result<String, ClientError> {
+    let body = client.status()?;
+    if json {
+        return Ok(body);
+    }
+    super::status_view::render(&body).map_err(|e| ClientError::BadAnswer {
+        url: format!("{}/status", client.base()),
+        what: format!("not a /status document: {e}"),
+    })
+}
+
 fn load_admin(path: &Path) -> Result<crate::config::AdminFile, ClientError> {
     Config::load_admin(path).map_err(|errors| ClientError::Usage(errors.to_string()))
 }
