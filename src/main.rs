@@ -137,7 +137,9 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Probe { url, timeout }) => rolegate::probe_cli::run(&url, timeout),
         Some(Command::Status { admin, json }) => {
-            admin_client::run(&admin.options(cli.config), |c| admin_client::status(c, json))
+            admin_client::run(&admin.options(cli.config), |c| {
+                admin_client::status(c, json)
+            })
         }
         Some(Command::Drain(args)) => args.run(cli.config, "drain"),
         Some(Command::Disable(args)) => args.run(cli.config, "disable"),

@@ -97,8 +97,15 @@ pub(crate) fn compile_admin(
     validate_with(text, source, env, |raw, v| {
         let raw_admin = raw.admin.as_ref();
         let token_source = raw_admin.and_then(|a| {
-            let file = a.token_file.as_deref().map(|f| format!("admin.token_file ({f})"));
-            file.or_else(|| a.token_env.as_deref().map(|e| format!("admin.token_env ({e})")))
+            let file = a
+                .token_file
+                .as_deref()
+                .map(|f| format!("admin.token_file ({f})"));
+            file.or_else(|| {
+                a.token_env
+                    .as_deref()
+                    .map(|e| format!("admin.token_env ({e})"))
+            })
         });
         Ok(AdminFile {
             admin: admin(raw_admin, v)?,

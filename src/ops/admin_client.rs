@@ -126,7 +126,10 @@ impl AdminClient {
             (Some(path), _) => {
                 let token = read_secret_file(path)
                     .map_err(|e| ClientError::Usage(format!("--token-file: {e}")))?;
-                (Some(token), Some(format!("--token-file {}", path.display())))
+                (
+                    Some(token),
+                    Some(format!("--token-file {}", path.display())),
+                )
             }
             (None, Some((path, admin))) => (
                 admin.admin.token,
@@ -404,7 +407,10 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
         assert_eq!(client.base(), "http://127.0.0.1:9999");
         assert_eq!(client.token.as_ref().unwrap().expose(), "from-config");
         let source = client.token_source.clone().unwrap();
-        assert!(source.starts_with("admin.token_file (token) of "), "{source}");
+        assert!(
+            source.starts_with("admin.token_file (token) of "),
+            "{source}"
+        );
 
         opts.admin = Some("127.0.0.1:1234".into());
         opts.token_file = Some(dir.path().join("other"));
@@ -415,7 +421,10 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
 
         opts.token_file = Some(dir.path().join("missing"));
         let err = AdminClient::resolve(&opts).unwrap_err();
-        assert!(err.to_string().contains("--token-file: cannot read"), "{err}");
+        assert!(
+            err.to_string().contains("--token-file: cannot read"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -474,7 +483,10 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
         assert_eq!(answer, "pg/a: drain");
         let request = server.join().unwrap();
         assert!(request.starts_with("POST /backends/pg/a/drain HTTP/1.0\r\n"));
-        assert!(request.contains("\r\nAuthorization: Bearer tok\r\n"), "{request}");
+        assert!(
+            request.contains("\r\nAuthorization: Bearer tok\r\n"),
+            "{request}"
+        );
         assert!(request.contains("\r\nContent-Length: 0\r\n"), "{request}");
     }
 
@@ -491,7 +503,10 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
         let (base, _s) = serve_once("HTTP/1.0 401 Unauthorized\r\n\r\nwrong token\n");
         let err = client_for(base, Some("tok")).post("/reload").unwrap_err();
         let shown = err.to_string();
-        assert!(shown.contains("the token from --token-file /t was refused"), "{shown}");
+        assert!(
+            shown.contains("the token from --token-file /t was refused"),
+            "{shown}"
+        );
         assert!(!shown.contains("tok was"), "{shown}");
 
         let (base, _s) = serve_once("HTTP/1.0 401 Unauthorized\r\n\r\nmissing\n");

@@ -20,7 +20,14 @@ pub fn completions(shell: Shell, cmd: &mut Command, out: &mut dyn Write) {
 /// # Errors
 /// Writing to `out` failed.
 pub fn man_page(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
-    clap_mangen::Man::new(cmd).render(out)
+    clap_mangen::Man::new(prepared(cmd)).render(out)
+}
+
+/// As the pages see it: built, and without clap's `help` subcommand (`--help` is listed).
+fn prepared(cmd: Command) -> Command {
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    cmd
 }
 
 /// Writes `rolegate.1` and one `rolegate-SUBCOMMAND.1` per subcommand into `dir` (created if
@@ -30,8 +37,7 @@ pub fn man_page(cmd: Command, out: &mut dyn Write) -> io::Result<()> {
 /// The directory or a file cannot be written.
 pub fn man_pages(cmd: Command, dir: &Path) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let mut cmd = cmd.disable_help_subcommand(true);
-    cmd.build();
+    let cmd = prepared(cmd);
     let mut written = vec![clap_mangen::Man::new(cmd.clone()).generate_to(dir)?];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         written.push(clap_mangen::Man::new(sub.clone()).generate_to(dir)?);
@@ -88,6 +94,9 @@ mod tests {
         let mut top = Vec::new();
         man_page(cmd(), &mut top).unwrap();
         let top = String::from_utf8(top).unwrap();
-        assert!(top.contains(".TH rolegate 1") && top.contains("rolegate\\-status(1)"), "{top}");
+        assert!(
+            top.contains(".TH rolegate 1") && top.contains("rolegate\\-status(1)"),
+            "{top}"
+        );
     }
 }

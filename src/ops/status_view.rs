@@ -148,7 +148,7 @@ fn cluster_line(c: &Cluster) -> String {
         Some(p) => {
             let _ = write!(line, "primary {p}");
         }
-        None if c.protocol == "tcp" => line.push_str("no roles (tcp)"),
+        None if c.protocol == "tcp" => line.push_str("NO BACKEND UP"),
         None => {
             line.push_str("NO PRIMARY");
             if let Some(s) = c.seconds_without_primary {
@@ -248,7 +248,16 @@ mod tests {
         let cells: Vec<&str> = pg_b.split_whitespace().collect();
         assert_eq!(
             cells,
-            ["pg-b", "replica", "up", "drain", "0", "0.3s", "127.0.0.1:15433", "-"]
+            [
+                "pg-b",
+                "replica",
+                "up",
+                "drain",
+                "0",
+                "0.3s",
+                "127.0.0.1:15433",
+                "-"
+            ]
         );
         let r_a = lines.iter().find(|l| l.contains("r-a")).unwrap();
         assert!(r_a.ends_with("refused: connection refused"), "{r_a}");
