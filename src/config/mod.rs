@@ -56,9 +56,12 @@ pub struct AdminConfig {
 /// The `admin:` block of a file on its own ([`Config::load_admin`]), for the admin client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminFile {
-    pub admin: AdminConfig,
-    /// Which key the token came from (`admin.token_file (/etc/rolegate/token)`), for messages;
-    /// never the token.
+    /// `admin.listen`; `None` when the admin server is disabled.
+    pub listen: Option<SocketAddr>,
+    /// The token, or why it cannot be read here (every error, with file and position).
+    pub token: Result<Option<Secret>, String>,
+    /// Which key the token comes from (`admin.token_file (/etc/rolegate/token)`), for
+    /// messages; never the token.
     pub token_source: Option<String>,
 }
 
@@ -377,7 +380,7 @@ impl Config {
     /// server resolves them); the rest of the file must parse but is not validated.
     ///
     /// # Errors
-    /// The file cannot be read or parsed, or `admin:` is invalid.
+    /// The file cannot be read or parsed, or `admin.listen` is invalid.
     pub fn load_admin(path: &Path) -> Result<AdminFile, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|source| {
             ConfigErrors::single(ConfigError::Read {

@@ -13,6 +13,7 @@ mod listener;
 mod tls;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -85,32 +86,38 @@ pub(crate) fn compile(
 
 /// Only the `admin:` block of a config, for the admin client (`rolegate status`, `drain`, …):
 /// it needs the address and the token, resolved as the server resolves them, and must not fail
-/// on a check password whose variable only the server's environment has.
+/// on a check password whose variable only the server's environment has. The token is
+/// resolved on its own: `rolegate status` needs none, so an operator's shell without the
+/// server's `token_env` variable (or a token file only the service user may read) can still
+/// read the status.
 ///
 /// # Errors
-/// A syntax error anywhere in the file, or any error in `admin:`.
+/// A syntax error anywhere in the file, or an invalid `admin.listen`; a token that cannot be
+/// read is [`AdminFile::token`]'s `Err`.
 pub(crate) fn compile_admin(
     text: &str,
     source: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<AdminFile, ConfigErrors> {
-    validate_with(text, source, env, |raw, v| {
-        let raw_admin = raw.admin.as_ref();
-        let token_source = raw_admin.and_then(|a| {
-            let file = a
-                .token_file
-                .as_deref()
-                .map(|f| format!("admin.token_file ({f})"));
-            file.or_else(|| {
-                a.token_env
-                    .as_deref()
-                    .map(|e| format!("admin.token_env ({e})"))
-            })
-        });
-        Ok(AdminFile {
-            admin: admin(raw_admin, v)?,
-            token_source,
-        })
+    let default = RawAdmin::default();
+    let mut token_source = None;
+    let listen = validate_with(text, source, env, |raw, v| {
+        let raw = raw.admin.as_ref().unwrap_or(&default);
+        token_source = match (&raw.token_file, &raw.token_env) {
+            (Some(file), _) => Some(format!("admin.token_file ({file})")),
+            (None, Some(var)) => Some(format!("admin.token_env ({var})")),
+            (None, None) => None,
+        };
+        admin_listen(raw, token_source.is_some(), v)
+    })?;
+    let token = validate_with(text, source, env, |raw, v| {
+        admin_token(raw.admin.as_ref().unwrap_or(&default), v)
+    })
+    .map_err(|errors| errors.to_string());
+    Ok(AdminFile {
+        listen,
+        token,
+        token_source,
     })
 }
 
@@ -188,32 +195,45 @@ fn workers(raw: Option<usize>, v: &mut Validator<'_>) -> Checked<usize> {
 fn admin(raw: Option<&RawAdmin>, v: &mut Validator<'_>) -> Checked<AdminConfig> {
     let default = RawAdmin::default();
     let raw = raw.unwrap_or(&default);
-    let token = v.secret(
+    let token = admin_token(raw, v);
+    // A token that failed to resolve is reported already; only a missing one is a problem
+    // for a public listen address.
+    let listen = admin_listen(raw, !matches!(token, Ok(None)), v);
+    Ok(AdminConfig {
+        listen: listen?,
+        token: token?,
+    })
+}
+
+fn admin_token(raw: &RawAdmin, v: &mut Validator<'_>) -> Checked<Option<Secret>> {
+    v.secret(
         "admin",
         &[
             ("token_file", raw.token_file.as_deref()),
             ("token_env", raw.token_env.as_deref()),
         ],
-    );
+    )
+}
+
+/// `None` when the admin server is disabled.
+fn admin_listen(
+    raw: &RawAdmin,
+    has_token: bool,
+    v: &mut Validator<'_>,
+) -> Checked<Option<SocketAddr>> {
     if raw.enabled == Some(false) {
-        return Ok(AdminConfig {
-            listen: None,
-            token: token?,
-        });
+        return Ok(None);
     }
     let text = raw.listen.as_deref().unwrap_or(builtin::ADMIN_LISTEN);
     let listen = address::bind(text).map_err(|p| v.report("admin.listen", p))?;
-    if !listen.ip().is_loopback() && matches!(token, Ok(None)) {
+    if !listen.ip().is_loopback() && !has_token {
         let problem = Problem::new(format!(
             "{listen} is not a loopback address, so the admin actions need a token"
         ))
         .hint("set admin.token_file or admin.token_env, or listen on 127.0.0.1");
         return Err(v.report("admin.listen", problem));
     }
-    Ok(AdminConfig {
-        listen: Some(listen),
-        token: token?,
-    })
+    Ok(Some(listen))
 }
 
 fn log(raw: Option<&RawLog>, v: &mut Validator<'_>) -> Checked<LogConfig> {

@@ -91,7 +91,9 @@ impl ClientError {
 pub struct AdminClient {
     /// `http://host:port` (plus a path prefix if `--admin` has one), no trailing `/`.
     base: String,
-    token: Option<Secret>,
+    /// Sent with `POST`s only (reads need none), so a token this shell cannot read (the
+    /// server's `token_env` variable unset here) fails an action, not `status`.
+    token: Result<Option<Secret>, String>,
     /// `--token-file /root/token`, `admin.token_file (/etc/rolegate/token) of FILE`: for the
     /// 401 message. Never the token itself.
     token_source: Option<String>,
@@ -111,7 +113,7 @@ impl AdminClient {
         };
         let base = match (&options.admin, &file) {
             (Some(url), _) => normalize_url(url)?,
-            (None, Some((path, admin))) => match admin.admin.listen {
+            (None, Some((path, admin))) => match admin.listen {
                 Some(listen) => url_for(listen),
                 None => {
                     return Err(ClientError::Usage(format!(
@@ -127,17 +129,17 @@ impl AdminClient {
                 let token = read_secret_file(path)
                     .map_err(|e| ClientError::Usage(format!("--token-file: {e}")))?;
                 (
-                    Some(token),
+                    Ok(Some(token)),
                     Some(format!("--token-file {}", path.display())),
                 )
             }
             (None, Some((path, admin))) => (
-                admin.admin.token,
+                admin.token,
                 admin
                     .token_source
                     .map(|s| format!("{s} of {}", path.display())),
             ),
-            (None, None) => (None, None),
+            (None, None) => (Ok(None), None),
         };
         Ok(AdminClient {
             base,
@@ -210,10 +212,17 @@ impl AdminClient {
     ) -> Result<(String, ProbeResponse), ClientError> {
         let url = format!("{}{path}", self.base);
         let parsed = ProbeUrl::parse(&url).map_err(|e| ClientError::Usage(e.to_string()))?;
-        let authorization = self
-            .token
-            .as_ref()
-            .map(|t| format!("Bearer {}", t.expose()));
+        let token = match (method, &self.token) {
+            ("GET" | "HEAD", _) => None,
+            (_, Ok(token)) => token.as_ref(),
+            (_, Err(why)) => {
+                return Err(ClientError::Usage(format!(
+                    "cannot read the admin token: {why}\n(pass --token-file PATH, or export \
+                     the variable the server's token_env names)"
+                )))
+            }
+        };
+        let authorization = token.map(|t| format!("Bearer {}", t.expose()));
         let headers: Vec<(&str, &str)> = authorization
             .iter()
             .map(|a| ("Authorization", a.as_str()))
@@ -247,13 +256,15 @@ impl AdminClient {
         match response.status {
             401 => {
                 let hint = match (&self.token, &self.token_source) {
-                    (None, _) => "no token was sent: pass --config FILE (the server's config, \
+                    (Ok(None) | Err(_), _) => {
+                        "no token was sent: pass --config FILE (the server's config, \
                          for its admin.token_file or admin.token_env) or --token-file PATH"
-                        .to_string(),
-                    (Some(_), Some(source)) => {
+                            .to_string()
+                    }
+                    (Ok(Some(_)), Some(source)) => {
                         format!("the token from {source} was refused; is it the server's token?")
                     }
-                    (Some(_), None) => "the token sent was refused".to_string(),
+                    (Ok(Some(_)), None) => "the token sent was refused".to_string(),
                 };
                 ClientError::Unauthorized { url, body, hint }
             }
@@ -405,7 +416,10 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
         opts.config = Some(file.clone());
         let client = AdminClient::resolve(&opts).unwrap();
         assert_eq!(client.base(), "http://127.0.0.1:9999");
-        assert_eq!(client.token.as_ref().unwrap().expose(), "from-config");
+        assert_eq!(
+            client.token.as_ref().unwrap().as_ref().unwrap().expose(),
+            "from-config"
+        );
         let source = client.token_source.clone().unwrap();
         assert!(
             source.starts_with("admin.token_file (token) of "),
@@ -416,7 +430,10 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
         opts.token_file = Some(dir.path().join("other"));
         let client = AdminClient::resolve(&opts).unwrap();
         assert_eq!(client.base(), "http://127.0.0.1:1234");
-        assert_eq!(client.token.as_ref().unwrap().expose(), "from-flag");
+        assert_eq!(
+            client.token.as_ref().unwrap().as_ref().unwrap().expose(),
+            "from-flag"
+        );
         assert!(!format!("{client:?}").contains("from-flag"));
 
         opts.token_file = Some(dir.path().join("missing"));
@@ -468,7 +485,7 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
     fn client_for(base: String, token: Option<&str>) -> AdminClient {
         AdminClient {
             base,
-            token: token.map(Secret::new),
+            token: Ok(token.map(Secret::new)),
             token_source: token.map(|_| "--token-file /t".to_string()),
             timeout: Duration::from_secs(5),
         }
