@@ -24,7 +24,8 @@
 //! Around them: [`config`] (file → validated `Config`), [`app`] (wiring, reload, graceful stop),
 //! [`admin`] (HTTP: metrics, readiness, status, admin actions), [`metrics`] and [`logging`] (lines
 //! written by a thread of their own); for deployment,
-//! [`notify`] (systemd `sd_notify`) and [`probe_cli`] (`rolegate probe`, a curl-free health probe).
+//! [`notify`] (systemd `sd_notify`) and [`probe_cli`] (`rolegate probe`, a curl-free health probe);
+//! for operators, [`ops`] (`rolegate status`/`drain`/`disable`/`enable`, completions, man pages).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
