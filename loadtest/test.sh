@@ -24,6 +24,13 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 /usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || need_pkgs+=(python3-yaml python3-jsonschema)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
+# Operator kit (tests/admin_client.rs, tests/deb_package.rs): the completion scripts load in zsh
+# and fish, the man pages render with groff and are found by man. cargo-deb comes from crates.io,
+# installed by packaging/build-deb.sh itself when missing.
+command -v zsh >/dev/null || need_pkgs+=(zsh)
+command -v fish >/dev/null || need_pkgs+=(fish)
+command -v groff >/dev/null || need_pkgs+=(groff-base)
+command -v man >/dev/null || need_pkgs+=(man-db)
 # Fault-injection tests (tests/faults_*.rs): packet drop, loss and reset inside namespaces.
 command -v nft >/dev/null || need_pkgs+=(nftables)
 # PROXY protocol tests (tests/proxy_protocol.rs): a real HAProxy with send-proxy-v2 in front;

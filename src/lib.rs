@@ -22,7 +22,8 @@
 //! [`app`] (wiring, reload as named steps, graceful stop), [`admin`] (HTTP: metrics, readiness,
 //! status, admin actions, through the narrow [`admin::Proxy`]), [`metrics`] and [`logging`]
 //! (lines written by a thread of their own), [`config`] (file → validated `Config`), and
-//! [`ops`] (systemd `sd_notify`, `rolegate probe`, `rolegate import-haproxy`).
+//! [`ops`] (systemd `sd_notify`, `rolegate probe`, `rolegate import-haproxy`, the admin client
+//! `rolegate status`/`drain`/`disable`/`enable`, completions, man pages).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 

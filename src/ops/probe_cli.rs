@@ -136,6 +136,28 @@ pub enum ProbeError {
     Io(#[from] io::Error),
     #[error("not an HTTP answer: {0:?}")]
     BadResponse(String),
+    #[error("the answer is longer than {limit} bytes")]
+    TooLarge { limit: usize, partial: Vec<u8> },
+}
+
+/// One request of [`exchange`]: `GET` for probes; the admin client (`rolegate status`,
+/// `drain`, …) also sends `POST`s with an `Authorization` header and reads longer answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// Extra `Name: value` header lines (never logged: one may carry the admin token).
+    pub headers: &'a [(&'a str, &'a str)],
+    /// An answer longer than this is [`ProbeError::TooLarge`] rather than cut short.
+    pub max_response: usize,
+}
+
+impl Request<'_> {
+    /// The probe's `GET`, answers read up to [`MAX_RESPONSE`] bytes.
+    pub const GET: Request<'static> = Request {
+        method: "GET",
+        headers: &[],
+        max_response: MAX_RESPONSE,
+    };
 }
 
 /// GETs `url` within `timeout` (the whole exchange).
@@ -143,6 +165,22 @@ pub enum ProbeError {
 /// # Errors
 /// See [`ProbeError`]; an HTTP error status is an `Ok` answer.
 pub fn probe(url: &ProbeUrl, timeout: Duration) -> Result<ProbeResponse, ProbeError> {
+    exchange(url, &Request::GET, timeout).or_else(|e| match e {
+        // A probe only needs the status line: a long answer is still an answer.
+        ProbeError::TooLarge { partial, .. } => parse_response(&partial),
+        e => Err(e),
+    })
+}
+
+/// Sends `request` to `url` and reads the answer within `timeout` (the whole exchange).
+///
+/// # Errors
+/// See [`ProbeError`]; an HTTP error status is an `Ok` answer.
+pub fn exchange(
+    url: &ProbeUrl,
+    request: &Request<'_>,
+    timeout: Duration,
+) -> Result<ProbeResponse, ProbeError> {
     let deadline = Instant::now() + timeout;
     let remaining = || {
         deadline
@@ -182,23 +220,39 @@ pub fn probe(url: &ProbeUrl, timeout: Duration) -> Result<ProbeResponse, ProbeEr
             source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         }));
     };
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: rolegate-probe/{}\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+    let mut head = format!(
+        "{} {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: rolegate-probe/{}\r\nAccept: */*\r\nConnection: close\r\n",
+        request.method,
         url.path,
         url.authority,
         env!("CARGO_PKG_VERSION")
     );
+    for (name, value) in request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if request.method != "GET" && request.method != "HEAD" {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("\r\n");
     stream.set_write_timeout(Some(remaining()?))?;
     stream
-        .write_all(request.as_bytes())
+        .write_all(head.as_bytes())
         .map_err(timeout_or(timeout))?;
+    let limit = request.max_response;
     let mut answer = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
-    while answer.len() < MAX_RESPONSE {
+    loop {
         stream.set_read_timeout(Some(remaining()?))?;
         match stream.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n.min(MAX_RESPONSE - answer.len())]),
+            Ok(n) if answer.len() + n > limit => {
+                answer.extend_from_slice(&buf[..limit - answer.len()]);
+                return Err(ProbeError::TooLarge {
+                    limit,
+                    partial: answer,
+                });
+            }
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(timeout_or(timeout)(e)),
         }
