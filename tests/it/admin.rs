@@ -3,7 +3,7 @@
 //! through `admin::handle` where a socket cannot express the case (a non-loopback peer, a body
 //! without a length).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

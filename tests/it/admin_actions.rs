@@ -1,7 +1,7 @@
 //! Operator actions and readiness over the admin API: drain, disable and enable a backend
 //! while sessions run on it; `/readyz` following a tcp cluster's only backend.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the header read timeout (silent and idle keep-alive connections) and the connection cap.
 //! Each test runs a second admin server with tight limits on its own port-0 socket.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

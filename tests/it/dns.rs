@@ -4,7 +4,7 @@
 //! whose `/etc/hosts` is a file the test rewrites, so the name really changes its address for
 //! the resolver rolegate uses, without touching the host's configuration.
 
-mod support;
+use crate::support;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -49,6 +49,10 @@ fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_moved_dns_name_moves_the_route() {
+    // Root, for the private mount namespace.
+    let Some(_root) = support::require::root() else {
+        return;
+    };
     // Two servers on the same port of two loopback addresses, told apart by their greeting.
     let a = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let port = a.local_addr().unwrap().port();

@@ -5,15 +5,15 @@
 //! The first needs root (to lower a child's limit reliably and raise ours) and the lab's Redis
 //! pair, so it holds the lab lock; `bash loadtest/test.sh` provides both.
 
-mod faults;
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use faults::binary::{self, Rolegate, Start};
+use support::binary::{self, Rolegate, Start};
 use support::files::ConfigFile;
 use support::lab::{self, Engine};
+use support::require;
 use support::{eventually, fake, metric_value, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -53,10 +53,11 @@ async fn answer(s: &mut TcpStream, expect: &[u8], limit: Duration) -> Option<boo
 /// release, over the time from the first client that was not served to the release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_accept_backs_off_sessions_flow_and_service_resumes() {
-    faults::require_root("the fd exhaustion test");
+    let Some(_) = require::root_and_lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lock = lab::lock();
-    lab::require(Engine::Redis).await;
-    faults::raise_fd_limit(4096);
+    support::raise_fd_limit(4096);
     let file = ConfigFile::new(&format!(
         "admin: {{ listen: 127.0.0.1:0 }}
 log: {{ format: json }}

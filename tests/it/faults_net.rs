@@ -7,18 +7,18 @@
 //! They need root, nftables and the lab (`bash loadtest/test.sh` provides all three) and hold
 //! the lab lock for their whole run.
 
-mod faults;
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faults::netns::Node;
-use faults::relay::{self, AbortOnDrop, Relay};
 use sha2::{Digest, Sha256};
 use support::lab::{self, Engine};
+use support::netns::Node;
+use support::relay::{self, AbortOnDrop, Relay};
+use support::require;
 use support::{db, eventually, metric_value, Proxy};
 
 /// One cluster of the test config. `check` is the inside of the check mapping minus the
@@ -146,9 +146,10 @@ async fn relayed_a(
 /// cluster in the same process keeps answering within milliseconds throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_blackholed_backends_time_out_and_other_clusters_are_unaffected() {
+    let Some(_) = require::root_and_lab(&[Engine::Pg, Engine::Redis]) else {
+        return;
+    };
     let _lock = lab::lock();
-    lab::require(Engine::Pg).await;
-    lab::require(Engine::Redis).await;
     let silent_node = Node::new();
     let hole = Node::new();
     let _silent: Vec<AbortOnDrop> = [5432, 3306, 6379]
@@ -309,8 +310,10 @@ async fn silent_and_blackholed_backends_time_out_and_other_clusters_are_unaffect
 /// and after the fault a new session works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_reset_mid_stream_end_promptly_and_new_sessions_work() {
+    let Some(_) = require::root_and_lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lock = lab::lock();
-    lab::require(Engine::Pg).await;
     let RelayedA {
         node,
         relay,
@@ -391,8 +394,10 @@ async fn connections_reset_mid_stream_end_promptly_and_new_sessions_work() {
 /// returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_backend_is_kept_while_within_the_check_timeout_and_taken_out_beyond_it() {
+    let Some(_) = require::root_and_lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lock = lab::lock();
-    lab::require(Engine::Pg).await;
     let RelayedA {
         node: _node,
         relay,
@@ -459,8 +464,10 @@ async fn a_slow_backend_is_kept_while_within_the_check_timeout_and_taken_out_bey
 /// the node is back as primary within seconds of the loss ending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn packet_loss_never_corrupts_or_misroutes_and_the_node_recovers() {
+    let Some(_) = require::root_and_lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lock = lab::lock();
-    lab::require(Engine::Redis).await;
     let RelayedA {
         node,
         relay: _relay,

@@ -3,15 +3,14 @@
 //! exit with status 0 once the last session is done — well within the grace period — and new
 //! connections must be refused from the moment the signal arrives.
 
-mod faults;
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use faults::binary::{self, Rolegate, Start};
 use sha2::{Digest, Sha256};
+use support::binary::{self, Rolegate, Start};
 use support::fake;
 use support::files::ConfigFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +25,7 @@ const GRACE: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_1000_streaming_sessions_delivers_every_byte_and_exits_0() {
-    faults::raise_fd_limit(8192);
+    support::raise_fd_limit(8192);
     let backend = fake::echo().spawn().await;
     let file = ConfigFile::new(&format!(
         "admin: {{ listen: 127.0.0.1:0 }}

@@ -13,7 +13,7 @@
 //! failing input is written to `target/fuzz-smoke/<target>-crash` and printed, ready to be
 //! replayed with `cargo fuzz run <target> <file>`.
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 mod targets;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

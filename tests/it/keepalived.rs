@@ -42,6 +42,8 @@ use std::time::{Duration, Instant};
 
 use rolegate::probe_cli::{probe, ProbeUrl};
 
+use crate::support::require;
+
 const KEEPALIVED_HINT: &str = "keepalived is not installed: apt-get install keepalived \
      (with a policy-rc.d that exits 101 so that no service starts), or run the test command \
      `bash loadtest/test.sh`, which installs it";
@@ -59,21 +61,17 @@ const READYZ: &str = "http://127.0.0.1:9813/readyz";
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 const CHECK_FALL: u32 = 2;
 
+/// keepalived's path (found by `require::tool` at the test's start).
 fn keepalived_binary() -> PathBuf {
-    let candidates = [
-        "/usr/sbin/keepalived",
-        "/sbin/keepalived",
-        "/usr/local/sbin/keepalived",
-    ];
-    if let Some(found) = candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
-        return found;
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("keepalived"))
-            .find(|p| p.exists())
-    });
-    on_path.unwrap_or_else(|| panic!("{KEEPALIVED_HINT}"))
+    require::find_tool(
+        "keepalived",
+        &[
+            "/usr/sbin/keepalived",
+            "/sbin/keepalived",
+            "/usr/local/sbin/keepalived",
+        ],
+    )
+    .unwrap_or_else(|| panic!("{KEEPALIVED_HINT}"))
 }
 
 /// Runs a short command with a deadline; panics with its output when it fails.
@@ -626,7 +624,23 @@ fn priority_changes(log: &str, from: u32, to: u32) -> usize {
 
 #[test]
 fn keepalived_moves_the_vip_to_the_ready_rolegate_host() {
-    let _ = keepalived_binary(); // fail early with the install hint
+    let Some(_root) = require::root() else {
+        return;
+    };
+    let (Some(_), Some(_)) = (
+        require::tool(
+            "keepalived",
+            &[
+                "/usr/sbin/keepalived",
+                "/sbin/keepalived",
+                "/usr/local/sbin/keepalived",
+            ],
+            "keepalived",
+        ),
+        require::tool("ip", &["/usr/sbin/ip", "/sbin/ip"], "iproute2"),
+    ) else {
+        return;
+    };
     let mut lab = Lab::new();
     lab.start_backend();
     let (conf, shipped) = lab.write_keepalived_conf();

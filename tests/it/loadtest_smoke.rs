@@ -8,13 +8,14 @@
 //! no release build happens here. Both scripts take the lab tests' lock themselves when they need
 //! the lab, so these tests must not hold it.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use support::lab::Engine;
 use support::script;
 
 /// The two scripts share ports and machine time: one at a time.
@@ -63,6 +64,9 @@ fn row<'a>(table: &'a str, labels: &[&str]) -> Option<Vec<&'a str>> {
 
 #[test]
 fn bench_smoke_prints_every_row() {
+    let Some(_root) = support::require::root() else {
+        return;
+    };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = tempfile::tempdir().expect("tempdir");
     let (ok, stdout, stderr) = run_script(
@@ -149,6 +153,9 @@ fn bench_smoke_prints_every_row() {
 
 #[test]
 fn profile_prints_syscalls_and_cpu_per_op_for_both_proxies() {
+    let Some(_root) = support::require::root() else {
+        return;
+    };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = tempfile::tempdir().expect("tempdir");
     let (ok, stdout, stderr) = run_script(
@@ -184,6 +191,10 @@ fn profile_prints_syscalls_and_cpu_per_op_for_both_proxies() {
 
 #[test]
 fn failover_smoke_prints_every_row_and_resets_the_lab() {
+    let Some(_) = support::require::root_and_lab(&[Engine::Pg, Engine::Mysql, Engine::Redis])
+    else {
+        return;
+    };
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let out = tempfile::tempdir().expect("tempdir");
     let (ok, stdout, stderr) = run_script(

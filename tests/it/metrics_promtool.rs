@@ -1,26 +1,22 @@
 //! A real scrape of `GET /metrics` passes `promtool check metrics` (Prometheus' own linter:
 //! naming, units, `_total` counters, help texts) and contains every family the issue names.
 //!
-//! `promtool` comes from Debian's `prometheus` package. CI installs it; without it these tests
-//! fail and say how to install it, because a skipped lint is a lint nobody runs.
+//! `promtool` comes from Debian's `prometheus` package. `bash loadtest/test.sh` installs it and
+//! fails these tests without it; a plain `cargo test` skips them with a `SKIPPED` line.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::http::get;
 use support::lab::{self, Engine};
+use support::require;
 use support::{eventually, fake, metric_value, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const INSTALL_HINT: &str = "promtool is not installed. Install it from Debian's prometheus package \
-     without starting the daemon: printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && \
-     chmod +x /usr/sbin/policy-rc.d && apt-get update && apt-get install -y \
-     --no-install-recommends prometheus; rm /usr/sbin/policy-rc.d (or set PROMTOOL=/path/to/promtool)";
 
 /// Every family the issue lists, plus the process metrics. `replication_lag_seconds` is only
 /// exported for role-aware clusters; the lab test checks it.
@@ -50,27 +46,23 @@ const FAMILIES: &[&str] = &[
     "process_cpu_seconds_total",
 ];
 
-fn promtool() -> PathBuf {
+/// `$PROMTOOL`, else `promtool` from Debian's prometheus package (the test is skipped without).
+fn promtool() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("PROMTOOL") {
-        return PathBuf::from(path);
+        return Some(PathBuf::from(path));
     }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join("promtool"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{INSTALL_HINT}"))
+    require::tool("promtool", &["/usr/bin/promtool"], "prometheus")
 }
 
 /// Runs `promtool check metrics` on `scrape`; panics with its findings unless it is silent.
-fn assert_promtool_clean(scrape: &str) {
-    let mut child = Command::new(promtool())
+fn assert_promtool_clean(promtool: &Path, scrape: &str) {
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run promtool ({e}); {INSTALL_HINT}"));
+        .unwrap_or_else(|e| panic!("cannot run {} ({e})", promtool.display()));
     child
         .stdin
         .take()
@@ -118,6 +110,9 @@ async fn closed_port() -> std::net::SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_passes_promtool_and_has_every_family() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
     let (flaky, good) = (fake::echo().spawn().await, fake::echo().spawn().await);
     let dead = closed_port().await;
     let yaml = format!(
@@ -191,15 +186,20 @@ listeners:
         assert!(scrape.contains(zero), "{zero} not in:\n{scrape}");
     }
     assert!(!scrape.contains("127.0.0.1"), "no addresses in labels");
-    assert_promtool_clean(&scrape);
+    assert_promtool_clean(&promtool, &scrape);
     proxy.stop().await;
 }
 
 /// The role-aware families (role, lag, candidates) against the lab's Redis pair.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_aware_scrape_passes_promtool_and_exports_lag() {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock();
-    lab::require(Engine::Redis).await;
     let yaml = format!(
         "admin: {{ listen: 127.0.0.1:0 }}
 clusters:
@@ -259,6 +259,6 @@ listeners:
         lag.is_some_and(|l| (0.0..60.0).contains(&l)),
         "lag {lag:?}\n{scrape}"
     );
-    assert_promtool_clean(&scrape);
+    assert_promtool_clean(&promtool, &scrape);
     proxy.stop().await;
 }

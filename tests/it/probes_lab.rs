@@ -12,7 +12,7 @@
 //! a scenario nor a manual `lab.sh` command runs underneath them. A lab that is not running
 //! fails the tests with the command that starts it.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use std::time::Duration;
 use rolegate::config::{CheckConfig, Protocol, Secret};
 use rolegate::health::{CheckFailure, Facts, FailureReason, ObservedRole, Probe};
 use support::lab::{self, Engine};
+use support::require;
 
 const BUDGET: Duration = Duration::from_secs(5);
 /// What "a small lag" means for a healthy, idle lab replica.
@@ -84,7 +85,6 @@ fn session_id(probe: &Probe) -> Option<u64> {
 
 /// Checks the primary, then the replica, and asserts the canonical roles; returns both facts.
 async fn primary_then_replica(engine: Engine, protocol: Protocol) -> (Facts, Facts) {
-    lab::require(engine).await;
     let mut a = Probe::new(protocol, &monitor());
     let mut b = Probe::new(protocol, &monitor());
     let primary = facts(&mut a, engine.addr('A'), "node A").await;
@@ -124,6 +124,9 @@ async fn assert_session_reused(probe: &mut Probe, addr: SocketAddr) -> u64 {
 
 #[tokio::test]
 async fn pg_roles_lag_position_and_timeline() {
+    let Some(_) = require::lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     let (primary, replica) = primary_then_replica(Engine::Pg, Protocol::Postgres).await;
     let written = primary
@@ -149,8 +152,10 @@ async fn pg_roles_lag_position_and_timeline() {
 
 #[tokio::test]
 async fn pg_one_session_serves_many_checks() {
+    let Some(_) = require::lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Pg).await;
     let addr = Engine::Pg.addr('B');
     let mut probe = Probe::new(Protocol::Postgres, &monitor());
     let pid = assert_session_reused(&mut probe, addr).await;
@@ -182,8 +187,10 @@ async fn pg_one_session_serves_many_checks() {
 
 #[tokio::test]
 async fn pg_wrong_password_is_auth_failed() {
+    let Some(_) = require::lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Pg).await;
     let mut probe = Probe::new(
         Protocol::Postgres,
         &check("rolegate_monitor", "not-the-password"),
@@ -196,8 +203,10 @@ async fn pg_wrong_password_is_auth_failed() {
 
 #[tokio::test]
 async fn pg_md5_user_logs_in_and_missing_pg_monitor_is_named() {
+    let Some(_) = require::lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Pg).await;
     let md5 = check("md5user", &env_or("LAB_MD5_PASSWORD", "md5-secret"));
     let mut probe = Probe::new(Protocol::Postgres, &md5);
     let primary = facts(&mut probe, Engine::Pg.addr('A'), "md5 login on A").await;
@@ -214,6 +223,9 @@ async fn pg_md5_user_logs_in_and_missing_pg_monitor_is_named() {
 
 #[tokio::test]
 async fn mysql_roles_and_replication_threads() {
+    let Some(_) = require::lab(&[Engine::Mysql]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     let (primary, replica) = primary_then_replica(Engine::Mysql, Protocol::Mysql).await;
     let facts = replica.replica.clone().expect("replica facts");
@@ -227,8 +239,10 @@ async fn mysql_roles_and_replication_threads() {
 
 #[tokio::test]
 async fn mysql_one_connection_serves_many_checks() {
+    let Some(_) = require::lab(&[Engine::Mysql]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Mysql).await;
     let addr = Engine::Mysql.addr('B');
     let mut probe = Probe::new(Protocol::Mysql, &monitor());
     let id = assert_session_reused(&mut probe, addr).await;
@@ -260,8 +274,10 @@ async fn mysql_one_connection_serves_many_checks() {
 
 #[tokio::test]
 async fn mysql_wrong_password_is_auth_failed() {
+    let Some(_) = require::lab(&[Engine::Mysql]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Mysql).await;
     let mut probe = Probe::new(
         Protocol::Mysql,
         &check("rolegate_monitor", "not-the-password"),
@@ -274,8 +290,10 @@ async fn mysql_wrong_password_is_auth_failed() {
 
 #[tokio::test]
 async fn mysql_native_password_user_and_missing_privilege() {
+    let Some(_) = require::lab(&[Engine::Mysql]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Mysql).await;
     let native = check(
         "native_user",
         &env_or("LAB_NATIVE_PASSWORD", "native-secret"),
@@ -295,6 +313,9 @@ async fn mysql_native_password_user_and_missing_privilege() {
 
 #[tokio::test]
 async fn redis_roles_offsets_and_lag() {
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     let (primary, replica) = primary_then_replica(Engine::Redis, Protocol::Redis).await;
     assert!(primary.write_position.is_some(), "{primary:?}");
@@ -307,8 +328,10 @@ async fn redis_roles_offsets_and_lag() {
 
 #[tokio::test]
 async fn redis_one_connection_serves_many_checks() {
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Redis).await;
     let addr = Engine::Redis.addr('B');
     let mut probe = Probe::new(Protocol::Redis, &monitor());
     let id = assert_session_reused(&mut probe, addr).await;
@@ -337,8 +360,10 @@ async fn redis_one_connection_serves_many_checks() {
 
 #[tokio::test]
 async fn redis_acl_user_and_requirepass_both_log_in_and_wrong_passwords_fail() {
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Redis).await;
     let addr = Engine::Redis.addr('A');
     let mut requirepass = monitor();
     requirepass.user = None;

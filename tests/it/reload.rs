@@ -3,7 +3,7 @@
 //! settings reaching the running probes. Reloads go through the real file, alternately via
 //! `POST /reload` and `App::reload_from_source` (what SIGHUP calls; see `reload_signals.rs`).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

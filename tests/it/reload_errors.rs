@@ -3,7 +3,7 @@
 //! answers with the error (file:line:column and field), and the attempt is counted as an
 //! error.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

@@ -2,7 +2,7 @@
 //! one is refused and counted), and SIGTERM stops it with exit status 0. Everything is
 //! observed through the admin API, the way an operator would.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;

@@ -1,7 +1,7 @@
 //! The per-session close line: a stalled stream is closed after `idle_timeout`, and the log
-//! says so. A separate test binary because it installs a global log subscriber.
+//! says so. Alone in a child process because it installs a global log subscriber.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -30,8 +30,18 @@ impl Captured {
     }
 }
 
+/// Installs a process-wide log subscriber, so it runs alone in a child process: it would
+/// collect the logs of every proxy the tests beside it start.
+#[test]
+fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged() {
+    support::isolated(
+        "session_log::a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged_alone",
+    );
+}
+
 #[tokio::test]
-async fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged() {
+#[ignore = "installs a global log subscriber; run alone, in a child process, by a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged"]
+async fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged_alone() {
     let logs = Captured::default();
     let writer = logs.clone();
     tracing_subscriber::fmt()

@@ -13,7 +13,7 @@
 //! Check settings are built from YAML by the config loader, as an operator's would be. These
 //! tests only read; they hold the lab test lock and `lab.sh`'s own lock like `probes_lab.rs`.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,6 +21,7 @@ use std::time::Duration;
 use rolegate::config::{BackendAddress, CheckConfig, Config, Protocol, TlsMode};
 use rolegate::health::{CheckFailure, Facts, FailureReason, ObservedRole, Probe};
 use support::lab::{self, Engine};
+use support::require;
 use support::{db, eventually, Proxy};
 
 const BUDGET: Duration = Duration::from_secs(5);
@@ -132,7 +133,6 @@ async fn failure_within(probe: &mut Probe, addr: SocketAddr, budget: Duration) -
 
 /// Checks A then B over verified TLS; asserts the canonical roles; returns both probes.
 async fn verified_roles(engine: Engine) -> (Probe, Probe) {
-    lab::require(engine).await;
     let config = verified(engine);
     let mut a = Probe::new(protocol(engine), &config);
     let mut b = Probe::new(protocol(engine), &config);
@@ -151,6 +151,9 @@ async fn verified_roles(engine: Engine) -> (Probe, Probe) {
 
 #[tokio::test]
 async fn pg_verify_full_detects_roles_over_an_encrypted_session() {
+    let Some(_) = require::lab(&[Engine::Pg]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     let (a, b) = verified_roles(Engine::Pg).await;
     for (node, probe) in [('A', &a), ('B', &b)] {
@@ -176,6 +179,9 @@ async fn pg_verify_full_detects_roles_over_an_encrypted_session() {
 
 #[tokio::test]
 async fn mysql_verify_full_detects_roles_over_an_encrypted_session() {
+    let Some(_) = require::lab(&[Engine::Mysql]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     let (mut a, mut b) = verified_roles(Engine::Mysql).await;
     for (node, probe) in [('A', &mut a), ('B', &mut b)] {
@@ -192,6 +198,9 @@ async fn mysql_verify_full_detects_roles_over_an_encrypted_session() {
 
 #[tokio::test]
 async fn redis_verify_full_detects_roles_on_the_tls_ports() {
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     verified_roles(Engine::Redis).await;
 
@@ -213,9 +222,11 @@ async fn redis_verify_full_detects_roles_on_the_tls_ports() {
 
 #[tokio::test]
 async fn system_roots_do_not_trust_the_lab_ca_unknown_issuer() {
+    let Some(_) = require::lab(&[Engine::Pg, Engine::Mysql, Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     for engine in [Engine::Pg, Engine::Mysql, Engine::Redis] {
-        lab::require(engine).await;
         // No tls_ca_file: the system's trust store, which does not hold the lab's CA.
         let config = check(engine, "tls: verify-full");
         assert_eq!(config.tls.ca, None);
@@ -233,9 +244,11 @@ async fn system_roots_do_not_trust_the_lab_ca_unknown_issuer() {
 
 #[tokio::test]
 async fn a_wrong_server_name_is_a_name_mismatch() {
+    let Some(_) = require::lab(&[Engine::Pg, Engine::Mysql, Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     for engine in [Engine::Pg, Engine::Mysql, Engine::Redis] {
-        lab::require(engine).await;
         let config = check(
             engine,
             &format!(
@@ -257,9 +270,11 @@ async fn a_wrong_server_name_is_a_name_mismatch() {
 
 #[tokio::test]
 async fn verify_ca_checks_the_chain_but_not_the_name() {
+    let Some(_) = require::lab(&[Engine::Pg, Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     for engine in [Engine::Pg, Engine::Redis] {
-        lab::require(engine).await;
         let config = check(
             engine,
             &format!("tls: verify-ca, tls_ca_file: \"{}\"", ca_file()),
@@ -281,8 +296,10 @@ async fn verify_ca_checks_the_chain_but_not_the_name() {
 
 #[tokio::test]
 async fn require_against_a_port_without_tls_is_a_tls_failure() {
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
-    lab::require(Engine::Redis).await;
     // Redis' plain port never answers a ClientHello; the probe says what it does speak.
     let config = check(Engine::Redis, "tls: require");
     let mut probe = Probe::new(Protocol::Redis, &config);
@@ -320,6 +337,9 @@ fn cluster_yaml(name: &str, engine: Engine, tls: &str) -> String {
 
 #[tokio::test]
 async fn a_proxy_routes_by_roles_its_tls_checks_found() {
+    let Some(_) = require::lab(&[Engine::Pg, Engine::Mysql, Engine::Redis]) else {
+        return;
+    };
     let _lab = lab::lock_read_only();
     let verify = format!("tls: verify-full, tls_ca_file: \"{}\"", ca_file());
     let mut clusters = String::new();
@@ -329,7 +349,6 @@ async fn a_proxy_routes_by_roles_its_tls_checks_found() {
         ("my", Engine::Mysql),
         ("rd", Engine::Redis),
     ] {
-        lab::require(engine).await;
         clusters.push_str(&cluster_yaml(name, engine, &verify));
         listeners.push_str(&format!(
             "  - {{ name: {name}-rw, bind: \"127.0.0.1:0\", cluster: {name}, role: primary }}\n  - {{ name: {name}-ro, bind: \"127.0.0.1:0\", cluster: {name}, role: replica }}\n"

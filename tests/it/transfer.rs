@@ -409,22 +409,7 @@ async fn no_pipes_falls_back_to_copy_byte_exact() {
 /// closes descriptors while it counts them.
 #[test]
 fn pipe_and_fd_budget() {
-    let exe = std::env::current_exe().expect("test binary path");
-    let output = std::process::Command::new(exe)
-        .args([
-            "pipe_and_fd_budget_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .output()
-        .expect("run child test");
-    assert!(
-        output.status.success(),
-        "child failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    crate::support::isolated("transfer::pipe_and_fd_budget_child");
 }
 
 #[tokio::test]

@@ -1,14 +1,13 @@
 //! The real-server lab (`loadtest/lab.sh`) from Rust tests: endpoints, a lock that serialises
 //! every test touching the lab, and scenario commands.
 //!
-//! Tests never start the lab themselves: CI does (`loadtest/test.sh`). A test that cannot reach
-//! a lab server fails with the command that starts it.
+//! Tests never start the lab themselves: CI does (`loadtest/test.sh`). A test asks
+//! `require::lab` first, which skips it (or, in the full run, fails it) when the lab is down.
 
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 pub const START_HINT: &str = "the lab is not running; start it with: bash loadtest/lab.sh up";
 
@@ -125,21 +124,6 @@ pub fn run(args: &[&str]) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Fails the test with the start hint unless both nodes of `engine` accept TCP connections.
-pub async fn require(engine: Engine) {
-    for node in ['A', 'B'] {
-        let addr = engine.addr(node);
-        let ok = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        assert!(
-            ok,
-            "{} node {node} at {addr} is unreachable: {START_HINT}",
-            engine.as_str()
-        );
-    }
 }
 
 /// Puts `engine` back to A primary, B replica (any state) — async wrapper for tests.

@@ -1,12 +1,21 @@
-//! Shared helpers for integration tests: start a proxy in-process on ephemeral ports, fake
-//! backends, and condition waits (never sleeps).
+//! Shared helpers of the integration tests: a proxy in-process on ephemeral ports ([`Proxy`]),
+//! the real binary as a child ([`binary`]), configs ([`config`], [`files`]), fake backends
+//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), network namespaces and
+//! relays for fault injection ([`netns`], [`relay`]), HTTP ([`http`]), scripts ([`script`]),
+//! what a test needs to run at all ([`require`]), and condition waits with deadlines (never
+//! sleeps).
 #![allow(dead_code)]
 
+pub mod binary;
+pub mod config;
 pub mod db;
 pub mod fake;
 pub mod files;
 pub mod http;
 pub mod lab;
+pub mod netns;
+pub mod relay;
+pub mod require;
 pub mod script;
 
 use std::future::Future;
@@ -175,4 +184,58 @@ pub fn metric_value(scrape: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` to at least `want` (bounded by the hard limit),
+/// for tests that hold thousands of sockets; fails the test if that is impossible. Only ever
+/// raises, so tests sharing the process never lose descriptors they planned for.
+pub fn raise_fd_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0
+            && (limit.rlim_cur >= want || {
+                limit.rlim_cur = want.min(limit.rlim_max);
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+            })
+    };
+    assert!(
+        ok && limit.rlim_cur >= want,
+        "this test needs {want} file descriptors; the hard limit is {} (raise it, e.g. ulimit -Hn {want}, or run as root)",
+        limit.rlim_max
+    );
+}
+
+/// Runs the `#[ignore]`d test `name` (its full path, e.g. `data_plane::x_alone`) alone in a
+/// child process of this test binary and fails with its output unless it passes. For tests
+/// that measure process-wide state — this process's descriptors, a global log subscriber —
+/// which the tests running beside them in this process would disturb.
+pub fn isolated(name: &str) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let output = std::process::Command::new(exe)
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run the isolated test");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success(),
+        "isolated test {name} failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "isolated test {name} did not run (wrong name?):\n{stdout}"
+    );
 }

@@ -89,7 +89,7 @@ impl Node {
     /// Creates the namespace, the veth pair and an empty nftables table (with its chains)
     /// inside the namespace.
     pub fn new() -> Node {
-        super::require_root("network fault injection");
+        super::require::root_or_fail("network fault injection");
         remove_stale();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         assert!(n < 50, "too many fault nodes in one test process");
