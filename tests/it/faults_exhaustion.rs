@@ -319,7 +319,7 @@ listeners:
 /// Two sessions allowed, a backlog of two, twelve clients: the extra ones wait — in the
 /// accept queue while it has room, as SYNs the kernel drops (and the client retransmits)
 /// beyond it — and every one of them is served once the first two leave. Nobody is refused,
-/// nobody hangs. (`tests/data_plane.rs` covers the simple case of one waiting client.)
+/// nobody hangs. (`tests/it/data_plane.rs` covers the simple case of one waiting client.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_with_a_full_backlog_serves_every_client_eventually() {
     let backend = fake::echo().spawn().await;

@@ -1,5 +1,5 @@
 //! Network faults between rolegate and real lab servers, injected by the kernel inside network
-//! namespaces the tests create (`tests/faults/netns.rs`): a backend that accepts TCP and never
+//! namespaces the tests create (`tests/it/support/netns.rs`): a backend that accepts TCP and never
 //! answers, one whose packets are black-holed, one whose connections are reset mid-stream, a
 //! slow one and a lossy one. Every test is bounded in time and checks that the faulty backend
 //! is judged by its checks, that clients never hang, and that other clusters do not notice.

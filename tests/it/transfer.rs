@@ -575,7 +575,7 @@ async fn measure(mode: Option<TransferMode>, total: usize, rounds: usize) -> (f6
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "measurement, run by hand: cargo test --release --test transfer -- --ignored --nocapture throughput"]
+#[ignore = "measurement, run by hand: cargo test --release --test it -- --ignored --nocapture transfer::throughput"]
 async fn throughput_1gib() {
     const TOTAL: usize = 1024 * MIB;
     const ROUNDS: usize = 5;
@@ -603,7 +603,7 @@ fn resident_bytes() -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, run by hand: cargo test --release --test transfer -- --ignored --nocapture footprint"]
+#[ignore = "measurement, run by hand: cargo test --release --test it -- --ignored --nocapture transfer::footprint"]
 async fn idle_session_footprint() {
     const SESSIONS: usize = 4_000; // 4 sockets each in this process: 16,000 descriptors
     let mut ends = Vec::with_capacity(SESSIONS);
