@@ -11,6 +11,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use rolegate::admin::{self, AdminState};
 use rolegate::config::Config;
+use serde_json::json;
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::files::ConfigFile;
 use support::http::{self, get, post, raw, request};
 use support::{fake, metric_value, Proxy};
@@ -18,21 +20,22 @@ use support::{fake, metric_value, Proxy};
 const TOKEN: &str = "correct-horse-battery-staple";
 
 /// A tcp cluster `app` with backends `a` and `b`, listener `rw` (any); `admin` is the admin
-/// block's inner YAML.
-fn yaml(admin: &str, a: SocketAddr, b: SocketAddr) -> String {
-    format!(
-        "admin: {{ {admin} }}
-clusters:
-  - name: app
-    protocol: tcp
-    check: {{ interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }}
-    backends:
-      - {{ name: a, address: \"{a}\" }}
-      - {{ name: b, address: \"{b}\" }}
-listeners:
-  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any, queue_timeout: 0s }}
-"
-    )
+/// block.
+fn yaml(admin: serde_json::Value, a: SocketAddr, b: SocketAddr) -> String {
+    ConfigBuilder::new()
+        .admin(admin)
+        .cluster(
+            Cluster::tcp("app")
+                .check(Check::fast())
+                .backend("a", a)
+                .backend("b", b),
+        )
+        .listener(
+            Listener::new("rw", "app")
+                .role("any")
+                .set("queue_timeout", "0s"),
+        )
+        .yaml()
 }
 
 /// A proxy with a token in `token` next to its config file.
@@ -42,7 +45,7 @@ async fn with_token() -> (Proxy, ConfigFile, [fake::Backend; 2]) {
         fake::named("b").spawn().await,
     );
     let file = ConfigFile::new(&yaml(
-        "listen: 127.0.0.1:0, token_file: token",
+        json!({ "listen": "127.0.0.1:0", "token_file": "token" }),
         a.addr,
         b.addr,
     ));
@@ -129,7 +132,7 @@ async fn without_a_token_only_loopback_peers_may_post() {
         fake::named("a").spawn().await,
         fake::named("b").spawn().await,
     );
-    let file = ConfigFile::new(&yaml("listen: 127.0.0.1:0", a.addr, b.addr));
+    let file = ConfigFile::new(&yaml(json!({ "listen": "127.0.0.1:0" }), a.addr, b.addr));
     let proxy = Proxy::start_file(&file.path).await;
     let state = AdminState::new(proxy.app.clone());
     let post_from = |peer: &str| {

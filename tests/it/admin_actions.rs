@@ -6,25 +6,26 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::http::{get, post};
 use support::{eventually, fake, Proxy};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 fn two_backends(a: SocketAddr, b: SocketAddr) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-clusters:
-  - name: app
-    protocol: tcp
-    check: {{ interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }}
-    backends:
-      - {{ name: a, address: \"{a}\" }}
-      - {{ name: b, address: \"{b}\" }}
-listeners:
-  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any, queue_timeout: 0s }}
-"
-    )
+    ConfigBuilder::new()
+        .cluster(
+            Cluster::tcp("app")
+                .check(Check::fast())
+                .backend("a", a)
+                .backend("b", b),
+        )
+        .listener(
+            Listener::new("rw", "app")
+                .role("any")
+                .set("queue_timeout", "0s"),
+        )
+        .yaml()
 }
 
 /// Connects and returns the stream with the name the backend greeted with.

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rolegate::admin::{self, AdminState, Limits};
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::http::raw;
 use support::{fake, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,17 +16,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 fn yaml(a: SocketAddr) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-clusters:
-  - name: app
-    protocol: tcp
-    check: {{ interval: 100ms, timeout: 200ms, rise: 1, fall: 2 }}
-    backends: [{{ name: a, address: \"{a}\" }}]
-listeners:
-  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any }}
-"
-    )
+    ConfigBuilder::new()
+        .cluster(Cluster::tcp("app").check(Check::fast()).backend("a", a))
+        .listener(Listener::new("rw", "app").role("any"))
+        .yaml()
 }
 
 /// An admin server with tight limits on its own socket, serving `proxy`'s state.

@@ -9,30 +9,30 @@ use rand::RngCore;
 use rolegate::health::BackendKey;
 use rolegate::supervisor::AdminAction;
 use sha2::{Digest, Sha256};
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::{eventually, fake, metric_value, open_fds, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A tcp cluster config with the given backends, one `role: any` listener `rw` (round robin)
-/// and a primary listener `pri`.
-fn config(backends: &[(&str, std::net::SocketAddr)], extra_cluster: &str) -> String {
-    let mut yaml = String::from(
-        "admin: { listen: 127.0.0.1:0 }\nclusters:\n  - name: app\n    protocol: tcp\n",
-    );
-    yaml.push_str("    check: { interval: 10s, timeout: 1s, rise: 1, fall: 1 }\n");
-    yaml.push_str(extra_cluster);
-    yaml.push_str("    backends:\n");
+/// A tcp cluster `app` with the given backends, one `role: any` listener `rw` (round robin)
+/// and a primary listener `pri`; tests change parts with `edit_cluster` / `edit_listener`.
+fn config(backends: &[(&str, std::net::SocketAddr)]) -> ConfigBuilder {
+    let mut app = Cluster::tcp("app").check(Check::once());
     for (name, addr) in backends {
-        yaml.push_str(&format!(
-            "      - {{ name: {name}, address: \"{addr}\" }}\n"
-        ));
+        app = app.backend(name, addr);
     }
-    yaml.push_str("listeners:\n");
-    yaml.push_str(
-        "  - { name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any, queue_timeout: 0s }\n",
-    );
-    yaml.push_str("  - { name: pri, bind: \"127.0.0.1:0\", cluster: app, role: primary, queue_timeout: 0s }\n");
-    yaml
+    ConfigBuilder::new()
+        .cluster(app)
+        .listener(
+            Listener::new("rw", "app")
+                .role("any")
+                .set("queue_timeout", "0s"),
+        )
+        .listener(
+            Listener::new("pri", "app")
+                .role("primary")
+                .set("queue_timeout", "0s"),
+        )
 }
 
 fn random(n: usize) -> Vec<u8> {
@@ -71,7 +71,7 @@ async fn echo_roundtrip(stream: TcpStream, data: &[u8]) -> [u8; 32] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_transfer_is_byte_exact_in_both_directions_and_spliced() {
     let backend = fake::echo().spawn().await;
-    let proxy = Proxy::start(&config(&[("a", backend.addr)], "")).await;
+    let proxy = Proxy::start(&config(&[("a", backend.addr)]).yaml()).await;
     proxy.wait_candidates("rw", 1).await;
     let data = random(16 * 1024 * 1024);
     let expect: [u8; 32] = Sha256::digest(&data).into();
@@ -106,7 +106,7 @@ async fn bulk_transfer_is_byte_exact_in_both_directions_and_spliced() {
 #[tokio::test]
 async fn half_close_keeps_the_other_direction_flowing() {
     let backend = fake::reply_at_eof().spawn().await;
-    let proxy = Proxy::start(&config(&[("a", backend.addr)], "")).await;
+    let proxy = Proxy::start(&config(&[("a", backend.addr)]).yaml()).await;
     proxy.wait_candidates("rw", 1).await;
     let mut client = TcpStream::connect(proxy.addr("rw").await).await.unwrap();
     client.write_all(&[7u8; 100_000]).await.unwrap();
@@ -128,7 +128,7 @@ fn a_thousand_concurrent_sessions_complete_and_leak_nothing() {
 #[ignore = "counts process-wide descriptors; run alone, in a child process, by a_thousand_concurrent_sessions_complete_and_leak_nothing"]
 async fn a_thousand_concurrent_sessions_complete_and_leak_nothing_alone() {
     let backend = fake::echo().spawn().await;
-    let proxy = Proxy::start(&config(&[("a", backend.addr)], "")).await;
+    let proxy = Proxy::start(&config(&[("a", backend.addr)]).yaml()).await;
     proxy.wait_candidates("rw", 1).await;
     let addr = proxy.addr("rw").await;
     // Warm-up: let the runtime and pipe pools reach their steady size before the baseline.
@@ -186,10 +186,11 @@ async fn a_thousand_concurrent_sessions_complete_and_leak_nothing_alone() {
 async fn a_refusing_first_backend_fails_over_to_the_next_and_asks_for_a_recheck() {
     let a = fake::named("a").spawn().await;
     let b = fake::named("b").spawn().await;
-    let proxy = Proxy::start(&config(
-        &[("a", a.addr), ("b", b.addr)],
-        "    connect_timeout: 300ms\n",
-    ))
+    let proxy = Proxy::start(
+        &config(&[("a", a.addr), ("b", b.addr)])
+            .edit_cluster("app", |c| c.set("connect_timeout", "300ms"))
+            .yaml(),
+    )
     .await;
     proxy.wait_candidates("pri", 2).await;
     a.stop().await; // the port now refuses; the probe will not look again for 10 s unless asked
@@ -228,10 +229,11 @@ async fn a_blackholed_first_backend_times_out_and_fails_over() {
     sock.listen(0).unwrap();
     let hole = sock.local_addr().unwrap().as_socket().unwrap();
     let b = fake::named("b").spawn().await;
-    let proxy = Proxy::start(&config(
-        &[("hole", hole), ("b", b.addr)],
-        "    connect_timeout: 300ms\n",
-    ))
+    let proxy = Proxy::start(
+        &config(&[("hole", hole), ("b", b.addr)])
+            .edit_cluster("app", |c| c.set("connect_timeout", "300ms"))
+            .yaml(),
+    )
     .await;
     proxy.wait_candidates("pri", 2).await;
     // Fill the accept queue (the health check already used one slot).
@@ -265,7 +267,7 @@ async fn routing_table_swaps_do_not_disturb_streaming_sessions() {
     let a = fake::echo().spawn().await;
     let b = fake::echo().spawn().await;
     let extra = fake::echo().spawn().await;
-    let base = config(&[("a", a.addr), ("b", b.addr)], "");
+    let base = config(&[("a", a.addr), ("b", b.addr)]).yaml();
     let proxy = Proxy::start(&base).await;
     proxy.wait_candidates("rw", 2).await;
     let addr = proxy.addr("rw").await;
@@ -298,7 +300,7 @@ async fn routing_table_swaps_do_not_disturb_streaming_sessions() {
         })
         .collect();
     // 20 reloads that add and remove a backend, each storing a new table.
-    let with_extra = config(&[("a", a.addr), ("b", b.addr), ("c", extra.addr)], "");
+    let with_extra = config(&[("a", a.addr), ("b", b.addr), ("c", extra.addr)]).yaml();
     for i in 0..20 {
         let yaml = if i % 2 == 0 { &with_extra } else { &base };
         let cfg = rolegate::config::Config::from_yaml_str(yaml, None).unwrap();
@@ -318,7 +320,7 @@ async fn routing_table_swaps_do_not_disturb_streaming_sessions() {
 async fn cancelling_a_backends_guard_closes_exactly_its_sessions() {
     let a = fake::named("a").spawn().await;
     let b = fake::named("b").spawn().await;
-    let proxy = Proxy::start(&config(&[("a", a.addr), ("b", b.addr)], "")).await;
+    let proxy = Proxy::start(&config(&[("a", a.addr), ("b", b.addr)]).yaml()).await;
     proxy.wait_candidates("rw", 2).await;
     let addr = proxy.addr("rw").await;
     let mut on_a = Vec::new();
@@ -368,10 +370,9 @@ async fn cancelling_a_backends_guard_closes_exactly_its_sessions() {
 #[tokio::test]
 async fn max_connections_holds_extra_clients_in_the_kernel_queue() {
     let backend = fake::echo().spawn().await;
-    let yaml = config(&[("a", backend.addr)], "").replace(
-        "role: any, queue_timeout: 0s }",
-        "role: any, queue_timeout: 0s, max_connections: 2 }",
-    );
+    let yaml = config(&[("a", backend.addr)])
+        .edit_listener("rw", |l| l.set("max_connections", 2))
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_candidates("rw", 1).await;
     let addr = proxy.addr("rw").await;
@@ -415,15 +416,12 @@ async fn no_backend_refuses_after_queue_timeout_and_queued_clients_are_served_wh
     let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port_addr = reserved.local_addr().unwrap();
     drop(reserved);
-    let yaml = config(&[("a", port_addr)], "")
-        .replace(
-            "interval: 10s, timeout: 1s, rise: 1, fall: 1",
-            "interval: 100ms, timeout: 100ms, down_interval: 50ms, rise: 1, fall: 1",
-        )
-        .replace(
-            "role: primary, queue_timeout: 0s",
-            "role: primary, queue_timeout: 20s",
-        );
+    let yaml = config(&[("a", port_addr)])
+        .edit_cluster("app", |c| {
+            c.check(Check::timing("100ms", "100ms", 1, 1).set("down_interval", "50ms"))
+        })
+        .edit_listener("pri", |l| l.set("queue_timeout", "20s"))
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     // `rw` has no queue: refused at once.
     let mut c = TcpStream::connect(proxy.addr("rw").await).await.unwrap();
@@ -460,7 +458,7 @@ async fn no_backend_refuses_after_queue_timeout_and_queued_clients_are_served_wh
 #[tokio::test]
 async fn graceful_stop_lets_sessions_finish_within_the_grace_period() {
     let backend = fake::reply_at_eof().spawn().await;
-    let proxy = Proxy::start(&config(&[("a", backend.addr)], "")).await;
+    let proxy = Proxy::start(&config(&[("a", backend.addr)]).yaml()).await;
     proxy.wait_candidates("rw", 1).await;
     let addr = proxy.addr("rw").await;
     let mut client = TcpStream::connect(addr).await.unwrap();
@@ -498,10 +496,9 @@ async fn graceful_stop_lets_sessions_finish_within_the_grace_period() {
 async fn raising_max_connections_by_reload_admits_waiting_clients_without_rebinding() {
     let backend = fake::echo().spawn().await;
     let yaml = |max: usize| {
-        config(&[("a", backend.addr)], "").replace(
-            "role: any, queue_timeout: 0s }",
-            &format!("role: any, queue_timeout: 0s, max_connections: {max} }}"),
-        )
+        config(&[("a", backend.addr)])
+            .edit_listener("rw", |l| l.set("max_connections", max))
+            .yaml()
     };
     let proxy = Proxy::start(&yaml(1)).await;
     proxy.wait_candidates("rw", 1).await;

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use rolegate::config::Config;
 
+use crate::support::config::{Check, Cluster, ConfigBuilder, Listener};
 use crate::support::require;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
@@ -178,17 +179,19 @@ fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
 
 /// A minimal config: one tcp cluster whose only backend is `backend`, one listener on `bind`.
 fn tcp_config(admin_port: u16, backend: SocketAddr, bind: SocketAddr) -> String {
-    format!(
-        "admin: {{ listen: \"127.0.0.1:{admin_port}\" }}\n\
-         clusters:\n\
-         \x20 - name: db\n\
-         \x20   protocol: tcp\n\
-         \x20   check: {{ interval: 200ms, timeout: 200ms, rise: 1, fall: 1 }}\n\
-         \x20   backends:\n\
-         \x20     - {{ name: db-1, address: \"{backend}\" }}\n\
-         listeners:\n\
-         \x20 - {{ name: db, bind: \"{bind}\", cluster: db, queue_timeout: 0s }}\n"
-    )
+    ConfigBuilder::new()
+        .admin(serde_json::json!({ "listen": format!("127.0.0.1:{admin_port}") }))
+        .cluster(
+            Cluster::tcp("db")
+                .check(Check::timing("200ms", "200ms", 1, 1))
+                .backend("db-1", backend),
+        )
+        .listener(
+            Listener::new("db", "db")
+                .bind(bind)
+                .set("queue_timeout", "0s"),
+        )
+        .yaml()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,39 +9,24 @@ use crate::support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::config::{Cluster, ConfigBuilder, Listener};
 use support::lab::{self, wall, Engine};
 use support::require;
 use support::{db, metric_value, Proxy};
 
-/// Default check settings unless a test says otherwise (they are rolegate's defaults).
-fn cluster_yaml(name: &str, engine: Engine, extra: &str) -> String {
-    let (protocol, database) = match engine {
-        Engine::Pg => ("postgres", ", database: postgres"),
-        Engine::Mysql => ("mysql", ""),
-        Engine::Redis => ("redis", ""),
-    };
-    let user = match engine {
-        Engine::Redis => String::new(),
-        _ => "user: rolegate_monitor, ".to_string(),
-    };
-    format!(
-        "  - name: {name}\n    protocol: {protocol}\n    check: {{ {user}password: \"{pw}\"{database} }}\n{extra}    backends:\n      - {{ name: a, address: \"{a}\" }}\n      - {{ name: b, address: \"{b}\" }}\n",
-        pw = lab::monitor_password(),
-        a = engine.addr('A'),
-        b = engine.addr('B'),
-    )
-}
-
-fn proxy_yaml(engine: Engine, extra: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nclusters:\n{}listeners:\n  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: db, role: primary }}\n  - {{ name: ro, bind: \"127.0.0.1:0\", cluster: db, role: replica }}\n",
-        cluster_yaml("db", engine, extra)
-    )
+/// Clusters of the lab's pairs with rolegate's default check settings ([`Cluster::lab`]), a
+/// primary listener `rw` and a replica listener `ro`.
+fn proxy_yaml(engine: Engine) -> String {
+    ConfigBuilder::new()
+        .cluster(Cluster::lab("db", engine))
+        .listener(Listener::new("rw", "db").role("primary"))
+        .listener(Listener::new("ro", "db").role("replica"))
+        .yaml()
 }
 
 /// Starts a proxy in front of `engine` and waits for A as primary and B as replica.
-async fn proxy_for(engine: Engine, extra: &str) -> Proxy {
-    let proxy = Proxy::start(&proxy_yaml(engine, extra)).await;
+async fn proxy_for(engine: Engine) -> Proxy {
+    let proxy = Proxy::start(&proxy_yaml(engine)).await;
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     proxy.wait_route("ro", "b is replica", |n| n == ["b"]).await;
     proxy
@@ -148,7 +133,7 @@ fn spawn_route_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, RouteLog) {
 async fn switchover(engine: Engine) {
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let proxy = proxy_for(engine, "").await;
+    let proxy = proxy_for(engine).await;
     let rw = proxy.addr("rw").await;
     let (a_port, b_port) = (engine.addr('A').port(), engine.addr('B').port());
     let mut long = db::open(engine, rw).await.expect("long session");
@@ -237,7 +222,7 @@ async fn switchover(engine: Engine) {
 async fn routes_by_role(engine: Engine) {
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let proxy = proxy_for(engine, "").await;
+    let proxy = proxy_for(engine).await;
     let mut w = db::open(engine, proxy.addr("rw").await).await.unwrap();
     assert_eq!(w.server_port().await, Ok(engine.addr('A').port()));
     assert_eq!(w.write("routes").await, Ok(engine.addr('A').port()));
@@ -255,7 +240,7 @@ async fn routes_by_role(engine: Engine) {
 async fn kill_primary(engine: Engine) {
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let proxy = proxy_for(engine, "").await;
+    let proxy = proxy_for(engine).await;
     let rw = proxy.addr("rw").await;
     let ts = lab::scenario("kill", engine).await;
     assert!(ts.get("promoted").is_some());
@@ -273,7 +258,7 @@ async fn kill_primary(engine: Engine) {
 async fn hang_and_resume(engine: Engine) {
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let proxy = proxy_for(engine, "").await;
+    let proxy = proxy_for(engine).await;
     let rw = proxy.addr("rw").await;
     lab::scenario("hang", engine).await;
     proxy
@@ -295,7 +280,7 @@ async fn hang_and_resume(engine: Engine) {
 async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let proxy = proxy_for(engine, "").await;
+    let proxy = proxy_for(engine).await;
     let rw = proxy.addr("rw").await;
     lab::scenario("hang", engine).await;
     proxy
@@ -347,25 +332,17 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
 async fn split_brain_policies(engine: Engine) {
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let mut clusters = cluster_yaml("fc", engine, "");
-    clusters.push_str(&cluster_yaml(
-        "kc",
-        engine,
-        "    split_brain: keep_current\n",
-    ));
-    let mut listeners = String::from("  - { name: fc, bind: \"127.0.0.1:0\", cluster: fc, queue_timeout: 0s }\n  - { name: kc, bind: \"127.0.0.1:0\", cluster: kc }\n");
+    let mut config = ConfigBuilder::new()
+        .cluster(Cluster::lab("fc", engine))
+        .cluster(Cluster::lab("kc", engine).set("split_brain", "keep_current"))
+        .listener(Listener::new("fc", "fc").set("queue_timeout", "0s"))
+        .listener(Listener::new("kc", "kc"));
     if engine == Engine::Pg {
-        clusters.push_str(&cluster_yaml(
-            "ht",
-            engine,
-            "    split_brain: highest_timeline\n",
-        ));
-        listeners.push_str("  - { name: ht, bind: \"127.0.0.1:0\", cluster: ht }\n");
+        config = config
+            .cluster(Cluster::lab("ht", engine).set("split_brain", "highest_timeline"))
+            .listener(Listener::new("ht", "ht"));
     }
-    let proxy = Proxy::start(&format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nclusters:\n{clusters}listeners:\n{listeners}"
-    ))
-    .await;
+    let proxy = Proxy::start(&config.yaml()).await;
     for l in ["fc", "kc"] {
         proxy.wait_route(l, "a primary", |n| n == ["a"]).await;
     }

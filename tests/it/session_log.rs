@@ -7,6 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::{eventually, fake, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,14 +52,15 @@ async fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged_al
         .init();
 
     let backend = fake::echo().spawn().await;
-    let yaml = format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\n\
-         clusters:\n  - name: app\n    protocol: tcp\n    idle_timeout: 300ms\n\
-         \x20   check: {{ interval: 10s, timeout: 1s, rise: 1, fall: 1 }}\n\
-         \x20   backends: [{{ name: a, address: \"{}\" }}]\n\
-         listeners:\n  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: primary }}\n",
-        backend.addr
-    );
+    let yaml = ConfigBuilder::new()
+        .cluster(
+            Cluster::tcp("app")
+                .set("idle_timeout", "300ms")
+                .check(Check::once())
+                .backend("a", backend.addr),
+        )
+        .listener(Listener::new("rw", "app").role("primary"))
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_candidates("rw", 1).await;
     let mut client = TcpStream::connect(proxy.addr("rw").await).await.unwrap();

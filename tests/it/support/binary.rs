@@ -264,6 +264,21 @@ impl Rolegate {
     }
 }
 
+/// Every listener of `/status` in order: its name and bound address (`None` while unbound).
+pub async fn listeners(admin: SocketAddr) -> Vec<(String, Option<SocketAddr>)> {
+    let status = crate::support::http::get(admin, "/status").await.json();
+    status["listeners"]
+        .as_array()
+        .expect("listeners in /status")
+        .iter()
+        .map(|l| {
+            let name = l["name"].as_str().unwrap_or_default().to_string();
+            let addr = l["local_addr"].as_str().and_then(|a| a.parse().ok());
+            (name, addr)
+        })
+        .collect()
+}
+
 /// The bound address of listener `name`, from `/status`.
 pub async fn listener_addr(admin: SocketAddr, name: &str) -> SocketAddr {
     let status = crate::support::http::get(admin, "/status").await.json();

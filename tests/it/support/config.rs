@@ -64,6 +64,30 @@ impl ConfigBuilder {
         self
     }
 
+    /// Changes cluster `name` in place (panics naming it when there is none).
+    pub fn edit_cluster(mut self, name: &str, edit: impl FnOnce(Cluster) -> Cluster) -> Self {
+        let i = self
+            .clusters
+            .iter()
+            .position(|c| c.fields["name"] == name)
+            .unwrap_or_else(|| panic!("no cluster {name} in the test config"));
+        let cluster = self.clusters.remove(i);
+        self.clusters.insert(i, edit(cluster));
+        self
+    }
+
+    /// Changes listener `name` in place (panics naming it when there is none).
+    pub fn edit_listener(mut self, name: &str, edit: impl FnOnce(Listener) -> Listener) -> Self {
+        let i = self
+            .listeners
+            .iter()
+            .position(|l| l.0["name"] == name)
+            .unwrap_or_else(|| panic!("no listener {name} in the test config"));
+        let listener = self.listeners.remove(i);
+        self.listeners.insert(i, edit(listener));
+        self
+    }
+
     /// The config as a JSON value.
     pub fn value(&self) -> Value {
         let mut top = self.top.clone();
