@@ -15,48 +15,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::lab::{self, Engine};
 use support::netns::Node;
 use support::relay::{self, AbortOnDrop, Relay};
 use support::require;
 use support::{db, eventually, metric_value, Proxy};
 
-/// One cluster of the test config. `check` is the inside of the check mapping minus the
-/// credentials, which are the lab's.
-fn cluster(
-    name: &str,
-    engine: Engine,
-    check: &str,
-    extra: &str,
-    backends: &[(&str, SocketAddr)],
-) -> String {
-    let (protocol, creds) = match engine {
-        Engine::Pg => ("postgres", "user: rolegate_monitor, database: postgres, "),
-        Engine::Mysql => ("mysql", "user: rolegate_monitor, "),
-        Engine::Redis => ("redis", ""),
-    };
-    let mut y = format!(
-        "  - name: {name}\n    protocol: {protocol}\n    check: {{ {creds}password: \"{pw}\", {check} }}\n{extra}    backends:\n",
-        pw = lab::monitor_password()
-    );
+/// One cluster of the test config: the lab's credentials for `engine`, `check` on top.
+fn cluster(name: &str, engine: Engine, check: Check, backends: &[(&str, SocketAddr)]) -> Cluster {
+    let mut cluster = Cluster::lab_protocol(name, engine).check_with(check);
     for (b, addr) in backends {
-        y += &format!("      - {{ name: {b}, address: \"{addr}\" }}\n");
+        cluster = cluster.backend(b, addr);
     }
-    y
-}
-
-fn listener(name: &str, cluster: &str, role: &str, extra: &str) -> String {
-    format!(
-        "  - {{ name: {name}, bind: \"127.0.0.1:0\", cluster: {cluster}, role: {role}{extra} }}\n"
-    )
-}
-
-fn config(clusters: &[String], listeners: &[String]) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nclusters:\n{}listeners:\n{}",
-        clusters.concat(),
-        listeners.concat()
-    )
+    cluster
 }
 
 fn check_failures(proxy: &Proxy, cluster: &str, backend: &str, reason: &str) -> f64 {
@@ -101,7 +73,7 @@ fn spawn_pinger(
 
 /// Node A of `engine` reached through a relay inside a network namespace of its own (where
 /// faults are injected), node B direct, one cluster `name` with `check` settings and a primary
-/// listener `rw` (with `listener_extra`); returned once the route names A.
+/// listener `rw` (with `queue_timeout` if given); returned once the route names A.
 struct RelayedA {
     node: Node,
     relay: Relay,
@@ -113,21 +85,24 @@ async fn relayed_a(
     engine: Engine,
     port: u16,
     name: &str,
-    check: &str,
-    listener_extra: &str,
+    check: Check,
+    queue_timeout: Option<&str>,
 ) -> RelayedA {
     let node = Node::new();
     let relay = Relay::spawn(node.listen(port), engine.addr('A'));
-    let yaml = config(
-        &[cluster(
+    let mut rw = Listener::new("rw", name).role("primary");
+    if let Some(timeout) = queue_timeout {
+        rw = rw.set("queue_timeout", timeout);
+    }
+    let yaml = ConfigBuilder::new()
+        .cluster(cluster(
             name,
             engine,
             check,
-            "",
             &[("a", relay.addr), ("b", engine.addr('B'))],
-        )],
-        &[listener("rw", name, "primary", listener_extra)],
-    );
+        ))
+        .listener(rw)
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_route("rw", "a primary", |n| n == ["a"]).await;
     let rw = proxy.addr("rw").await;
@@ -161,53 +136,58 @@ async fn silent_and_blackholed_backends_time_out_and_other_clusters_are_unaffect
 
     // Fast checks for the silent ones; slow ones for the black hole, so that a client meets
     // the hole before the checks take it out.
-    let fast = "interval: 200ms, timeout: 300ms, rise: 1, fall: 2";
-    let yaml = config(
-        &[
-            cluster("pg_silent", Engine::Pg, fast, "", &[("a", silent_at(5432))]),
-            cluster(
-                "my_silent",
-                Engine::Mysql,
-                fast,
-                "",
-                &[("a", silent_at(3306))],
-            ),
-            cluster(
-                "redis_silent",
-                Engine::Redis,
-                fast,
-                "",
-                &[("a", silent_at(6379))],
-            ),
+    let fast = || Check::timing("200ms", "300ms", 1, 2);
+    let yaml = ConfigBuilder::new()
+        .cluster(cluster(
+            "pg_silent",
+            Engine::Pg,
+            fast(),
+            &[("a", silent_at(5432))],
+        ))
+        .cluster(cluster(
+            "my_silent",
+            Engine::Mysql,
+            fast(),
+            &[("a", silent_at(3306))],
+        ))
+        .cluster(cluster(
+            "redis_silent",
+            Engine::Redis,
+            fast(),
+            &[("a", silent_at(6379))],
+        ))
+        .cluster(
             cluster(
                 "hole",
                 Engine::Pg,
-                "interval: 2s, timeout: 1s, rise: 1, fall: 3",
-                "    connect_timeout: 300ms\n",
+                Check::timing("2s", "1s", 1, 3),
                 &[("a", pg_a.addr), ("b", Engine::Pg.addr('B'))],
-            ),
-            cluster(
-                "healthy",
-                Engine::Redis,
-                "interval: 100ms, timeout: 200ms",
-                "",
-                &[
-                    ("a", Engine::Redis.addr('A')),
-                    ("b", Engine::Redis.addr('B')),
-                ],
-            ),
-        ],
-        &[
-            listener("hole-rw", "hole", "primary", ", queue_timeout: 2s"),
-            listener("healthy-rw", "healthy", "primary", ""),
-            listener(
-                "silent-rw",
-                "pg_silent",
-                "primary",
-                ", queue_timeout: 500ms",
-            ),
-        ],
-    );
+            )
+            .set("connect_timeout", "300ms"),
+        )
+        .cluster(cluster(
+            "healthy",
+            Engine::Redis,
+            Check::default()
+                .set("interval", "100ms")
+                .set("timeout", "200ms"),
+            &[
+                ("a", Engine::Redis.addr('A')),
+                ("b", Engine::Redis.addr('B')),
+            ],
+        ))
+        .listener(
+            Listener::new("hole-rw", "hole")
+                .role("primary")
+                .set("queue_timeout", "2s"),
+        )
+        .listener(Listener::new("healthy-rw", "healthy").role("primary"))
+        .listener(
+            Listener::new("silent-rw", "pg_silent")
+                .role("primary")
+                .set("queue_timeout", "500ms"),
+        )
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy
         .wait_route("healthy-rw", "redis a primary", |n| n == ["a"])
@@ -323,8 +303,8 @@ async fn connections_reset_mid_stream_end_promptly_and_new_sessions_work() {
         Engine::Pg,
         5432,
         "pg",
-        "interval: 250ms, timeout: 500ms, rise: 1, fall: 3",
-        "",
+        Check::timing("250ms", "500ms", 1, 3),
+        None,
     )
     .await;
     let db::Session::Pg(client) = db::open(Engine::Pg, rw).await.expect("open") else {
@@ -407,8 +387,8 @@ async fn a_slow_backend_is_kept_while_within_the_check_timeout_and_taken_out_bey
         Engine::Pg,
         5432,
         "pg",
-        "interval: 250ms, timeout: 500ms, rise: 2, fall: 2",
-        ", queue_timeout: 1s",
+        Check::timing("250ms", "500ms", 2, 2),
+        Some("1s"),
     )
     .await;
 
@@ -477,8 +457,8 @@ async fn packet_loss_never_corrupts_or_misroutes_and_the_node_recovers() {
         Engine::Redis,
         6379,
         "r",
-        "interval: 500ms, timeout: 1s, rise: 2, fall: 3",
-        ", queue_timeout: 10s",
+        Check::timing("500ms", "1s", 2, 3),
+        Some("10s"),
     )
     .await;
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::files::ConfigFile;
 use support::http::post;
 use support::{eventually, fake, metric_value, Proxy};
@@ -29,35 +30,28 @@ struct Backends {
 /// 127.0.0.2 (so it is rebound every time); `a2` comes and goes in `app`; cluster `other`
 /// exists two variants out of three, with a listener of a new name each time.
 fn variant(i: usize, b: &Backends) -> String {
-    let check = "check: { interval: 200ms, timeout: 200ms, rise: 1, fall: 3 }";
-    let mut y = format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nclusters:\n  - name: app\n    protocol: tcp\n    {check}\n    backends:\n      - {{ name: a, address: \"{}\" }}\n",
-        b.a.addr
-    );
+    let check = Check::timing("200ms", "200ms", 1, 3);
+    let mut app = Cluster::tcp("app")
+        .check(check.clone())
+        .backend("a", b.a.addr);
     if i % 2 == 1 {
-        y += &format!("      - {{ name: a2, address: \"{}\" }}\n", b.a2.addr);
+        app = app.backend("a2", b.a2.addr);
     }
+    let moving: std::net::SocketAddr = ([127, 0, 0, 1 + (i % 2) as u8], 0).into();
+    let mut config = ConfigBuilder::new()
+        .cluster(app)
+        .listener(Listener::new("stream", "app").role("any"))
+        .listener(Listener::new("moving", "app").role("any").bind(moving));
     if has_other(i) {
-        y += &format!(
-            "  - name: other\n    protocol: tcp\n    {check}\n    backends:\n      - {{ name: o1, address: \"{}\" }}\n",
-            b.o1.addr
-        );
+        let mut other = Cluster::tcp("other").check(check).backend("o1", b.o1.addr);
         if i.is_multiple_of(2) {
-            y += &format!("      - {{ name: o2, address: \"{}\" }}\n", b.o2.addr);
+            other = other.backend("o2", b.o2.addr);
         }
+        config = config
+            .cluster(other)
+            .listener(Listener::new(&format!("extra-{i}"), "other").role("any"));
     }
-    y += "listeners:\n";
-    y += "  - { name: stream, bind: \"127.0.0.1:0\", cluster: app, role: any }\n";
-    y += &format!(
-        "  - {{ name: moving, bind: \"127.0.0.{}:0\", cluster: app, role: any }}\n",
-        1 + i % 2
-    );
-    if has_other(i) {
-        y += &format!(
-            "  - {{ name: extra-{i}, bind: \"127.0.0.1:0\", cluster: other, role: any }}\n"
-        );
-    }
-    y
+    config.yaml()
 }
 
 fn has_other(i: usize) -> bool {
@@ -293,18 +287,14 @@ fn check_count(proxy: &Proxy) -> f64 {
 async fn changed_check_settings_reach_the_running_probe_without_a_gap() {
     let a = fake::echo().spawn().await;
     let yaml = |interval: &str| {
-        format!(
-            "admin: {{ listen: 127.0.0.1:0 }}
-clusters:
-  - name: app
-    protocol: tcp
-    check: {{ interval: {interval}, timeout: 100ms, rise: 1, fall: 2 }}
-    backends: [{{ name: a, address: \"{}\" }}]
-listeners:
-  - {{ name: l, bind: \"127.0.0.1:0\", cluster: app, role: any }}
-",
-            a.addr
-        )
+        ConfigBuilder::new()
+            .cluster(
+                Cluster::tcp("app")
+                    .check(Check::timing(interval, "100ms", 1, 2))
+                    .backend("a", a.addr),
+            )
+            .listener(Listener::new("l", "app").role("any"))
+            .yaml()
     };
     let file = ConfigFile::new(&yaml("1m"));
     let proxy = Proxy::start_file(&file.path).await;

@@ -141,6 +141,14 @@ impl Cluster {
     /// A cluster of the lab's pair for `engine` (backends `a` and `b`) whose checks log in as
     /// the lab's monitor user; rolegate's default check timing.
     pub fn lab(name: &str, engine: Engine) -> Cluster {
+        Cluster::lab_protocol(name, engine)
+            .backend("a", engine.addr('A'))
+            .backend("b", engine.addr('B'))
+    }
+
+    /// [`Cluster::lab`] without backends, for tests that put something between rolegate and
+    /// the lab's servers (relays, silent listeners).
+    pub fn lab_protocol(name: &str, engine: Engine) -> Cluster {
         let (protocol, check) = match engine {
             Engine::Pg => (
                 "postgres",
@@ -151,15 +159,19 @@ impl Cluster {
             Engine::Mysql => ("mysql", Check::default().set("user", "rolegate_monitor")),
             Engine::Redis => ("redis", Check::default()),
         };
-        Cluster::new(name, protocol)
-            .check(check.set("password", lab::monitor_password()))
-            .backend("a", engine.addr('A'))
-            .backend("b", engine.addr('B'))
+        Cluster::new(name, protocol).check(check.set("password", lab::monitor_password()))
     }
 
     /// Replaces the check block.
     pub fn check(mut self, check: Check) -> Self {
         self.check = check;
+        self
+    }
+
+    /// Adds `more`'s keys to the check block (replacing those it shares), keeping the others:
+    /// timing on top of the lab's credentials.
+    pub fn check_with(mut self, more: Check) -> Self {
+        self.check.0.extend(more.0);
         self
     }
 
