@@ -11,6 +11,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::{fake, Proxy};
 
 struct Killed(Child);
@@ -69,13 +71,19 @@ async fn a_moved_dns_name_moves_the_route() {
     let config = dir.path().join("rolegate.yaml");
     std::fs::write(
         &config,
-        format!(
-            "admin: {{ enabled: false }}\n\
-             clusters:\n  - name: app\n    protocol: tcp\n\
-             \x20   check: {{ interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }}\n\
-             \x20   backends: [{{ name: db, address: \"db.rolegate.test:{port}\" }}]\n\
-             listeners:\n  - {{ name: rw, bind: \"{listen}\", cluster: app, queue_timeout: 0s }}\n"
-        ),
+        ConfigBuilder::new()
+            .admin(json!({ "enabled": false }))
+            .cluster(
+                Cluster::tcp("app")
+                    .check(Check::timing("100ms", "100ms", 1, 1))
+                    .backend("db", format!("db.rolegate.test:{port}")),
+            )
+            .listener(
+                Listener::new("rw", "app")
+                    .bind(listen)
+                    .set("queue_timeout", "0s"),
+            )
+            .yaml(),
     )
     .unwrap();
     let script = format!(
@@ -109,16 +117,15 @@ async fn a_moved_dns_name_moves_the_route() {
 #[tokio::test]
 async fn an_unresolvable_name_is_a_check_failure_not_a_startup_error() {
     let good = fake::named("g").spawn().await;
-    let yaml = format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\n\
-         clusters:\n  - name: app\n    protocol: tcp\n\
-         \x20   check: {{ interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }}\n\
-         \x20   backends:\n\
-         \x20     - {{ name: ghost, address: \"no-such-host.invalid:5432\" }}\n\
-         \x20     - {{ name: good, address: \"{}\" }}\n\
-         listeners:\n  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any }}\n",
-        good.addr
-    );
+    let yaml = ConfigBuilder::new()
+        .cluster(
+            Cluster::tcp("app")
+                .check(Check::timing("100ms", "100ms", 1, 1))
+                .backend("ghost", "no-such-host.invalid:5432")
+                .backend("good", good.addr),
+        )
+        .listener(Listener::new("rw", "app").role("any"))
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_route("rw", "good only", |n| n == ["good"]).await;
     support::eventually(

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::binary::{self, Rolegate, Start};
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::fake;
 use support::files::ConfigFile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,21 +29,22 @@ const GRACE: Duration = Duration::from_secs(30);
 async fn sigterm_with_1000_streaming_sessions_delivers_every_byte_and_exits_0() {
     support::raise_fd_limit(8192);
     let backend = fake::echo().spawn().await;
-    let file = ConfigFile::new(&format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-log: {{ format: json }}
-shutdown_grace: {}s
-clusters:
-  - name: app
-    protocol: tcp
-    check: {{ interval: 1s, timeout: 500ms }}
-    backends: [ {{ name: a, address: \"{}\" }} ]
-listeners:
-  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: app, role: any, backlog: 2048 }}
-",
-        GRACE.as_secs(),
-        backend.addr
-    ));
+    let file = ConfigFile::new(
+        &ConfigBuilder::new()
+            .set("log", json!({ "format": "json" }))
+            .set("shutdown_grace", format!("{}s", GRACE.as_secs()))
+            .cluster(
+                Cluster::tcp("app")
+                    .check(
+                        Check::default()
+                            .set("interval", "1s")
+                            .set("timeout", "500ms"),
+                    )
+                    .backend("a", backend.addr),
+            )
+            .listener(Listener::new("rw", "app").role("any").set("backlog", 2048))
+            .yaml(),
+    );
     let mut rg = Rolegate::start(&file.path, Start::nofile(8192)).await;
     let admin = rg.admin();
     binary::wait_ready(admin).await;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use support::config::{Check, Cluster, ConfigBuilder, Listener};
 use support::http::get;
 use support::lab::{self, Engine};
 use support::require;
@@ -115,25 +116,29 @@ async fn a_scrape_passes_promtool_and_has_every_family() {
     };
     let (flaky, good) = (fake::echo().spawn().await, fake::echo().spawn().await);
     let dead = closed_port().await;
-    let yaml = format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-clusters:
-  - name: app
-    protocol: tcp
-    check: {{ interval: 10s, timeout: 1s, rise: 1, fall: 1 }}
-    backends:
-      - {{ name: flaky, address: \"{}\" }}
-      - {{ name: good, address: \"{}\" }}
-  - name: void
-    protocol: tcp
-    check: {{ interval: 100ms, timeout: 100ms, rise: 1, fall: 1 }}
-    backends: [{{ name: dead, address: \"{dead}\" }}]
-listeners:
-  - {{ name: pri, bind: \"127.0.0.1:0\", cluster: app, role: primary, queue_timeout: 0s }}
-  - {{ name: nothing, bind: \"127.0.0.1:0\", cluster: void, role: any, queue_timeout: 0s }}
-",
-        flaky.addr, good.addr
-    );
+    let yaml = ConfigBuilder::new()
+        .cluster(
+            Cluster::tcp("app")
+                .check(Check::once())
+                .backend("flaky", flaky.addr)
+                .backend("good", good.addr),
+        )
+        .cluster(
+            Cluster::tcp("void")
+                .check(Check::timing("100ms", "100ms", 1, 1))
+                .backend("dead", dead),
+        )
+        .listener(
+            Listener::new("pri", "app")
+                .role("primary")
+                .set("queue_timeout", "0s"),
+        )
+        .listener(
+            Listener::new("nothing", "void")
+                .role("any")
+                .set("queue_timeout", "0s"),
+        )
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_candidates("pri", 2).await;
     let pri = proxy.addr("pri").await;
@@ -200,23 +205,11 @@ async fn a_role_aware_scrape_passes_promtool_and_exports_lag() {
         return;
     };
     let _lab = lab::lock();
-    let yaml = format!(
-        "admin: {{ listen: 127.0.0.1:0 }}
-clusters:
-  - name: db
-    protocol: redis
-    check: {{ password: \"{pw}\" }}
-    backends:
-      - {{ name: a, address: \"{a}\" }}
-      - {{ name: b, address: \"{b}\" }}
-listeners:
-  - {{ name: rw, bind: \"127.0.0.1:0\", cluster: db, role: primary }}
-  - {{ name: ro, bind: \"127.0.0.1:0\", cluster: db, role: replica }}
-",
-        pw = lab::monitor_password(),
-        a = Engine::Redis.addr('A'),
-        b = Engine::Redis.addr('B'),
-    );
+    let yaml = ConfigBuilder::new()
+        .cluster(Cluster::lab("db", Engine::Redis))
+        .listener(Listener::new("rw", "db").role("primary"))
+        .listener(Listener::new("ro", "db").role("replica"))
+        .yaml();
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     proxy.wait_route("ro", "b is replica", |n| n == ["b"]).await;
