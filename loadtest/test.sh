@@ -39,8 +39,12 @@ if ((${#need_pkgs[@]})); then
     trap - EXIT
 fi
 
-lab_was_up=1
-bash "$LAB" status 2>/dev/null | grep -q ' up primary' || lab_was_up=0
+# Whether the lab was already up (then it stays up). Not `status | grep -q`: under pipefail,
+# grep's early exit can SIGPIPE `status`, which read as "down", and the trap below then
+# stopped a lab other test runs were using.
+lab_status=$(bash "$LAB" status 2>/dev/null || true)
+lab_was_up=0
+[[ $lab_status == *' up primary'* ]] && lab_was_up=1
 bash "$LAB" up
 if [[ $lab_was_up == 0 && ${KEEP_LAB:-0} != 1 ]]; then
     trap 'bash "$LAB" down' EXIT
