@@ -1,6 +1,6 @@
 //! The bodies of rolegate's fuzz targets, one function per target: bytes in, no panic out.
 //!
-//! They live in this file (not in `fuzz_targets/`) so that `tests/fuzz_smoke.rs` can include it
+//! They live in this file (not in `fuzz_targets/`) so that `tests/it/fuzz_smoke.rs` can include it
 //! with `#[path]` and run the committed corpus through the very same code in the normal test
 //! suite, without libFuzzer or a nightly flag. So this file may only use what the main crate
 //! depends on: `rolegate`, `redis`, `hyper`.
