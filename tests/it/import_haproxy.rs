@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use crate::support;
+use support::lab::Engine;
+
 const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
 
 fn fixture(name: &str) -> PathBuf {
@@ -277,11 +280,6 @@ fn an_unreadable_file_exits_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/haproxy.cfg: cannot read"));
 }
 
-/// A lab variable, or the lab's default (loadtest/lab.sh env).
-fn lab(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_string())
-}
-
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
     listener.local_addr().expect("addr").port()
@@ -301,10 +299,8 @@ impl Drop for Proxy {
 /// deadline (a failover elsewhere in the lab may leave no primary for a moment).
 async fn lands_in_recovery(port: u16, want: bool) -> Result<(), String> {
     let conn = format!(
-        "host=127.0.0.1 port={port} user={} password={} dbname={} connect_timeout=2",
-        lab("LAB_APP_USER", "app"),
-        lab("LAB_APP_PASSWORD", "app-secret"),
-        lab("LAB_APP_DB", "app"),
+        "host=127.0.0.1 port={port} user=app password={} dbname=app connect_timeout=2",
+        support::lab::app_password(),
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut last = String::from("never connected");
@@ -332,12 +328,11 @@ async fn lands_in_recovery(port: u16, want: bool) -> Result<(), String> {
 /// replica. Needs the loopback lab (`bash loadtest/lab.sh up`); says so and returns without it.
 #[test]
 fn the_imported_config_routes_the_lab_postgres_pair() {
-    let (a, b) = (lab("LAB_PG_A_PORT", "15432"), lab("LAB_PG_B_PORT", "15433"));
-    let probe = format!("127.0.0.1:{a}").parse().expect("addr");
-    if std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_secs(1)).is_err() {
-        eprintln!("import_haproxy lab test did not run: no PostgreSQL on 127.0.0.1:{a}; start the lab with `bash loadtest/lab.sh up`");
+    let Some(_) = support::require::lab(&[Engine::Pg]) else {
         return;
-    }
+    };
+    let _lab = support::lab::lock_read_only();
+    let (a, b) = (Engine::Pg.addr('A').port(), Engine::Pg.addr('B').port());
     let (rw, ro) = (free_port(), free_port());
     let dir = tempfile::tempdir().expect("tempdir");
     let haproxy = dir.path().join("haproxy.cfg");
@@ -374,10 +369,7 @@ fn the_imported_config_routes_the_lab_postgres_pair() {
     let child = Command::new(BIN)
         .arg("--config")
         .arg(&config)
-        .env(
-            "ROLEGATE_PG_PASSWORD",
-            lab("LAB_MONITOR_PASSWORD", "monitor-secret"),
-        )
+        .env("ROLEGATE_PG_PASSWORD", support::lab::monitor_password())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .spawn()

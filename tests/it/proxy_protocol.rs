@@ -423,6 +423,19 @@ async fn closed(stream: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_sees_the_client_address_through_send_proxy_and_through_haproxy() {
+    let Some(_) = support::require::tool("mariadb-install-db", &[], "mariadb-server") else {
+        return;
+    };
+    let Some(_) = support::require::tool("mariadbd", &["/usr/sbin/mariadbd"], "mariadb-server")
+    else {
+        return;
+    };
+    let Some(_) = support::require::tool("mariadb", &[], "mariadb-client") else {
+        return;
+    };
+    let Some(_) = support::require::tool("haproxy", &["/usr/sbin/haproxy"], "haproxy") else {
+        return;
+    };
     logs();
     let db = Mariadb::start().await;
     let proxy = Proxy::start(&config(
