@@ -24,7 +24,7 @@
 //!
 //! # Invariant: an idle session owns nothing but its state
 //! While neither side is sending, a session holds no pipe (no descriptors beyond its two sockets)
-//! and no buffer; its whole state is the future itself (see the size test in `tests/transfer.rs`).
+//! and no buffer; its whole state is the future itself (see the size test in `tests/it/transfer.rs`).
 //! Pipes and spills are acquired when bytes arrive and released when the reader would block.
 //!
 //! # Idle timeout

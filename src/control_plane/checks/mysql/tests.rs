@@ -1,5 +1,5 @@
 //! The MySQL probe against scripted servers: the greeting-level failures (a real login and the
-//! queries are exercised against the lab's MariaDB in `tests/probes_lab.rs`).
+//! queries are exercised against the lab's MariaDB in `tests/it/probes_lab.rs`).
 
 use std::time::Duration;
 
