@@ -15,13 +15,14 @@ use crate::control_plane::checks::FailureReason;
 /// `reason` values of `rolegate_listener_refused_total`: `max_connections` and `fd_budget`
 /// (listener.rs `Limits`: stalls, not refusals), the route's `Unavailable` reasons, and
 /// `connect_failed` / `no_route` / `proxy_header` (session.rs `Refusal`).
-pub const REFUSAL_REASONS: [&str; 9] = [
+pub const REFUSAL_REASONS: [&str; 10] = [
     "max_connections",
     "fd_budget",
     "no_primary",
     "split_brain",
     "no_replica",
     "no_backend",
+    "held",
     "connect_failed",
     "no_route",
     "proxy_header",

@@ -152,6 +152,7 @@ fn decide_cluster(cluster: &mut ClusterState) -> Decision {
                 .is_none()
                 .then(|| b.machine.last_facts())
                 .flatten(),
+            suspect: b.machine.suspect(),
         })
         .collect();
     let policy = decision::ClusterPolicy {
@@ -176,6 +177,11 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
                 message = "Primary replaced while it was down: if it returns claiming primary it is stale and never routed to, until it rejoins as a replica or an operator enables it.",
                 cluster = %name,
                 backend = %b,
+            ),
+            DecisionEvent::HoldEnded { to } => info!(
+                message = "Hold ended: a new primary is confirmed.",
+                cluster = %name,
+                primary = %to,
             ),
             DecisionEvent::StaleCleared(b) => info!(
                 message = "Stale primary rejoined as a replica.",
