@@ -37,6 +37,8 @@ pub struct Metrics {
     pub check_failures_total: IntCounterVec,
     pub primary_changes_total: IntCounterVec,
     pub split_brain: IntGaugeVec,
+    pub cluster_held: IntGaugeVec,
+    pub holds_ended_total: IntCounterVec,
     pub stale_primaries: IntGaugeVec,
     pub primary_candidates: IntGaugeVec,
     pub seconds_without_primary_total: CounterVec,
@@ -74,6 +76,8 @@ impl Metrics {
             check_failures_total: Register::register(&r, &families::CHECK_FAILURES_TOTAL),
             primary_changes_total: Register::register(&r, &families::PRIMARY_CHANGES_TOTAL),
             split_brain: Register::register(&r, &families::SPLIT_BRAIN),
+            cluster_held: Register::register(&r, &families::CLUSTER_HELD),
+            holds_ended_total: Register::register(&r, &families::HOLDS_ENDED_TOTAL),
             stale_primaries: Register::register(&r, &families::STALE_PRIMARIES),
             primary_candidates: Register::register(&r, &families::PRIMARY_CANDIDATES),
             seconds_without_primary_total: Register::register(

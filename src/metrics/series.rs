@@ -38,6 +38,9 @@ pub const CONNECT_ERROR_REASONS: [&str; 6] = [
     "other",
 ];
 
+/// `reason` values of `rolegate_holds_ended_total` (supervisor/hold.rs `HoldEnd`).
+pub const HOLD_END_REASONS: [&str; 3] = ["new_primary", "released", "timeout"];
+
 /// `reason` values of `rolegate_accept_errors_total` (listener.rs `accept_error_reason`).
 pub const ACCEPT_ERROR_REASONS: [&str; 4] = ["fd_limit", "no_memory", "aborted", "other"];
 
@@ -62,6 +65,10 @@ impl Metrics {
         for c in &config.clusters {
             let cluster = c.name.as_str();
             self.primary_changes_total.with_label_values(&[cluster]);
+            self.cluster_held.with_label_values(&[cluster]);
+            for reason in HOLD_END_REASONS {
+                self.holds_ended_total.with_label_values(&[cluster, reason]);
+            }
             self.seconds_without_primary_total
                 .with_label_values(&[cluster]);
             for b in &c.backends {
@@ -124,6 +131,12 @@ impl Metrics {
                 .seconds_without_primary_total
                 .remove_label_values(&[cluster]);
             let _ = self.split_brain.remove_label_values(&[cluster]);
+            let _ = self.cluster_held.remove_label_values(&[cluster]);
+            for reason in HOLD_END_REASONS {
+                let _ = self
+                    .holds_ended_total
+                    .remove_label_values(&[cluster, reason]);
+            }
             let _ = self.stale_primaries.remove_label_values(&[cluster]);
             let _ = self.primary_candidates.remove_label_values(&[cluster]);
         }
@@ -164,7 +177,7 @@ impl Metrics {
     /// empty families; a dashboard check must not), plus the process collector's.
     pub fn family_names(&self) -> BTreeSet<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 26] = [
             &self.sessions_active,
             &self.sessions_total,
             &self.session_duration,
@@ -181,6 +194,8 @@ impl Metrics {
             &self.check_failures_total,
             &self.primary_changes_total,
             &self.split_brain,
+            &self.cluster_held,
+            &self.holds_ended_total,
             &self.stale_primaries,
             &self.primary_candidates,
             &self.seconds_without_primary_total,

@@ -118,7 +118,14 @@ impl Supervisor {
                     .inc();
             }
         }
+        let hold_ended = decision
+            .events
+            .iter()
+            .any(|e| matches!(e, DecisionEvent::HoldEnded { .. }));
         cluster.decision = Some(decision);
+        if hold_ended {
+            self.end_hold(ci, super::HoldEnd::NewPrimary);
+        }
         self.publish();
     }
 
@@ -179,7 +186,7 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
                 backend = %b,
             ),
             DecisionEvent::HoldEnded { to } => info!(
-                message = "Hold ended: a new primary is confirmed.",
+                message = "New primary confirmed during a hold: released to it.",
                 cluster = %name,
                 primary = %to,
             ),

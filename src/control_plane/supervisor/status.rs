@@ -33,6 +33,8 @@ pub struct ClusterStatus {
     pub stale: Vec<String>,
     /// Seconds since the cluster last had a routable primary (absent when it has one).
     pub seconds_without_primary: Option<f64>,
+    /// The operator hold in force (planned switchover), if any.
+    pub hold: Option<super::HoldStatus>,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -119,6 +121,7 @@ fn cluster_status(metrics: &Metrics, c: &ClusterState) -> ClusterStatus {
         split_brain_policy: c.config.split_brain.as_str(),
         stale: c.memory.stale.iter().map(|b| b.to_string()).collect(),
         seconds_without_primary: c.no_primary_since.map(|s| s.elapsed().as_secs_f64()),
+        hold: super::hold::hold_status(c),
         backends,
     }
 }
@@ -178,6 +181,11 @@ fn export_cluster(metrics: &Metrics, c: &ClusterState) {
         .split_brain
         .with_label_values(&name)
         .set(i64::from(decision.is_some_and(|d| d.split_brain)));
+    let held = decision.is_some_and(|d| d.primary == Err(crate::routing::Unavailable::Held));
+    metrics
+        .cluster_held
+        .with_label_values(&name)
+        .set(i64::from(held));
     metrics
         .primary_candidates
         .with_label_values(&name)
