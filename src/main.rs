@@ -190,7 +190,9 @@ fn main() -> ExitCode {
                 timeout: Duration::from_secs(5),
             }
             .options(cli.config);
-            admin_client::run(&options, |c| c.cluster_hold(&args.cluster, Some(args.timeout)))
+            admin_client::run(&options, |c| {
+                c.cluster_hold(&args.cluster, Some(args.timeout))
+            })
         }
         Some(Command::Release(args)) => {
             let cluster = args.cluster;

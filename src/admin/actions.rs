@@ -148,12 +148,14 @@ pub(super) async fn backend(
     }
 }
 
-/// 404 for what the config does not have, 503 when the supervisor is gone.
+/// 404 for what the config does not have, 409 for a hold of a cluster without roles, 503
+/// when the supervisor is gone.
 fn refused(error: &AdminError) -> hyper::Response<Body> {
     match error {
         AdminError::UnknownBackend(_) | AdminError::UnknownCluster(_) => {
             text(StatusCode::NOT_FOUND, format!("{error}\n"))
         }
+        AdminError::NoRoles(_) => text(StatusCode::CONFLICT, format!("{error}\n")),
         AdminError::Stopped => text(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
     }
 }
@@ -236,7 +238,13 @@ mod tests {
             hold_timeout(Some("timeout=2500ms")),
             Ok(Duration::from_millis(2500))
         );
-        for bad in ["timeout=10", "timeout=soon", "timeout=", "timeout=0s", "timeout=1h"] {
+        for bad in [
+            "timeout=10",
+            "timeout=soon",
+            "timeout=",
+            "timeout=0s",
+            "timeout=1h",
+        ] {
             let e = hold_timeout(Some(bad)).expect_err(bad);
             assert!(e.starts_with("timeout: "), "{bad}: {e}");
         }

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::config::{Config, ConfigErrors};
 use crate::config::ClusterName;
+use crate::config::{Config, ConfigErrors};
 use crate::control_plane::supervisor::{AdminAction, AdminError, HoldStatus, StatusSnapshot};
 use crate::metrics::Metrics;
 use crate::routing::BackendKey;

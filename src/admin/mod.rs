@@ -99,9 +99,7 @@ where
             backend,
             action,
         } => actions::backend(proxy, peer, &cluster, &backend, action).await,
-        Endpoint::Hold { cluster } => {
-            actions::hold(proxy, peer, &cluster, query.as_deref()).await
-        }
+        Endpoint::Hold { cluster } => actions::hold(proxy, peer, &cluster, query.as_deref()).await,
         Endpoint::Release { cluster } => actions::release(proxy, peer, &cluster).await,
     }
 }

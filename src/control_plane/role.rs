@@ -32,7 +32,7 @@ use std::num::NonZeroU32;
 
 use tokio::time::Instant;
 
-use crate::control_plane::checks::{CheckFailure, FailureReason, Facts, ObservedRole};
+use crate::control_plane::checks::{CheckFailure, Facts, FailureReason, ObservedRole};
 
 /// Health of a backend as the hysteresis sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,10 @@ impl BackendMachine {
     pub fn suspect(&self) -> bool {
         self.role == Role::Primary
             && self.health != Health::Down
-            && self.last_failure.as_ref().is_some_and(|f| no_answer(f.reason))
+            && self
+                .last_failure
+                .as_ref()
+                .is_some_and(|f| no_answer(f.reason))
     }
 
     /// Feeds one check result and returns what changed.
@@ -256,7 +259,10 @@ impl BackendMachine {
 fn no_answer(reason: FailureReason) -> bool {
     matches!(
         reason,
-        FailureReason::Timeout | FailureReason::Refused | FailureReason::Io | FailureReason::Resolve
+        FailureReason::Timeout
+            | FailureReason::Refused
+            | FailureReason::Io
+            | FailureReason::Resolve
     )
 }
 

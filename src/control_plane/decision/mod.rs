@@ -116,7 +116,9 @@ pub enum DecisionEvent {
     StaleDetected(BackendName),
     StaleCleared(BackendName),
     /// The operator hold ended because `to` was routed as the new primary.
-    HoldEnded { to: BackendName },
+    HoldEnded {
+        to: BackendName,
+    },
 }
 
 /// The routing decision for one cluster.

@@ -71,6 +71,9 @@ impl Supervisor {
             .ok_or_else(|| AdminError::UnknownCluster(cluster.clone()))?;
         let timeout = timeout.min(MAX_HOLD);
         let c = &mut self.clusters[ci];
+        if c.config.protocol == crate::config::Protocol::Tcp {
+            return Err(AdminError::NoRoles(cluster.clone()));
+        }
         let now = SystemTime::now();
         let clock = HoldClock {
             since: c.hold.as_ref().map_or(now, |h| h.since),

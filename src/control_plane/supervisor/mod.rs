@@ -57,6 +57,8 @@ pub enum AdminError {
     UnknownBackend(BackendKey),
     #[error("no cluster {0:?}")]
     UnknownCluster(ClusterName),
+    #[error("cluster {0:?} is a tcp cluster: it has no primary to hold")]
+    NoRoles(ClusterName),
     #[error("the supervisor is not running")]
     Stopped,
 }
