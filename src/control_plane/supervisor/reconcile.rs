@@ -129,18 +129,21 @@ impl Supervisor {
         self.publish();
     }
 
-    /// Stores a new routing table if any route changed, then refreshes status and gauges.
+    /// Stores a new routing table if any route changed, after refreshing status and gauges.
     fn publish(&mut self) {
         let built = table::build(self);
-        if self.stored.as_ref() != Some(&built.fingerprint) {
-            self.generation += 1;
-            self.router.store(crate::routing::RoutingTable::new(
-                self.generation,
-                built.routes,
-            ));
-            self.stored = Some(built.fingerprint);
+        if self.stored.as_ref() == Some(&built.fingerprint) {
+            status::publish(self, &self.router.current());
+            return;
         }
-        status::publish(self);
+        self.generation += 1;
+        let table = std::sync::Arc::new(crate::routing::RoutingTable::new(
+            self.generation,
+            built.routes,
+        ));
+        status::publish(self, &table);
+        self.router.store(table);
+        self.stored = Some(built.fingerprint);
     }
 }
 

@@ -73,9 +73,9 @@ pub struct ListenerStatus {
 }
 
 /// Refreshes the snapshot and the backend and cluster gauges from the supervisor's state and
-/// the table in force.
-pub(super) fn publish(sup: &Supervisor) {
-    let table = sup.router.current();
+/// `table`, the table in force or about to be stored: the snapshot is stored first, so whoever
+/// sees a table also sees a status at least as new.
+pub(super) fn publish(sup: &Supervisor, table: &RoutingTable) {
     let clusters = sup
         .clusters
         .iter()
@@ -87,7 +87,7 @@ pub(super) fn publish(sup: &Supervisor) {
     let listeners = sup
         .listeners
         .iter()
-        .map(|l| listener_status(l, &table))
+        .map(|l| listener_status(l, table))
         .collect();
     sup.status.store(Arc::new(StatusSnapshot {
         generation: table.generation,
