@@ -61,6 +61,7 @@ impl Metrics {
                 self.accept_errors_total.with_label_values(&[name, reason]);
             }
             self.queued_connections.with_label_values(&[name]);
+            self.sessions_rescued_total.with_label_values(&[name]);
         }
         for c in &config.clusters {
             let cluster = c.name.as_str();
@@ -103,6 +104,7 @@ impl Metrics {
                         .remove_label_values(&[name, reason]);
                 }
                 let _ = self.queued_connections.remove_label_values(&[name]);
+                let _ = self.sessions_rescued_total.remove_label_values(&[name]);
                 let _ = self.session_duration.remove_label_values(&[name]);
                 let _ = self.spliced_bytes_total.remove_label_values(&[name]);
             }
@@ -177,7 +179,7 @@ impl Metrics {
     /// empty families; a dashboard check must not), plus the process collector's.
     pub fn family_names(&self) -> BTreeSet<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 26] = [
+        let collectors: [&dyn Collector; 27] = [
             &self.sessions_active,
             &self.sessions_total,
             &self.session_duration,
@@ -187,6 +189,7 @@ impl Metrics {
             &self.accept_errors_total,
             &self.listener_refused_total,
             &self.queued_connections,
+            &self.sessions_rescued_total,
             &self.backend_up,
             &self.backend_role,
             &self.backend_replication_lag,
