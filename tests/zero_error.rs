@@ -458,6 +458,9 @@ async fn hold_times_out_cleanly(engine: Engine) {
         "{hold}"
     );
     assert_eq!(status["listeners"][0]["unavailable"], "held", "{status}");
+    // Held is still ready: a VIP must not move because a switchover was announced.
+    let ready = http::get(admin, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
     support::eventually(Duration::from_secs(20), "hold timed out", || {
         let m = proxy.metrics();
         let n = metric_value(
