@@ -72,6 +72,13 @@ enum Command {
     /// Enable a backend again: back to what its checks say.
     #[command(after_help = ADMIN_EXIT_CODES)]
     Enable(BackendArgs),
+    /// Hold a cluster's new primary connections in the queue for a planned switchover, until
+    /// another primary is confirmed, `rolegate release`, or --timeout.
+    #[command(after_help = ADMIN_EXIT_CODES)]
+    Hold(HoldArgs),
+    /// End a cluster's hold now.
+    #[command(after_help = ADMIN_EXIT_CODES)]
+    Release(ReleaseArgs),
     /// Print a shell completion script, e.g. `rolegate completions bash > /etc/bash_completion.d/rolegate`.
     Completions {
         /// The shell to complete for.
@@ -137,6 +144,31 @@ impl BackendArgs {
     }
 }
 
+/// `rolegate hold`: its `--timeout` is the hold's, so the exchange keeps the default deadline.
+#[derive(clap::Args)]
+struct HoldArgs {
+    /// Cluster name, as in the config.
+    cluster: String,
+    /// How long the hold lasts at most (the server caps it at 5m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Admin API base URL (default: admin.listen of --config, else http://127.0.0.1:9813).
+    #[arg(long, value_name = "URL", env = "ROLEGATE_ADMIN_URL")]
+    admin: Option<String>,
+    /// File holding the admin token (default: admin.token_file / admin.token_env of --config).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+}
+
+/// `rolegate release`.
+#[derive(clap::Args)]
+struct ReleaseArgs {
+    /// Cluster name, as in the config.
+    cluster: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -151,6 +183,23 @@ fn main() -> ExitCode {
         Some(Command::Drain(args)) => args.run(cli.config, "drain"),
         Some(Command::Disable(args)) => args.run(cli.config, "disable"),
         Some(Command::Enable(args)) => args.run(cli.config, "enable"),
+        Some(Command::Hold(args)) => {
+            let options = AdminArgs {
+                admin: args.admin,
+                token_file: args.token_file,
+                timeout: Duration::from_secs(5),
+            }
+            .options(cli.config);
+            admin_client::run(&options, |c| {
+                c.cluster_hold(&args.cluster, Some(args.timeout))
+            })
+        }
+        Some(Command::Release(args)) => {
+            let cluster = args.cluster;
+            admin_client::run(&args.admin.options(cli.config), |c| {
+                c.cluster_hold(&cluster, None)
+            })
+        }
         Some(Command::Completions { shell }) => {
             cli_docs::completions(shell, &mut Cli::command(), &mut std::io::stdout());
             ExitCode::SUCCESS

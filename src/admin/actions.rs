@@ -1,4 +1,5 @@
-//! The mutating endpoints: `POST /reload` and `POST /backends/{cluster}/{backend}/{action}`,
+//! The mutating endpoints: `POST /reload`, `POST /backends/{cluster}/{backend}/{action}` and
+//! `POST /clusters/{cluster}/{hold|release}`,
 //! and the bounded read of their (empty) request bodies.
 //!
 //! They run only after [`super::auth::authorize`] let the request through. Each logs one line
@@ -14,8 +15,8 @@ use hyper::{HeaderMap, StatusCode};
 use tracing::info;
 
 use super::{text, Body};
-use super::{Proxy, ReloadRefused};
-use crate::control_plane::supervisor::{AdminAction, AdminError};
+use super::{HoldReply, Proxy, ReloadRefused};
+use crate::control_plane::supervisor::{AdminAction, AdminError, DEFAULT_HOLD, MAX_HOLD};
 use crate::routing::BackendKey;
 
 /// The mutating endpoints take no body; this bounds what a client can make the server buffer
@@ -143,11 +144,111 @@ pub(super) async fn backend(
     info!(message = "Backend action requested over the admin API.", peer = %peer, backend = %key, action = name);
     match proxy.backend_action(key.clone(), action).await {
         Ok(()) => text(StatusCode::OK, format!("{key}: {name}\n")),
-        Err(error @ AdminError::UnknownBackend(_)) => {
+        Err(error) => refused(&error),
+    }
+}
+
+/// 404 for what the config does not have, 409 for a hold of a cluster without roles, 503
+/// when the supervisor is gone.
+fn refused(error: &AdminError) -> hyper::Response<Body> {
+    match error {
+        AdminError::UnknownBackend(_) | AdminError::UnknownCluster(_) => {
             text(StatusCode::NOT_FOUND, format!("{error}\n"))
         }
-        Err(error @ AdminError::Stopped) => {
-            text(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n"))
+        AdminError::NoRoles(_) => text(StatusCode::CONFLICT, format!("{error}\n")),
+        AdminError::Stopped => text(StatusCode::SERVICE_UNAVAILABLE, format!("{error}\n")),
+    }
+}
+
+/// The `timeout` of `?timeout=10s` (default [`DEFAULT_HOLD`]); any other parameter, a
+/// malformed value or one above [`MAX_HOLD`] is an error naming it.
+pub fn hold_timeout(query: Option<&str>) -> Result<Duration, String> {
+    let mut timeout = DEFAULT_HOLD;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "timeout" {
+            return Err(format!(
+                "unknown parameter {:?}; the only parameter is timeout, e.g. ?timeout=10s",
+                key.chars().take(40).collect::<String>()
+            ));
         }
+        timeout = crate::config::parse_duration(value).map_err(|p| format!("timeout: {p}"))?;
+        if timeout.is_zero() || timeout > MAX_HOLD {
+            return Err(format!(
+                "timeout: {value:?} is out of range; a hold lasts more than 0s and at most {}",
+                humantime::format_duration(MAX_HOLD)
+            ));
+        }
+    }
+    Ok(timeout)
+}
+
+/// `POST /clusters/{cluster}/hold?timeout=10s`: 200 with the hold as JSON, 404 for an unknown
+/// cluster, 400 naming `timeout` when it is malformed.
+pub(super) async fn hold(
+    proxy: &dyn Proxy,
+    peer: SocketAddr,
+    cluster: &str,
+    query: Option<&str>,
+) -> hyper::Response<Body> {
+    let timeout = match hold_timeout(query) {
+        Ok(t) => t,
+        Err(problem) => return text(StatusCode::BAD_REQUEST, format!("{problem}\n")),
+    };
+    info!(message = "Cluster hold requested over the admin API.", peer = %peer, cluster = %cluster, timeout_ms = timeout.as_millis() as u64);
+    match proxy.cluster_hold(cluster.into(), Some(timeout)).await {
+        Ok(HoldReply::Held(status)) => text(
+            StatusCode::OK,
+            format!(
+                "{cluster}: held since {} until {}; primary at hold time: {}\n",
+                status.since,
+                status.until,
+                status.primary.as_deref().unwrap_or("none")
+            ),
+        ),
+        Ok(HoldReply::Released(_)) => text(StatusCode::OK, format!("{cluster}: released\n")),
+        Err(error) => refused(&error),
+    }
+}
+
+/// `POST /clusters/{cluster}/release`: 200 (also when nothing was held), 404 for an unknown
+/// cluster.
+pub(super) async fn release(
+    proxy: &dyn Proxy,
+    peer: SocketAddr,
+    cluster: &str,
+) -> hyper::Response<Body> {
+    info!(message = "Cluster release requested over the admin API.", peer = %peer, cluster = %cluster);
+    match proxy.cluster_hold(cluster.into(), None).await {
+        Ok(HoldReply::Released(true)) => text(StatusCode::OK, format!("{cluster}: released\n")),
+        Ok(_) => text(StatusCode::OK, format!("{cluster}: was not held\n")),
+        Err(error) => refused(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_timeouts() {
+        assert_eq!(hold_timeout(None), Ok(DEFAULT_HOLD));
+        assert_eq!(hold_timeout(Some("")), Ok(DEFAULT_HOLD));
+        assert_eq!(
+            hold_timeout(Some("timeout=2500ms")),
+            Ok(Duration::from_millis(2500))
+        );
+        for bad in [
+            "timeout=10",
+            "timeout=soon",
+            "timeout=",
+            "timeout=0s",
+            "timeout=1h",
+        ] {
+            let e = hold_timeout(Some(bad)).expect_err(bad);
+            assert!(e.starts_with("timeout: "), "{bad}: {e}");
+        }
+        let e = hold_timeout(Some("for=10s")).unwrap_err();
+        assert!(e.contains("\"for\"") && e.contains("timeout"), "{e}");
     }
 }

@@ -22,6 +22,14 @@ pub enum Endpoint {
         backend: String,
         action: AdminAction,
     },
+    /// `POST /clusters/{cluster}/hold` (`?timeout=` is read by the action).
+    Hold {
+        cluster: String,
+    },
+    /// `POST /clusters/{cluster}/release`.
+    Release {
+        cluster: String,
+    },
 }
 
 /// A path that names no endpoint; the message says why (it becomes the 404 body).
@@ -31,7 +39,8 @@ pub struct NotFound(String);
 
 /// What a 404 lists, so a typo is answered with the right spelling.
 pub const ENDPOINTS: &str = "GET /metrics, /healthz, /readyz, /status; \
-    POST /reload, /backends/{cluster}/{backend}/{drain|disable|enable}";
+    POST /reload, /backends/{cluster}/{backend}/{drain|disable|enable}, \
+    /clusters/{cluster}/{hold|release}";
 
 // === impl Endpoint ===
 
@@ -55,6 +64,20 @@ impl Endpoint {
                 printable(path)
             ))
         };
+        if let Some(rest) = path.strip_prefix("/clusters/") {
+            return match rest.split('/').collect::<Vec<_>>().as_slice() {
+                [cluster, "hold"] if !cluster.is_empty() => Ok(Endpoint::Hold {
+                    cluster: (*cluster).to_string(),
+                }),
+                [cluster, "release"] if !cluster.is_empty() => Ok(Endpoint::Release {
+                    cluster: (*cluster).to_string(),
+                }),
+                _ => Err(NotFound(format!(
+                    "no endpoint {}; cluster actions are POST /clusters/{{cluster}}/{{hold|release}}",
+                    printable(path)
+                ))),
+            };
+        }
         let rest = path.strip_prefix("/backends/").ok_or_else(unknown)?;
         let parts: Vec<&str> = rest.split('/').collect();
         let [cluster, backend, action] = parts.as_slice() else {
@@ -86,7 +109,13 @@ impl Endpoint {
 
     /// Whether the endpoint changes something (and so needs the token).
     pub fn is_mutating(&self) -> bool {
-        matches!(self, Endpoint::Reload | Endpoint::Backend { .. })
+        matches!(
+            self,
+            Endpoint::Reload
+                | Endpoint::Backend { .. }
+                | Endpoint::Hold { .. }
+                | Endpoint::Release { .. }
+        )
     }
 
     /// The value of the `Allow` header: reads accept `HEAD` too (hyper sends no body for it).
@@ -151,6 +180,33 @@ mod tests {
         );
         for path in ["/backends/pg/pg-a/enable", "/backends/pg/pg-a/disable"] {
             assert!(Endpoint::parse(path).is_ok_and(|e| e.is_mutating()));
+        }
+    }
+
+    #[test]
+    fn cluster_holds() {
+        assert_eq!(
+            Endpoint::parse("/clusters/pg/hold"),
+            Ok(Endpoint::Hold {
+                cluster: "pg".into()
+            })
+        );
+        let release = Endpoint::parse("/clusters/pg/release").unwrap();
+        assert_eq!(
+            release,
+            Endpoint::Release {
+                cluster: "pg".into()
+            }
+        );
+        assert!(release.is_mutating() && !release.allows(&Method::GET));
+        for path in [
+            "/clusters/pg",
+            "/clusters//hold",
+            "/clusters/pg/freeze",
+            "/clusters/pg/hold/now",
+        ] {
+            let err = Endpoint::parse(path).expect_err(path);
+            assert!(err.0.contains("hold|release"), "{path}: {err}");
         }
     }
 

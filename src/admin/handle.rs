@@ -6,16 +6,18 @@
 //! in `admin` depends on how the proxy is wired, and tests drive [`super::handle`] against a
 //! real app without sockets.
 //!
-//! Operator requests still to come (holding a cluster's primary, fleet actions) become methods
-//! of [`Proxy`], next to [`Proxy::backend_action`].
+//! Operator requests become methods of [`Proxy`]: [`Proxy::backend_action`], and holding a
+//! cluster's primary for a planned switchover ([`Proxy::cluster_hold`]); fleet actions are
+//! still to come, next to them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use crate::config::ClusterName;
 use crate::config::{Config, ConfigErrors};
-use crate::control_plane::supervisor::{AdminAction, AdminError, StatusSnapshot};
+use crate::control_plane::supervisor::{AdminAction, AdminError, HoldStatus, StatusSnapshot};
 use crate::metrics::Metrics;
 use crate::routing::BackendKey;
 use crate::routing::Router;
@@ -48,6 +50,22 @@ pub trait Proxy: Send + Sync + 'static {
         backend: BackendKey,
         action: AdminAction,
     ) -> BoxFuture<'_, Result<(), AdminError>>;
+
+    /// Holds (`Some(timeout)`) or releases (`None`) the new primary connections of a cluster.
+    /// A hold answers its status; a release answers `None` (and whether one was in force).
+    fn cluster_hold(
+        &self,
+        cluster: ClusterName,
+        timeout: Option<std::time::Duration>,
+    ) -> BoxFuture<'_, Result<HoldReply, AdminError>>;
+}
+
+/// What a hold or release did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldReply {
+    Held(HoldStatus),
+    /// Released; `false` when no hold was in force.
+    Released(bool),
 }
 
 /// Why a requested reload left the running configuration as it was, in the three cases the

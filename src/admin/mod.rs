@@ -13,6 +13,10 @@
 //! - `POST /backends/{cluster}/{backend}/{drain|disable|enable}` — operator actions: drain (no
 //!   new sessions, existing ones finish), disable (no new sessions, existing ones closed),
 //!   enable (back to what the checks say). 404 for a backend the config does not have.
+//! - `POST /clusters/{cluster}/hold?timeout=10s` — hold the cluster's new primary connections
+//!   in the queue for a planned switchover, until a primary other than the current one is
+//!   confirmed, `POST /clusters/{cluster}/release`, or the timeout (default 10s, at most 5m).
+//!   404 for an unknown cluster, 400 naming `timeout` when it does not parse.
 //!
 //! `GET` endpoints also answer `HEAD`. The `POST` endpoints need `Authorization: Bearer
 //! <token>` when a token is configured, and a loopback peer when none is ([`auth`]). Any other
@@ -41,7 +45,7 @@ use tracing::warn;
 
 pub use actions::{action_name, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 pub use endpoint::{Endpoint, NotFound};
-pub use handle::{AdminHandle, Proxy, ReloadRefused};
+pub use handle::{AdminHandle, HoldReply, Proxy, ReloadRefused};
 pub use routes::{unready, Unready};
 pub use server::{serve, serve_with, Limits, MAX_HEAD_BYTES};
 
@@ -69,6 +73,7 @@ where
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let proxy = state.proxy();
+    let query = req.uri().query().map(str::to_string);
     let endpoint = match route(req.method(), req.uri().path()) {
         Ok(e) => e,
         Err(response) => return *response,
@@ -94,6 +99,8 @@ where
             backend,
             action,
         } => actions::backend(proxy, peer, &cluster, &backend, action).await,
+        Endpoint::Hold { cluster } => actions::hold(proxy, peer, &cluster, query.as_deref()).await,
+        Endpoint::Release { cluster } => actions::release(proxy, peer, &cluster).await,
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Proxy;
 use super::{text, Body};
 use crate::config::Config;
-use crate::routing::RoutingTable;
+use crate::routing::{RoutingTable, Unavailable};
 
 /// The Prometheus text exposition format the encoder writes.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -52,6 +52,8 @@ pub fn unready(config: &Config, table: &RoutingTable) -> Vec<Unready> {
         .filter_map(|l| {
             let reason = match table.route(&l.name) {
                 None => "no_route",
+                // Held connections are accepted and placed within the hold: still ready.
+                Some(route) if route.unavailable == Some(Unavailable::Held) => return None,
                 Some(route) => route.unavailable?.as_str(),
             };
             Some(Unready {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 
 use super::{App, ReloadError};
-use crate::admin::{Proxy, ReloadRefused};
-use crate::config::Config;
+use crate::admin::{HoldReply, Proxy, ReloadRefused};
+use crate::config::{ClusterName, Config};
 use crate::control_plane::supervisor::{AdminAction, AdminError, StatusSnapshot};
 use crate::metrics::Metrics;
 use crate::routing::BackendKey;
@@ -45,6 +45,23 @@ impl Proxy for App {
         action: AdminAction,
     ) -> BoxFuture<'_, Result<(), AdminError>> {
         Box::pin(self.supervisor.admin(backend, action))
+    }
+
+    fn cluster_hold(
+        &self,
+        cluster: ClusterName,
+        timeout: Option<std::time::Duration>,
+    ) -> BoxFuture<'_, Result<HoldReply, AdminError>> {
+        Box::pin(async move {
+            match timeout {
+                Some(t) => self.supervisor.hold(cluster, t).await.map(HoldReply::Held),
+                None => self
+                    .supervisor
+                    .release(cluster)
+                    .await
+                    .map(HoldReply::Released),
+            }
+        })
     }
 }
 

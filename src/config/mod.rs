@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use diff::ConfigDiff;
+pub(crate) use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use secret::{read_secret_file, Secret};
 

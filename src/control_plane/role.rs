@@ -20,12 +20,19 @@
 //! a restored snapshot) does not steal the write route. Failed checks do not change the role;
 //! `Down` hides the backend from routing, and the role it reports when it comes back is judged
 //! by the supervisor (which knows whether another node was confirmed in the meantime).
+//!
+//! A confirmed primary whose latest check got **no answer** (timeout, refused, reset, name
+//! gone) is *suspect* from that first failure on, long before `fall` takes it `Down`: the
+//! decision holds new primary connections instead of sending them to a node that may be dead,
+//! and no longer lets its earlier primary claim veto a promoted standby. The next good check
+//! ends the suspicion. An answer that is an error (auth, query) is not suspicion: the server
+//! is there.
 
 use std::num::NonZeroU32;
 
 use tokio::time::Instant;
 
-use crate::control_plane::checks::{CheckFailure, Facts, ObservedRole};
+use crate::control_plane::checks::{CheckFailure, Facts, FailureReason, ObservedRole};
 
 /// Health of a backend as the hysteresis sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +165,16 @@ impl BackendMachine {
                 .is_some_and(|f| f.role == ObservedRole::Primary)
     }
 
+    /// A confirmed primary, not yet `Down`, whose latest check got no answer at all.
+    pub fn suspect(&self) -> bool {
+        self.role == Role::Primary
+            && self.health != Health::Down
+            && self
+                .last_failure
+                .as_ref()
+                .is_some_and(|f| no_answer(f.reason))
+    }
+
     /// Feeds one check result and returns what changed.
     pub fn observe(
         &mut self,
@@ -238,10 +255,20 @@ impl BackendMachine {
     }
 }
 
+/// Failures that say nothing came back (as opposed to an answer that is an error).
+fn no_answer(reason: FailureReason) -> bool {
+    matches!(
+        reason,
+        FailureReason::Timeout
+            | FailureReason::Refused
+            | FailureReason::Io
+            | FailureReason::Resolve
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control_plane::checks::FailureReason;
 
     fn t(rise: u32, fall: u32) -> Thresholds {
         Thresholds {
@@ -390,5 +417,48 @@ mod tests {
         assert!(m.claims_primary());
         m.observe(Err(&fail()), t(2, 2), now);
         assert!(!m.claims_primary());
+    }
+
+    #[test]
+    fn suspect_from_the_first_unanswered_check_of_a_primary_until_the_next_answer() {
+        let now = Instant::now();
+        let th = t(2, 3);
+        // (failure reason, primary?, suspect after one failure?)
+        let cases = [
+            (FailureReason::Timeout, true, true),
+            (FailureReason::Refused, true, true),
+            (FailureReason::Io, true, true),
+            (FailureReason::Resolve, true, true),
+            (FailureReason::AuthFailed, true, false),
+            (FailureReason::QueryFailed, true, false),
+            (FailureReason::Timeout, false, false),
+        ];
+        for (reason, is_primary, expected) in cases {
+            let mut m = BackendMachine::default();
+            let role = if is_primary {
+                ObservedRole::Primary
+            } else {
+                ObservedRole::Replica
+            };
+            for _ in 0..2 {
+                m.observe(Ok(&facts(role)), th, now);
+            }
+            assert!(!m.suspect());
+            m.observe(Err(&CheckFailure::new(reason, "x")), th, now);
+            assert_eq!(m.suspect(), expected, "{reason:?} primary={is_primary}");
+            assert_eq!(m.health(), Health::Up, "one failure is not fall");
+            m.observe(Ok(&facts(role)), th, now);
+            assert!(!m.suspect(), "the next answer ends the suspicion");
+        }
+        // Once Down it is no longer suspect: it is down (and lost, for the decision).
+        let mut m = BackendMachine::default();
+        for _ in 0..2 {
+            m.observe(Ok(&facts(ObservedRole::Primary)), th, now);
+        }
+        for _ in 0..3 {
+            m.observe(Err(&fail()), th, now);
+        }
+        assert_eq!(m.health(), Health::Down);
+        assert!(!m.suspect());
     }
 }

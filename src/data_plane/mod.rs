@@ -15,6 +15,7 @@
 pub mod fd_budget;
 pub mod listener;
 pub mod proxy_protocol;
+pub mod rescue;
 pub mod session;
 pub mod transfer;
 pub mod workers;

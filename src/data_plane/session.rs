@@ -6,7 +6,8 @@
 //! to its probe for an immediate re-check. When no candidate is left — a failover in progress —
 //! the connection waits (accepted, not yet connected upstream) for a newer table, up to
 //! `queue_timeout`, and is refused only after that: a switchover should cost new clients
-//! latency, not errors.
+//! latency, not errors. A session whose backend loses its role before answering at all is
+//! placed again and its first bytes replayed (`rescue.rs`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tracing::{debug, event, Level};
 
 use crate::config::ListenerName;
 use crate::data_plane::proxy_protocol::{self, Addresses};
+use crate::data_plane::rescue::{self, Opening};
 use crate::data_plane::transfer::{transfer, EndReason, TransferOptions, TransferStats};
 use crate::metrics::Metrics;
 use crate::routing::{BackendKey, Candidate, Route, RouteSettings, Router};
@@ -72,7 +74,7 @@ pub async fn run(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ListenerConte
         return;
     };
     let client_addr = addresses.client;
-    let (mut backend, candidate, settings) = match place(&ctx, header.as_deref()).await {
+    let (mut backend, candidate, settings, sent) = match open(&mut client, &ctx, header).await {
         Ok(p) => p,
         Err(refusal) => {
             ctx.metrics
@@ -97,7 +99,8 @@ pub async fn run(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ListenerConte
         mode: settings.transfer,
         idle_timeout: settings.idle_timeout,
     };
-    let stats = transfer(&mut client, &mut backend, &options, &candidate.guard).await;
+    let mut stats = transfer(&mut client, &mut backend, &options, &candidate.guard).await;
+    stats.client_to_backend += sent;
     candidate.backend.active.fetch_sub(1, Ordering::Relaxed);
     m.active.dec();
     m.to_backend.inc_by(stats.client_to_backend);
@@ -129,6 +132,50 @@ pub async fn run(mut client: TcpStream, peer: SocketAddr, ctx: Arc<ListenerConte
         reason,
         settings.session_level,
     );
+}
+
+/// How many times one session is moved before it is left to fail: each move waits for a new
+/// table, so this only bounds a backend set that keeps losing its roles.
+const MAX_RESCUES: u32 = 3;
+
+/// Places the session and runs its opening (`rescue.rs`): while its backend has sent nothing,
+/// a backend that loses its role or closes is replaced by placing again and replaying the
+/// client's bytes. Returns the backend and how many client bytes it already received.
+async fn open(
+    client: &mut TcpStream,
+    ctx: &ListenerContext,
+    header: Option<Vec<u8>>,
+) -> Result<(TcpStream, Candidate, Arc<RouteSettings>, u64), Refusal> {
+    let mut kept = Vec::new();
+    let mut rescues = 0;
+    loop {
+        let (mut backend, candidate, settings) = place(ctx, header.as_deref()).await?;
+        let opening = rescue::opening(client, &mut backend, &candidate.guard, kept);
+        let outcome = match settings.idle_timeout {
+            Some(idle) => timeout(idle, opening)
+                .await
+                .unwrap_or(Opening::Handover { sent: 0 }),
+            None => opening.await,
+        };
+        match outcome {
+            Opening::Handover { sent } => return Ok((backend, candidate, settings, sent)),
+            // Shutting down, or moved too often: the transfer ends it as it would have.
+            Opening::Rescue(bytes) if rescues >= MAX_RESCUES || ctx.sessions.is_cancelled() => {
+                return Ok((backend, candidate, settings, bytes.len() as u64));
+            }
+            Opening::Rescue(bytes) => {
+                // Nothing queued towards the old backend may arrive later.
+                let _ = backend.set_zero_linger();
+                rescues += 1;
+                ctx.metrics
+                    .sessions_rescued_total
+                    .with_label_values(&[ctx.name.as_str()])
+                    .inc();
+                debug!(message = "Session rescued: its backend lost its role before answering; placing it again.", listener = %ctx.name, backend = %candidate.backend.key, replay_bytes = bytes.len());
+                kept = bytes;
+            }
+        }
+    }
 }
 
 /// The client's addresses (from its PROXY header under `accept_proxy`) and the header to send

@@ -189,6 +189,27 @@ pub(super) const PRIMARY_CHANGES_TOTAL: Family = Family {
     buckets: &[],
 };
 
+pub(super) const SESSIONS_RESCUED_TOTAL: Family = Family {
+    name: "rolegate_sessions_rescued_total",
+    help: "Sessions moved to another backend because theirs lost its role or closed before sending a byte (client bytes replayed).",
+    labels: &["listener"],
+    buckets: &[],
+};
+
+pub(super) const CLUSTER_HELD: Family = Family {
+    name: "rolegate_cluster_held",
+    help: "1 while new primary connections of the cluster are held in the queue (operator hold or suspect primary).",
+    labels: &["cluster"],
+    buckets: &[],
+};
+
+pub(super) const HOLDS_ENDED_TOTAL: Family = Family {
+    name: "rolegate_holds_ended_total",
+    help: "Operator holds ended, by reason: new_primary, released, timeout.",
+    labels: &["cluster", "reason"],
+    buckets: &[],
+};
+
 pub(super) const SPLIT_BRAIN: Family = Family {
     name: "rolegate_split_brain",
     help: "1 while more than one backend claims primary or a stale primary is seen.",

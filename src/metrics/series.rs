@@ -15,13 +15,14 @@ use crate::control_plane::checks::FailureReason;
 /// `reason` values of `rolegate_listener_refused_total`: `max_connections` and `fd_budget`
 /// (listener.rs `Limits`: stalls, not refusals), the route's `Unavailable` reasons, and
 /// `connect_failed` / `no_route` / `proxy_header` (session.rs `Refusal`).
-pub const REFUSAL_REASONS: [&str; 9] = [
+pub const REFUSAL_REASONS: [&str; 10] = [
     "max_connections",
     "fd_budget",
     "no_primary",
     "split_brain",
     "no_replica",
     "no_backend",
+    "held",
     "connect_failed",
     "no_route",
     "proxy_header",
@@ -36,6 +37,9 @@ pub const CONNECT_ERROR_REASONS: [&str; 6] = [
     "fd_limit",
     "other",
 ];
+
+/// `reason` values of `rolegate_holds_ended_total` (supervisor/hold.rs `HoldEnd`).
+pub const HOLD_END_REASONS: [&str; 3] = ["new_primary", "released", "timeout"];
 
 /// `reason` values of `rolegate_accept_errors_total` (listener.rs `accept_error_reason`).
 pub const ACCEPT_ERROR_REASONS: [&str; 4] = ["fd_limit", "no_memory", "aborted", "other"];
@@ -57,10 +61,15 @@ impl Metrics {
                 self.accept_errors_total.with_label_values(&[name, reason]);
             }
             self.queued_connections.with_label_values(&[name]);
+            self.sessions_rescued_total.with_label_values(&[name]);
         }
         for c in &config.clusters {
             let cluster = c.name.as_str();
             self.primary_changes_total.with_label_values(&[cluster]);
+            self.cluster_held.with_label_values(&[cluster]);
+            for reason in HOLD_END_REASONS {
+                self.holds_ended_total.with_label_values(&[cluster, reason]);
+            }
             self.seconds_without_primary_total
                 .with_label_values(&[cluster]);
             for b in &c.backends {
@@ -95,6 +104,7 @@ impl Metrics {
                         .remove_label_values(&[name, reason]);
                 }
                 let _ = self.queued_connections.remove_label_values(&[name]);
+                let _ = self.sessions_rescued_total.remove_label_values(&[name]);
                 let _ = self.session_duration.remove_label_values(&[name]);
                 let _ = self.spliced_bytes_total.remove_label_values(&[name]);
             }
@@ -123,6 +133,12 @@ impl Metrics {
                 .seconds_without_primary_total
                 .remove_label_values(&[cluster]);
             let _ = self.split_brain.remove_label_values(&[cluster]);
+            let _ = self.cluster_held.remove_label_values(&[cluster]);
+            for reason in HOLD_END_REASONS {
+                let _ = self
+                    .holds_ended_total
+                    .remove_label_values(&[cluster, reason]);
+            }
             let _ = self.stale_primaries.remove_label_values(&[cluster]);
             let _ = self.primary_candidates.remove_label_values(&[cluster]);
         }
@@ -163,7 +179,7 @@ impl Metrics {
     /// empty families; a dashboard check must not), plus the process collector's.
     pub fn family_names(&self) -> BTreeSet<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 24] = [
+        let collectors: [&dyn Collector; 27] = [
             &self.sessions_active,
             &self.sessions_total,
             &self.session_duration,
@@ -173,6 +189,7 @@ impl Metrics {
             &self.accept_errors_total,
             &self.listener_refused_total,
             &self.queued_connections,
+            &self.sessions_rescued_total,
             &self.backend_up,
             &self.backend_role,
             &self.backend_replication_lag,
@@ -180,6 +197,8 @@ impl Metrics {
             &self.check_failures_total,
             &self.primary_changes_total,
             &self.split_brain,
+            &self.cluster_held,
+            &self.holds_ended_total,
             &self.stale_primaries,
             &self.primary_candidates,
             &self.seconds_without_primary_total,

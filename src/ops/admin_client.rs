@@ -338,6 +338,28 @@ fn normalize_url(url: &str) -> Result<String, ClientError> {
     Ok(base)
 }
 
+impl AdminClient {
+    /// `POST /clusters/{cluster}/hold?timeout=…` (`Some`) or `/clusters/{cluster}/release`
+    /// (`None`); the server's one-line answer.
+    ///
+    /// # Errors
+    /// A cluster name the server could not have (no request is sent), or see [`ClientError`].
+    pub fn cluster_hold(
+        &self,
+        cluster: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<String, ClientError> {
+        check_name("cluster", cluster)?;
+        match timeout {
+            Some(t) => self.post(&format!(
+                "/clusters/{cluster}/hold?timeout={}ms",
+                t.as_millis()
+            )),
+            None => self.post(&format!("/clusters/{cluster}/release")),
+        }
+    }
+}
+
 /// Config names are `[A-Za-z0-9_.-]` (the server matches paths without decoding).
 fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
     let ok = !name.is_empty()

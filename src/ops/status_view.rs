@@ -30,7 +30,16 @@ struct Cluster {
     split_brain: bool,
     stale: Vec<String>,
     seconds_without_primary: Option<f64>,
+    hold: Option<Hold>,
     backends: Vec<Backend>,
+}
+
+/// An operator hold (planned switchover).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Hold {
+    until: String,
+    primary: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,12 +158,21 @@ fn cluster_line(c: &Cluster) -> String {
             let _ = write!(line, "primary {p}");
         }
         None if c.protocol == "tcp" => line.push_str("NO BACKEND UP"),
+        None if c.hold.is_some() => line.push_str("primary held"),
         None => {
             line.push_str("NO PRIMARY");
             if let Some(s) = c.seconds_without_primary {
                 let _ = write!(line, " for {s:.0}s");
             }
         }
+    }
+    if let Some(h) = &c.hold {
+        let _ = write!(
+            line,
+            ", HELD until {} (primary at hold time: {})",
+            h.until,
+            h.primary.as_deref().unwrap_or("none")
+        );
     }
     if c.split_brain {
         line.push_str(", SPLIT BRAIN");
@@ -223,7 +241,11 @@ mod tests {
      "backends": [
        {"name": "r-a", "address": "127.0.0.1:16379", "health": "down", "role": "unknown",
         "admin": "enabled", "stale": false, "last_error": "refused: connection refused",
-        "sessions": 0}]}],
+        "sessions": 0}]},
+    {"name": "my", "protocol": "mysql", "primary": null, "split_brain": false, "stale": [],
+     "hold": {"since": "2026-01-01T00:00:00.000Z", "until": "2026-01-01T00:00:10.000Z",
+              "primary": "my-a"},
+     "backends": []}],
   "listeners": [
     {"name": "pg-rw", "bind": "127.0.0.1:0", "local_addr": "127.0.0.1:40001", "cluster": "pg",
      "role": "primary", "serving": "primary", "backends": ["pg-a"], "unavailable": null},
@@ -242,6 +264,10 @@ mod tests {
         assert!(text.contains("pg (postgres): primary pg-a\n"), "{text}");
         assert!(
             text.contains("redis (redis): NO PRIMARY for 12s, SPLIT BRAIN, stale primaries: r-b\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("my (mysql): primary held, HELD until 2026-01-01T00:00:10.000Z (primary at hold time: my-a)\n"),
             "{text}"
         );
         let pg_b = lines.iter().find(|l| l.contains("pg-b")).unwrap();

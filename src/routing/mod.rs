@@ -64,9 +64,10 @@ impl Router {
 
 impl RouterWriter {
     /// Publishes a new table (its generation must be newer) and wakes waiting connections.
-    pub fn store(&self, table: RoutingTable) {
+    pub fn store(&self, table: impl Into<Arc<RoutingTable>>) {
+        let table = table.into();
         let generation = table.generation;
-        self.table.store(Arc::new(table));
+        self.table.store(table);
         self.changes.send_replace(generation);
     }
 

@@ -59,6 +59,9 @@ pub enum Unavailable {
     NoReplica,
     /// No backend is up at all (`role: any`, or tcp clusters).
     NoBackend,
+    /// Primary routes are held: the primary stopped answering its checks (suspect), or an
+    /// operator holds the cluster for a planned switchover. New connections wait in the queue.
+    Held,
 }
 
 impl Unavailable {
@@ -68,6 +71,7 @@ impl Unavailable {
             Unavailable::SplitBrain => "split_brain",
             Unavailable::NoReplica => "no_replica",
             Unavailable::NoBackend => "no_backend",
+            Unavailable::Held => "held",
         }
     }
 }

@@ -417,9 +417,16 @@ async fn a_slow_backend_is_kept_while_within_the_check_timeout_and_taken_out_bey
     );
 
     relay.set_delay(Duration::from_secs(1));
+    // The first timed-out check holds new connections (a suspect primary); `fall` of them take
+    // it down.
     proxy
         .wait_route("rw", "a taken out", |n| n.is_empty())
         .await;
+    support::eventually(Duration::from_secs(10), "a down", || {
+        let down = proxy.backend_status("pg", "a").health == "down";
+        async move { down }
+    })
+    .await;
     assert!(check_failures(&proxy, "pg", "a", "timeout") >= 2.0);
     // The open session is on a backend that lost the primary role: closed.
     let r = tokio::time::timeout(Duration::from_secs(5), s.write("faults-slow-after")).await;

@@ -8,17 +8,25 @@
 //!    lost, it becomes *stale*: rolegate saw the handover, so whatever the old node says when it
 //!    returns, it is never routed to and is reported loudly. It stops being stale when it is
 //!    seen as a replica (it was rebuilt or re-pointed) or when an operator re-enables it.
-//! 2. **Zero primaries.** Primary routes are unavailable (`no_primary`); new connections queue
+//! 2. **Suspect primaries and holds.** A confirmed primary whose latest check got no answer
+//!    (`BackendView::suspect`) neither receives new connections nor vetoes anyone: while it is
+//!    the only primary, its routes are *held* (`Unavailable::Held`: new connections wait in the
+//!    queue, its open sessions stay); a node confirmed primary (`rise`) while the old one is
+//!    not answering is routed at once, and the silent one is remembered as lost, so it is stale
+//!    (1.) the moment the new one is routed. An operator hold (`ClusterMemory::hold`) holds
+//!    the primary routes the same way until a primary other than the one at hold time is
+//!    routed, which ends the hold.
+//! 3. **Zero primaries.** Primary routes are unavailable (`no_primary`); new connections queue
 //!    for `queue_timeout` and are refused after it.
-//! 3. **Two or more primaries** with no observed handover (e.g. a manual promotion while the
+//! 4. **Two or more primaries** with no observed handover (e.g. a manual promotion while the
 //!    old primary is still up) are a split brain, decided by `split_brain`: `fail_closed`
 //!    (default) routes no one; `keep_current` keeps the primary routed before, if it is one of
 //!    them; `highest_timeline` (PostgreSQL) follows the unique newest timeline. Anything
-//!    undecidable fails closed.
-//! 4. **Replicas** qualify when up, confirmed replica, and within `max_replica_lag` (a replica
+//!    undecidable fails closed. Only answering primaries are judged when one answers.
+//! 5. **Replicas** qualify when up, confirmed replica, and within `max_replica_lag` (a replica
 //!    whose lag is unknown — replication stopped — does not qualify). A replica whose applied
 //!    position has reached the primary's write position has zero lag, whatever its clock says.
-//! 5. **Operator states.** `drain` and `disable` remove a backend from every route; they do not
+//! 6. **Operator states.** `drain` and `disable` remove a backend from every route; they do not
 //!    change what rolegate believes about its role.
 //!
 //! `tcp` clusters have no roles: every up backend is a candidate for every listener, in the
@@ -62,6 +70,8 @@ pub struct BackendView<'a> {
     pub admin: AdminMode,
     /// Facts of the latest successful check, if the latest check succeeded.
     pub facts: Option<&'a Facts>,
+    /// Confirmed primary whose latest check got no answer (`BackendMachine::suspect`).
+    pub suspect: bool,
 }
 
 /// What the decision remembers about a cluster between decisions.
@@ -73,6 +83,16 @@ pub struct ClusterMemory {
     lost: BTreeSet<BackendName>,
     /// Replaced while down: never routed until seen as a replica or re-enabled.
     pub stale: BTreeSet<BackendName>,
+    /// An operator's planned-switchover hold, if one is in force.
+    pub hold: Option<OperatorHold>,
+}
+
+/// A hold asked by an operator: primary routes are held until a primary other than
+/// `primary` is routed (the supervisor ends it earlier on release or timeout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorHold {
+    /// The primary routed when the hold began.
+    pub primary: Option<BackendName>,
 }
 
 impl ClusterMemory {
@@ -95,6 +115,10 @@ pub enum DecisionEvent {
     },
     StaleDetected(BackendName),
     StaleCleared(BackendName),
+    /// The operator hold ended because `to` was routed as the new primary.
+    HoldEnded {
+        to: BackendName,
+    },
 }
 
 /// The routing decision for one cluster.
@@ -143,37 +167,63 @@ pub fn decide(
         .filter(|b| b.health == Health::Up && b.role == Role::Primary)
         .filter(|b| !memory.stale.contains(b.name))
         .collect();
+    // A primary that stopped answering has no vote while another one answers.
+    let answering: Vec<&BackendView<'_>> =
+        claimers.iter().filter(|b| !b.suspect).copied().collect();
+    let judged = if answering.is_empty() {
+        &claimers
+    } else {
+        &answering
+    };
     // Judged on the confirmed role (which only a replica answer changes), not on the latest
     // check, so one slow check of a woken zombie does not hide it from the alarm.
     let stale_claiming = backends.iter().any(|b| {
         memory.stale.contains(b.name) && b.health == Health::Up && b.role == Role::Primary
     });
-    let chosen = choose_primary(policy, &claimers, memory);
-    let primary = match &chosen {
+    let chosen = choose_primary(policy, judged, memory);
+    let mut primary = match &chosen {
+        Ok(b) if b.suspect => Err(Unavailable::Held),
         Ok(b) if b.admin == AdminMode::Enabled => Ok(vec![b.name.clone()]),
         Ok(_) => Err(Unavailable::NoPrimary),
         Err(u) => Err(*u),
     };
-    if let Ok(b) = &chosen {
-        if memory.routed_primary.as_ref() != Some(b.name) {
-            events.push(DecisionEvent::PrimaryChanged {
-                from: memory.routed_primary.clone(),
-                to: b.name.clone(),
-            });
-            memory.routed_primary = Some(b.name.clone());
+    if let Ok(b) = chosen {
+        let new_primary = memory.routed_primary.as_ref() != Some(b.name);
+        let hold_over = memory
+            .hold
+            .as_ref()
+            .is_some_and(|h| h.primary.as_ref() != Some(b.name));
+        if b.suspect {
+            // Held for its answer: no handover is observed.
+        } else if memory.hold.is_some() && !hold_over {
+            primary = Err(Unavailable::Held);
+        } else {
+            if hold_over {
+                memory.hold = None;
+                events.push(DecisionEvent::HoldEnded { to: b.name.clone() });
+            }
+            if new_primary {
+                events.push(DecisionEvent::PrimaryChanged {
+                    from: memory.routed_primary.clone(),
+                    to: b.name.clone(),
+                });
+                memory.routed_primary = Some(b.name.clone());
+            }
+            // The handover is now observed: whoever was lost is stale.
+            let replaced: Vec<_> = memory
+                .lost
+                .iter()
+                .filter(|n| *n != b.name)
+                .cloned()
+                .collect();
+            for name in replaced {
+                memory.lost.remove(&name);
+                memory.stale.insert(name.clone());
+                events.push(DecisionEvent::StaleDetected(name));
+            }
         }
-        // The handover is now observed: whoever was lost is stale.
-        let replaced: Vec<_> = memory
-            .lost
-            .iter()
-            .filter(|n| *n != b.name)
-            .cloned()
-            .collect();
-        for name in replaced {
-            memory.lost.remove(&name);
-            memory.stale.insert(name.clone());
-            events.push(DecisionEvent::StaleDetected(name));
-        }
+    } else if memory.hold.is_some() && primary == Err(Unavailable::NoPrimary) {
+        primary = Err(Unavailable::Held);
     }
 
     let primary_facts = chosen.as_ref().ok().and_then(|b| b.facts);
@@ -198,7 +248,7 @@ pub fn decide(
         replicas,
         any,
         primary_claims: claimers.len() + usize::from(stale_claiming),
-        split_brain: claimers.len() > 1 || stale_claiming,
+        split_brain: judged.len() > 1 || stale_claiming,
         lag,
         events,
     }
@@ -211,9 +261,10 @@ fn track_lost_and_stale(
 ) {
     for b in backends {
         let stale = memory.stale.contains(b.name);
-        if b.health == Health::Down && b.role == Role::Primary && !stale {
+        let silent = b.health == Health::Down || b.suspect;
+        if silent && b.role == Role::Primary && !stale {
             memory.lost.insert(b.name.clone());
-        } else if b.health == Health::Up {
+        } else if b.health == Health::Up && !b.suspect {
             // Back before anyone replaced it: the same primary, not a zombie.
             memory.lost.remove(b.name);
         }

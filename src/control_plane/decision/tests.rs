@@ -7,6 +7,7 @@ struct B {
     role: Role,
     admin: AdminMode,
     facts: Option<Facts>,
+    suspect: bool,
 }
 
 fn primary(name: &str) -> B {
@@ -21,6 +22,7 @@ fn primary(name: &str) -> B {
             write_position: Some(1000),
             timeline: Some(1),
         }),
+        suspect: false,
     }
 }
 
@@ -40,6 +42,7 @@ fn replica(name: &str, lag: Option<u64>, position: Option<u64>) -> B {
             write_position: None,
             timeline: Some(1),
         }),
+        suspect: false,
     }
 }
 
@@ -66,6 +69,7 @@ fn run(p: ClusterPolicy, bs: &[B], mem: &mut ClusterMemory) -> Decision {
             role: b.role,
             admin: b.admin,
             facts: b.facts.as_ref(),
+            suspect: b.suspect,
         })
         .collect();
     decide(p, &views, mem)
@@ -248,4 +252,132 @@ fn tcp_clusters_route_every_up_backend_in_config_order() {
     assert!(!d.split_brain);
     let d = run(p, &[down(primary("a"))], &mut ClusterMemory::default());
     assert_eq!(d.primary, Err(Unavailable::NoBackend));
+}
+
+fn suspect(mut b: B) -> B {
+    b.suspect = true;
+    b.facts = None;
+    b
+}
+
+/// Hold on suspicion, as a table: each row is one decision after the previous rows, starting
+/// from `a` routed as primary and `b` a replica.
+#[test]
+fn suspect_primary_is_held_and_does_not_veto_a_confirmed_successor() {
+    let p = policy(SplitBrainPolicy::FailClosed);
+    type Row = (
+        &'static str,
+        fn() -> Vec<B>,
+        Result<Vec<BackendName>, Unavailable>,
+        &'static [&'static str], // holders
+        bool,                    // split brain
+        &'static [&'static str], // stale after the row
+    );
+    let rows: [Row; 6] = [
+        (
+            "a stops answering: held, its sessions stay",
+            || vec![suspect(primary("a")), replica("b", Some(0), None)],
+            Err(Unavailable::Held),
+            &["a"],
+            false,
+            &[],
+        ),
+        (
+            "a answers again: released to a",
+            || vec![primary("a"), replica("b", Some(0), None)],
+            Ok(names(&["a"])),
+            &["a"],
+            false,
+            &[],
+        ),
+        (
+            "a silent again",
+            || vec![suspect(primary("a")), replica("b", Some(0), None)],
+            Err(Unavailable::Held),
+            &["a"],
+            false,
+            &[],
+        ),
+        (
+            "b confirmed primary while a is silent: routed at once, no split brain",
+            || vec![suspect(primary("a")), primary("b")],
+            Ok(names(&["b"])),
+            &["b"],
+            false,
+            &["a"],
+        ),
+        (
+            "a answers claiming primary: stale, never routed, reported",
+            || vec![primary("a"), primary("b")],
+            Ok(names(&["b"])),
+            &["b"],
+            true,
+            &["a"],
+        ),
+        (
+            "a rejoins as a replica: no longer stale",
+            || vec![replica("a", Some(0), None), primary("b")],
+            Ok(names(&["b"])),
+            &["b"],
+            false,
+            &[],
+        ),
+    ];
+    let mut mem = ClusterMemory::default();
+    run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
+    for (what, backends, routed, holders, split, stale) in rows {
+        let d = run(p, &backends(), &mut mem);
+        assert_eq!(d.primary, routed, "{what}");
+        assert_eq!(d.holders, names(holders), "{what}");
+        assert_eq!(d.split_brain, split, "{what}");
+        let now: Vec<BackendName> = mem.stale.iter().cloned().collect();
+        assert_eq!(now, names(stale), "{what}");
+    }
+}
+
+#[test]
+fn a_silent_claim_still_vetoes_nothing_but_two_answering_primaries_are_split_brain() {
+    let p = policy(SplitBrainPolicy::FailClosed);
+    // Without the suspicion rule a's last claim would make this a split brain.
+    let mut mem = ClusterMemory::default();
+    run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
+    let d = run(p, &[primary("a"), primary("b")], &mut mem);
+    assert_eq!(d.primary, Err(Unavailable::SplitBrain), "both answer");
+    // Two silent primaries and no answering one: still undecidable.
+    let d = run(
+        p,
+        &[suspect(primary("a")), suspect(primary("b"))],
+        &mut ClusterMemory::default(),
+    );
+    assert_eq!(d.primary, Err(Unavailable::SplitBrain));
+    // A suspect primary that is drained: held (it is the primary), not routed.
+    let mut a = suspect(primary("a"));
+    a.admin = AdminMode::Drain;
+    let d = run(p, &[a], &mut ClusterMemory::default());
+    assert_eq!(d.primary, Err(Unavailable::Held));
+}
+
+#[test]
+fn operator_hold_lasts_until_another_primary_is_routed() {
+    let p = policy(SplitBrainPolicy::FailClosed);
+    let mut mem = ClusterMemory::default();
+    run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
+    mem.hold = Some(OperatorHold {
+        primary: Some("a".into()),
+    });
+    let d = run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
+    assert_eq!(d.primary, Err(Unavailable::Held), "a still primary: held");
+    assert_eq!(d.holders, names(&["a"]), "a's sessions stay");
+    let d = run(
+        p,
+        &[replica("a", Some(0), None), replica("b", Some(0), None)],
+        &mut mem,
+    );
+    assert_eq!(d.primary, Err(Unavailable::Held), "no primary: still held");
+    let d = run(p, &[replica("a", Some(0), None), primary("b")], &mut mem);
+    assert_eq!(d.primary, Ok(names(&["b"])));
+    assert!(d
+        .events
+        .contains(&DecisionEvent::HoldEnded { to: "b".into() }));
+    assert!(mem.hold.is_none());
 }

@@ -47,6 +47,7 @@ impl Supervisor {
                         decision: None,
                         fast: false,
                         no_primary_since: None,
+                        hold: None,
                     }
                 }
             };
@@ -92,6 +93,7 @@ impl Supervisor {
         state.backends = kept;
         if new.protocol != state.config.protocol {
             state.memory = ClusterMemory::default();
+            state.hold = None;
             for slot in &mut state.backends {
                 slot.machine = BackendMachine::default();
             }

@@ -12,6 +12,7 @@
 
 mod apply;
 mod guards;
+mod hold;
 mod reconcile;
 mod status;
 mod table;
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 
 pub use guards::Held;
+pub use hold::{HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
 pub use status::{BackendStatus, ClusterStatus, ListenerStatus, StatusSnapshot};
 
 use guards::Guards;
@@ -53,6 +55,10 @@ pub enum AdminAction {
 pub enum AdminError {
     #[error("no backend {0}")]
     UnknownBackend(BackendKey),
+    #[error("no cluster {0:?}")]
+    UnknownCluster(ClusterName),
+    #[error("cluster {0:?} is a tcp cluster: it has no primary to hold")]
+    NoRoles(ClusterName),
     #[error("the supervisor is not running")]
     Stopped,
 }
@@ -63,6 +69,17 @@ pub enum Command {
         backend: BackendKey,
         action: AdminAction,
         reply: oneshot::Sender<Result<(), AdminError>>,
+    },
+    /// Holds a cluster's primary routes for at most `timeout` (planned switchover).
+    Hold {
+        cluster: ClusterName,
+        timeout: Duration,
+        reply: oneshot::Sender<Result<HoldStatus, AdminError>>,
+    },
+    /// Ends a cluster's hold; replies whether one was in force.
+    Release {
+        cluster: ClusterName,
+        reply: oneshot::Sender<Result<bool, AdminError>>,
     },
     /// Applies a new, already validated config (reload). Replies when the table is stored.
     Apply {
@@ -89,6 +106,35 @@ impl SupervisorHandle {
                 action,
                 reply,
             })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)?
+    }
+
+    /// Holds `cluster`'s new primary connections until another primary is confirmed, a
+    /// release, or `timeout` (capped at [`MAX_HOLD`]).
+    pub async fn hold(
+        &self,
+        cluster: ClusterName,
+        timeout: Duration,
+    ) -> Result<HoldStatus, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Hold {
+                cluster,
+                timeout,
+                reply,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)?
+    }
+
+    /// Ends `cluster`'s hold; `Ok(false)` when none was in force.
+    pub async fn release(&self, cluster: ClusterName) -> Result<bool, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Release { cluster, reply })
             .await
             .map_err(|_| AdminError::Stopped)?;
         rx.await.map_err(|_| AdminError::Stopped)?
@@ -128,6 +174,8 @@ struct ClusterState {
     /// Whether its probes were last told to go fast.
     fast: bool,
     no_primary_since: Option<Instant>,
+    /// The clock of an operator hold in force (`hold.rs`).
+    hold: Option<hold::HoldClock>,
 }
 
 /// The supervisor task's state.
@@ -203,8 +251,16 @@ impl Supervisor {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let hold_deadline = self.next_hold_deadline();
+            let hold_expiry = async move {
+                match hold_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                () = hold_expiry => self.expire_holds(),
                 Some(obs) = observations.recv() => self.on_observation(obs),
                 Some(key) = recheck.recv() => {
                     if let Some(slot) = self.slot(&key) {
@@ -240,6 +296,16 @@ impl Supervisor {
             } => {
                 let result = self.admin_action(&backend, action);
                 let _ = reply.send(result);
+            }
+            Command::Hold {
+                cluster,
+                timeout,
+                reply,
+            } => {
+                let _ = reply.send(self.hold(&cluster, timeout));
+            }
+            Command::Release { cluster, reply } => {
+                let _ = reply.send(self.release(&cluster));
             }
             Command::Apply { config, reply } => {
                 self.apply_config(&config);

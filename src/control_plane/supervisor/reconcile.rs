@@ -118,22 +118,32 @@ impl Supervisor {
                     .inc();
             }
         }
+        let hold_ended = decision
+            .events
+            .iter()
+            .any(|e| matches!(e, DecisionEvent::HoldEnded { .. }));
         cluster.decision = Some(decision);
+        if hold_ended {
+            self.end_hold(ci, super::HoldEnd::NewPrimary);
+        }
         self.publish();
     }
 
-    /// Stores a new routing table if any route changed, then refreshes status and gauges.
+    /// Stores a new routing table if any route changed, after refreshing status and gauges.
     fn publish(&mut self) {
         let built = table::build(self);
-        if self.stored.as_ref() != Some(&built.fingerprint) {
-            self.generation += 1;
-            self.router.store(crate::routing::RoutingTable::new(
-                self.generation,
-                built.routes,
-            ));
-            self.stored = Some(built.fingerprint);
+        if self.stored.as_ref() == Some(&built.fingerprint) {
+            status::publish(self, &self.router.current());
+            return;
         }
-        status::publish(self);
+        self.generation += 1;
+        let table = std::sync::Arc::new(crate::routing::RoutingTable::new(
+            self.generation,
+            built.routes,
+        ));
+        status::publish(self, &table);
+        self.router.store(table);
+        self.stored = Some(built.fingerprint);
     }
 }
 
@@ -152,6 +162,7 @@ fn decide_cluster(cluster: &mut ClusterState) -> Decision {
                 .is_none()
                 .then(|| b.machine.last_facts())
                 .flatten(),
+            suspect: b.machine.suspect(),
         })
         .collect();
     let policy = decision::ClusterPolicy {
@@ -176,6 +187,11 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
                 message = "Primary replaced while it was down: if it returns claiming primary it is stale and never routed to, until it rejoins as a replica or an operator enables it.",
                 cluster = %name,
                 backend = %b,
+            ),
+            DecisionEvent::HoldEnded { to } => info!(
+                message = "New primary confirmed during a hold: released to it.",
+                cluster = %name,
+                primary = %to,
             ),
             DecisionEvent::StaleCleared(b) => info!(
                 message = "Stale primary rejoined as a replica.",

@@ -33,6 +33,8 @@ pub struct ClusterStatus {
     pub stale: Vec<String>,
     /// Seconds since the cluster last had a routable primary (absent when it has one).
     pub seconds_without_primary: Option<f64>,
+    /// The operator hold in force (planned switchover), if any.
+    pub hold: Option<super::HoldStatus>,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -71,9 +73,9 @@ pub struct ListenerStatus {
 }
 
 /// Refreshes the snapshot and the backend and cluster gauges from the supervisor's state and
-/// the table in force.
-pub(super) fn publish(sup: &Supervisor) {
-    let table = sup.router.current();
+/// `table`, the table in force or about to be stored: the snapshot is stored first, so whoever
+/// sees a table also sees a status at least as new.
+pub(super) fn publish(sup: &Supervisor, table: &RoutingTable) {
     let clusters = sup
         .clusters
         .iter()
@@ -85,7 +87,7 @@ pub(super) fn publish(sup: &Supervisor) {
     let listeners = sup
         .listeners
         .iter()
-        .map(|l| listener_status(l, &table))
+        .map(|l| listener_status(l, table))
         .collect();
     sup.status.store(Arc::new(StatusSnapshot {
         generation: table.generation,
@@ -119,6 +121,7 @@ fn cluster_status(metrics: &Metrics, c: &ClusterState) -> ClusterStatus {
         split_brain_policy: c.config.split_brain.as_str(),
         stale: c.memory.stale.iter().map(|b| b.to_string()).collect(),
         seconds_without_primary: c.no_primary_since.map(|s| s.elapsed().as_secs_f64()),
+        hold: super::hold::hold_status(c),
         backends,
     }
 }
@@ -178,6 +181,11 @@ fn export_cluster(metrics: &Metrics, c: &ClusterState) {
         .split_brain
         .with_label_values(&name)
         .set(i64::from(decision.is_some_and(|d| d.split_brain)));
+    let held = decision.is_some_and(|d| d.primary == Err(crate::routing::Unavailable::Held));
+    metrics
+        .cluster_held
+        .with_label_values(&name)
+        .set(i64::from(held));
     metrics
         .primary_candidates
         .with_label_values(&name)

@@ -45,6 +45,9 @@ fn route_members(
     };
     match for_role(listener.role) {
         Ok(v) => Ok((listener.role, v)),
+        // A hold lasts one check or one switchover: writes wait for the primary rather than
+        // fall back to nodes that would refuse them.
+        Err(Unavailable::Held) => Err(Unavailable::Held),
         Err(first) => match listener.fallback {
             Some(fb) => for_role(fb).map(|v| (fb, v)).map_err(|_| first),
             None => Err(first),
