@@ -47,3 +47,4 @@ mod session_log;
 mod soak_smoke;
 mod tls_lab;
 mod transfer;
+mod zero_error;
