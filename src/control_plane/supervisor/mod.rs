@@ -11,6 +11,7 @@
 //! 6. publish the status snapshot and metrics.
 
 mod apply;
+mod fleet_input;
 mod guards;
 mod reconcile;
 mod status;
@@ -35,6 +36,7 @@ use crate::control_plane::role::BackendMachine;
 use crate::metrics::Metrics;
 use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 
+pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
 pub use status::{BackendStatus, ClusterStatus, ListenerStatus, StatusSnapshot};
 
@@ -64,6 +66,15 @@ pub enum Command {
         action: AdminAction,
         reply: oneshot::Sender<Result<(), AdminError>>,
     },
+    /// A decision published by the fleet's leader for one cluster (fleet mode, follower).
+    /// Replies with why it was refused (unknown cluster or backend).
+    Fleet {
+        cluster: ClusterName,
+        decision: FleetDecision,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Fleet mode: this instance took (true) or does not hold (false) an observer slot.
+    Observing(bool),
     /// Applies a new, already validated config (reload). Replies when the table is stored.
     Apply {
         config: Arc<Config>,
@@ -78,9 +89,37 @@ pub struct SupervisorHandle {
     /// Sessions send a backend here when they could not connect to it: it is checked now.
     pub recheck: mpsc::Sender<BackendKey>,
     pub status: Arc<ArcSwap<StatusSnapshot>>,
+    /// Each cluster's local decision, for fleet mode's publisher.
+    pub published: tokio::sync::watch::Receiver<PublishedSet>,
 }
 
 impl SupervisorHandle {
+    /// Feeds a fleet decision into the decision step (see [`Command::Fleet`]).
+    pub async fn fleet_decision(
+        &self,
+        cluster: ClusterName,
+        decision: FleetDecision,
+    ) -> Result<Result<(), String>, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Fleet {
+                cluster,
+                decision,
+                reply,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)
+    }
+
+    /// Starts or pauses the checks (fleet mode: observer slot taken or not).
+    pub async fn set_observing(&self, observing: bool) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::Observing(observing))
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
     pub async fn admin(&self, backend: BackendKey, action: AdminAction) -> Result<(), AdminError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -128,6 +167,8 @@ struct ClusterState {
     /// Whether its probes were last told to go fast.
     fast: bool,
     no_primary_since: Option<Instant>,
+    /// The latest decision received from the fleet (fleet mode).
+    fleet: Option<FleetDecision>,
 }
 
 /// The supervisor task's state.
@@ -152,6 +193,9 @@ pub struct Supervisor {
     session_level: tracing::Level,
     /// Monotonic clock of the last tick (for seconds-without-primary accounting).
     last_tick: Instant,
+    /// Whether the probes run (always, unless fleet mode makes this instance a follower).
+    observing: bool,
+    published: tokio::sync::watch::Sender<PublishedSet>,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -167,6 +211,13 @@ pub fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (recheck_tx, recheck_rx) = mpsc::channel(1024);
     let status = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
+    let (published_tx, published_rx) = tokio::sync::watch::channel(PublishedSet::default());
+    // Fleet mode: only a fixed observer checks from the start; `auto` and followers wait for
+    // the fleet task to say whether they hold an observer slot.
+    let observing = config
+        .coordination
+        .as_ref()
+        .is_none_or(|c| c.mode == crate::config::FleetMode::Observer);
     let mut sup = Supervisor {
         clusters: Vec::new(),
         listeners: Vec::new(),
@@ -182,6 +233,8 @@ pub fn spawn(
         status: status.clone(),
         session_level: config.log.session_level,
         last_tick: Instant::now(),
+        observing,
+        published: published_tx,
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -189,6 +242,7 @@ pub fn spawn(
         commands: cmd_tx,
         recheck: recheck_tx,
         status,
+        published: published_rx,
     }
 }
 
@@ -241,6 +295,14 @@ impl Supervisor {
                 let result = self.admin_action(&backend, action);
                 let _ = reply.send(result);
             }
+            Command::Fleet {
+                cluster,
+                decision,
+                reply,
+            } => {
+                let _ = reply.send(self.on_fleet_decision(&cluster, decision));
+            }
+            Command::Observing(observing) => self.set_observing(observing),
             Command::Apply { config, reply } => {
                 self.apply_config(&config);
                 let _ = reply.send(());
