@@ -77,8 +77,7 @@ fn etcd(raw: &RawEtcd, missing: bool, v: &mut Validator<'_>) -> Checked<EtcdConf
         )),
         (None, Ok(Some(_))) => Err(v.report(
             "coordination.etcd.user",
-            Problem::new("an etcd password is set but no user")
-                .hint("set coordination.etcd.user"),
+            Problem::new("an etcd password is set but no user").hint("set coordination.etcd.user"),
         )),
         (Some(_), Ok(None)) => Err(v.report(
             "coordination.etcd.user",
@@ -197,7 +196,9 @@ fn hostname() -> String {
 }
 
 fn lease_ttl(raw: Option<&str>, v: &mut Validator<'_>) -> Checked<Duration> {
-    let ttl = v.duration("coordination.lease_ttl", raw)?.unwrap_or(LEASE_TTL);
+    let ttl = v
+        .duration("coordination.lease_ttl", raw)?
+        .unwrap_or(LEASE_TTL);
     if ttl < MIN_LEASE_TTL || ttl.subsec_nanos() != 0 {
         return Err(v.report(
             "coordination.lease_ttl",
@@ -298,7 +299,10 @@ mod tests {
         ];
         for (text, field) in cases {
             let err = load(text).expect_err(text);
-            assert!(err.contains(field), "{text}: error does not name {field}: {err}");
+            assert!(
+                err.contains(field),
+                "{text}: error does not name {field}: {err}"
+            );
         }
     }
 }

@@ -96,7 +96,11 @@ impl Supervisor {
                 return Err(format!("cluster {cluster} has no backend {name}"));
             }
         }
-        if state.fleet.as_ref().is_some_and(|f| f.revision >= fleet.revision) {
+        if state
+            .fleet
+            .as_ref()
+            .is_some_and(|f| f.revision >= fleet.revision)
+        {
             return Ok(());
         }
         for (name, addr) in &fleet.published.addresses {

@@ -116,7 +116,8 @@ impl Supervisor {
         }
         if fleet.is_none()
             && no_primary != cluster.fast
-            && cluster.config.protocol != crate::config::Protocol::Tcp {
+            && cluster.config.protocol != crate::config::Protocol::Tcp
+        {
             cluster.fast = no_primary;
             for slot in &cluster.backends {
                 slot.probe.send(ProbeCommand::Fast(no_primary));
@@ -159,9 +160,15 @@ fn from_fleet(cluster: &ClusterState, fleet: &super::FleetDecision) -> Decision 
         .decision
         .as_ref()
         .and_then(|d| d.primary.as_ref().ok()?.first().cloned());
-    let after = decision.primary.as_ref().ok().and_then(|v| v.first().cloned());
+    let after = decision
+        .primary
+        .as_ref()
+        .ok()
+        .and_then(|v| v.first().cloned());
     if let Some(to) = after.filter(|a| before.as_ref() != Some(a)) {
-        decision.events.push(DecisionEvent::PrimaryChanged { from: before, to });
+        decision
+            .events
+            .push(DecisionEvent::PrimaryChanged { from: before, to });
     }
     decision
 }

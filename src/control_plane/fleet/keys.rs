@@ -1,0 +1,66 @@
+//! The key layout under `coordination.prefix` (README, "Fleet mode"): one place that names
+//! every key, so writers, readers and the docs cannot drift apart.
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `PREFIX/instances/NAME` | `{"mode":…,"observing":…}` | the instance's |
+//! | `PREFIX/observers/N` (N < `observers`) | the holder's name | the holder's |
+//! | `PREFIX/leader` | the leader's name | the leader's |
+//! | `PREFIX/decision/CLUSTER` | a [`super::record::DecisionRecord`] (JSON) | none: it outlives its writer |
+
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn instance(&self, name: &str) -> String {
+        format!("{}/instances/{name}", self.prefix)
+    }
+
+    pub fn observer_slot(&self, n: u32) -> String {
+        format!("{}/observers/{n}", self.prefix)
+    }
+
+    pub fn leader(&self) -> String {
+        format!("{}/leader", self.prefix)
+    }
+
+    /// Prefix of every decision key (the followers' one watch).
+    pub fn decisions(&self) -> String {
+        format!("{}/decision/", self.prefix)
+    }
+
+    pub fn decision(&self, cluster: &str) -> String {
+        format!("{}{cluster}", self.decisions())
+    }
+
+    /// The cluster a decision key names, if it is one.
+    pub fn cluster_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let prefix = self.decisions();
+        key.strip_prefix(prefix.as_str()).filter(|c| !c.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn every_key_is_under_the_prefix_and_decisions_round_trip() {
+        let k = Keys::new("/rolegate/prod/");
+        assert_eq!(k.leader(), "/rolegate/prod/leader");
+        assert_eq!(k.observer_slot(1), "/rolegate/prod/observers/1");
+        assert_eq!(k.instance("a"), "/rolegate/prod/instances/a");
+        let d = k.decision("pg");
+        assert_eq!(d, "/rolegate/prod/decision/pg");
+        assert_eq!(k.cluster_of(&d), Some("pg"));
+        assert_eq!(k.cluster_of("/rolegate/prod/decision/"), None);
+        assert_eq!(k.cluster_of("/rolegate/prod/leader"), None);
+    }
+}
