@@ -516,7 +516,7 @@ async fn a_frozen_leader_cannot_publish_after_waking() {
         "the woken leader refuses to publish",
         || {
             let log = leader_i.log_text();
-            if log.contains("Leadership may have lapsed") || log.contains("Publication refused") {
+            if log.contains("Leadership lapsed") || log.contains("Publication refused") {
                 Ok(())
             } else {
                 Err("no refusal in its log yet".into())

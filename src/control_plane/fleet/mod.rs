@@ -137,6 +137,9 @@ async fn session(
             }
             _ = tick.tick() => {
                 if Instant::now() >= lease_until {
+                    if let Some(t) = term {
+                        lapsed(c, t);
+                    }
                     return Err(FleetError::LeaseExpired);
                 }
                 keepalive_sent = Instant::now();
@@ -159,7 +162,12 @@ async fn session(
             answer = answers.message() => {
                 match answer? {
                     Some(a) if a.ttl() > 0 => lease_until = keepalive_sent + c.lease_ttl,
-                    _ => return Err(FleetError::LeaseExpired),
+                    _ => {
+                        if let Some(t) = term {
+                            lapsed(c, t);
+                        }
+                        return Err(FleetError::LeaseExpired);
+                    }
                 }
             }
             changed = published.changed(), if term.is_some() => {
@@ -172,7 +180,7 @@ async fn session(
                     // Stop before the lease could have expired on the server: after that a
                     // successor may lead, and this write would race it.
                     if Instant::now() + c.lease_ttl / 10 >= lease_until {
-                        error!(message = "Leadership may have lapsed (lease not renewed in time); not publishing.", cluster = %cluster, term = t, instance = %c.instance);
+                        lapsed(c, t);
                         return Err(FleetError::LeaseExpired);
                     }
                     let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
@@ -193,6 +201,15 @@ async fn session(
             }
         }
     }
+}
+
+/// The lease may have expired on the server, so a successor may lead: publish nothing more.
+fn lapsed(c: &CoordinationConfig, term: i64) {
+    error!(
+        message = "Leadership lapsed: the lease was not renewed within lease_ttl; not publishing.",
+        term,
+        instance = %c.instance,
+    );
 }
 
 fn now_ms() -> u64 {
