@@ -87,6 +87,7 @@ pub async fn run(config: CoordinationConfig, sup: SupervisorHandle, shutdown: Ca
             Err(FleetError::Stopped) => return,
             Err(e) => warn!(message = "Fleet session ended; starting a new one.", error = %e),
         }
+        let _ = sup.fleet_link(false, false).await;
         if config.mode != FleetMode::Observer {
             // Not checking without a slot: a new session must take one again.
             let _ = sup.set_observing(false).await;
@@ -121,6 +122,7 @@ async fn session(
         )
         .await?;
     let mut watch = follow.start(&mut client, keys, sup).await?;
+    let _ = sup.fleet_link(true, false).await;
 
     let mut observing = c.mode == FleetMode::Observer;
     let mut term: Option<i64> = None;
@@ -155,6 +157,7 @@ async fn session(
                     term = election::campaign(&mut client, keys, &c.instance, lease).await?;
                     if let Some(t) = term {
                         info!(message = "Leading the fleet: publishing decisions.", term = t, instance = %c.instance);
+                        let _ = sup.fleet_link(true, true).await;
                         published.mark_changed();
                     }
                 }

@@ -173,6 +173,7 @@ impl DecisionRecord {
             },
             revision,
             leader: self.leader,
+            decided_at_ms: self.decided_at_ms,
         })
     }
 }

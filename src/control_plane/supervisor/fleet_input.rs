@@ -42,6 +42,8 @@ pub struct FleetDecision {
     pub revision: i64,
     /// The leader instance that wrote it.
     pub leader: String,
+    /// The writer's wall clock at the decision, ms since the Unix epoch.
+    pub decided_at_ms: u64,
 }
 
 impl Published {
@@ -171,6 +173,33 @@ impl Supervisor {
             Arc::make_mut(set).insert(name, published);
             true
         });
+    }
+}
+
+impl Supervisor {
+    /// `/status` `coordination`, in fleet mode.
+    pub(super) fn coordination_status(&self) -> Option<super::CoordinationStatus> {
+        let (mode, instance) = self.fleet.as_ref()?;
+        let newest = self
+            .clusters
+            .iter()
+            .filter_map(|c| c.fleet.as_ref())
+            .max_by_key(|f| f.revision);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let following = !self.observing && newest.is_some();
+        Some(super::CoordinationStatus {
+            mode: mode.as_str(),
+            instance: instance.clone(),
+            observing: self.observing,
+            leader: self.fleet_link.1,
+            connected: self.fleet_link.0,
+            decision_revision: newest.map(|f| f.revision),
+            decision_age_ms: newest.map(|f| now_ms.saturating_sub(f.decided_at_ms)),
+            source: if following { "etcd" } else { "local" },
+        })
     }
 }
 

@@ -38,7 +38,9 @@ use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 
 pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
-pub use status::{BackendStatus, ClusterStatus, ListenerStatus, StatusSnapshot};
+pub use status::{
+    BackendStatus, ClusterStatus, CoordinationStatus, ListenerStatus, StatusSnapshot,
+};
 
 use guards::Guards;
 
@@ -70,11 +72,13 @@ pub enum Command {
     /// Replies with why it was refused (unknown cluster or backend).
     Fleet {
         cluster: ClusterName,
-        decision: FleetDecision,
+        decision: Box<FleetDecision>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Fleet mode: this instance took (true) or does not hold (false) an observer slot.
     Observing(bool),
+    /// Fleet mode: the etcd session's state, for `/status`.
+    FleetLink { connected: bool, leader: bool },
     /// Applies a new, already validated config (reload). Replies when the table is stored.
     Apply {
         config: Arc<Config>,
@@ -104,7 +108,7 @@ impl SupervisorHandle {
         self.commands
             .send(Command::Fleet {
                 cluster,
-                decision,
+                decision: Box::new(decision),
                 reply,
             })
             .await
@@ -116,6 +120,14 @@ impl SupervisorHandle {
     pub async fn set_observing(&self, observing: bool) -> Result<(), AdminError> {
         self.commands
             .send(Command::Observing(observing))
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
+    /// Reports the etcd session's state (connected, leading) for `/status`.
+    pub async fn fleet_link(&self, connected: bool, leader: bool) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::FleetLink { connected, leader })
             .await
             .map_err(|_| AdminError::Stopped)
     }
@@ -196,6 +208,9 @@ pub struct Supervisor {
     /// Whether the probes run (always, unless fleet mode makes this instance a follower).
     observing: bool,
     published: tokio::sync::watch::Sender<PublishedSet>,
+    /// Fleet mode: the config's mode and name, and the session's (connected, leader).
+    fleet: Option<(crate::config::FleetMode, String)>,
+    fleet_link: (bool, bool),
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -235,6 +250,11 @@ pub fn spawn(
         last_tick: Instant::now(),
         observing,
         published: published_tx,
+        fleet: config
+            .coordination
+            .as_ref()
+            .map(|c| (c.mode, c.instance.clone())),
+        fleet_link: (false, false),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -300,9 +320,13 @@ impl Supervisor {
                 decision,
                 reply,
             } => {
-                let _ = reply.send(self.on_fleet_decision(&cluster, decision));
+                let _ = reply.send(self.on_fleet_decision(&cluster, *decision));
             }
             Command::Observing(observing) => self.set_observing(observing),
+            Command::FleetLink { connected, leader } => {
+                self.fleet_link = (connected, leader);
+                status::publish(self);
+            }
             Command::Apply { config, reply } => {
                 self.apply_config(&config);
                 let _ = reply.send(());
