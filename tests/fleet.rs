@@ -395,6 +395,18 @@ async fn observers_check_followers_follow_and_a_killed_leader_is_replaced() {
     }
     let leader = wait_key(&mut client, &keys.leader(), "a leader", |_| true).await;
     assert!(leader.starts_with("obs"), "an observer leads: {leader}");
+    let li = instances.iter().position(|i| i.name == leader).unwrap();
+    eventually(Duration::from_secs(10), "the leader says it leads", || {
+        let s = http_get(instances[li].admin, "/status").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+        let c = &v["coordination"];
+        if c["leader"] == true && c["observing"] == true && c["source"] == "local" {
+            Ok(())
+        } else {
+            Err(format!("{c}"))
+        }
+    })
+    .await;
 
     let primary = redis_primary();
     let all: Vec<&Instance> = instances.iter().collect();
@@ -427,7 +439,6 @@ async fn observers_check_followers_follow_and_a_killed_leader_is_replaced() {
     .await;
 
     // kill -9 of the leader: the standby observer takes over.
-    let li = instances.iter().position(|i| i.name == leader).unwrap();
     instances[li].signal("-KILL");
     let dead = instances.remove(li);
     drop(dead);
@@ -611,4 +622,26 @@ async fn a_garbage_record_is_ignored_and_the_table_kept() {
     )
     .await;
     assert_eq!(follower.primary().as_deref(), Some("B"), "table kept");
+    let refused = http_get(follower.admin, "/metrics")
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("rolegate_fleet_records_refused_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        })
+        .expect("rolegate_fleet_records_refused_total in /metrics");
+    assert!(refused >= 2.0, "refused records counted: {refused}");
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(follower.admin, "/status").expect("/status")).unwrap();
+    let c = &status["coordination"];
+    assert_eq!(c["mode"], "follower", "{status}");
+    assert_eq!(c["instance"], "f");
+    assert_eq!(c["observing"], false);
+    assert_eq!(c["leader"], false);
+    assert_eq!(c["connected"], true);
+    assert_eq!(c["source"], "etcd");
+    assert!(
+        c["decision_revision"].as_i64().is_some_and(|r| r > 0),
+        "{c}"
+    );
+    assert_eq!(status["clusters"][0]["decided_by"], "test");
 }

@@ -139,6 +139,7 @@ impl App {
             tokio::spawn(crate::control_plane::fleet::run(
                 coordination,
                 supervisor.clone(),
+                metrics.clone(),
                 shutdown.child_token(),
             ));
         }

@@ -16,17 +16,26 @@ use super::FleetError;
 use crate::config::ClusterName;
 use crate::control_plane::supervisor::SupervisorHandle;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Follower {
     /// Highest revision seen on the prefix (the watch resumes after it).
     revision: i64,
     /// mod_revision of the record in force, per cluster.
     applied: HashMap<String, i64>,
-    /// Records refused (bad JSON, unknown cluster or backend), for status and tests.
+    /// Records refused (bad JSON, unknown cluster or backend).
     pub refused: u64,
+    pub metrics: Option<crate::metrics::Metrics>,
 }
 
 impl Follower {
+    /// A follower that counts refused records on `metrics`.
+    pub fn new(metrics: crate::metrics::Metrics) -> Follower {
+        Follower {
+            metrics: Some(metrics),
+            ..Default::default()
+        }
+    }
+
     /// Reads the prefix if nothing was seen yet (or after a compaction), then watches from
     /// the next revision.
     pub async fn start(
@@ -129,6 +138,9 @@ impl Follower {
             }
             Err(reason) => {
                 self.refused += 1;
+                if let Some(m) = &self.metrics {
+                    m.fleet_records_refused_total.inc();
+                }
                 error!(
                     message = "Ignored a fleet decision record; keeping the routing table.",
                     key = %key,

@@ -24,6 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{CoordinationConfig, FleetMode};
 use crate::control_plane::supervisor::SupervisorHandle;
+use crate::metrics::Metrics;
 use keys::Keys;
 
 /// Why the session with etcd ended (it is then started again).
@@ -74,13 +75,18 @@ pub async fn connect(c: &CoordinationConfig) -> Result<Client, FleetError> {
 
 /// Runs the instance's fleet membership until `shutdown`; every lost session (etcd down,
 /// lease expired, leadership fenced) starts a new one after a pause.
-pub async fn run(config: CoordinationConfig, sup: SupervisorHandle, shutdown: CancellationToken) {
+pub async fn run(
+    config: CoordinationConfig,
+    sup: SupervisorHandle,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
     let keys = Keys::new(&config.prefix);
-    let mut follow = follower::Follower::default();
+    let mut follow = follower::Follower::new(metrics.clone());
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&config, &keys, &sup, &mut follow, &shutdown) => r,
+            r = session(&config, &keys, &sup, &mut follow, &metrics, &shutdown) => r,
         };
         match result {
             Ok(()) => return,
@@ -105,6 +111,7 @@ async fn session(
     keys: &Keys,
     sup: &SupervisorHandle,
     follow: &mut follower::Follower,
+    metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), FleetError> {
     let mut client = connect(c).await?;
@@ -183,6 +190,7 @@ async fn session(
                     // Stop before the lease could have expired on the server: after that a
                     // successor may lead, and this write would race it.
                     if Instant::now() + c.lease_ttl / 10 >= lease_until {
+                        metrics.fleet_publications_refused_total.inc();
                         lapsed(c, t);
                         return Err(FleetError::LeaseExpired);
                     }
@@ -190,6 +198,7 @@ async fn session(
                     match publisher::publish(&mut client, keys, t, &record).await? {
                         publisher::Published::Written(rev) => info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t),
                         publisher::Published::Fenced => {
+                            metrics.fleet_publications_refused_total.inc();
                             error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
                             return Err(FleetError::LeaseExpired);
                         }

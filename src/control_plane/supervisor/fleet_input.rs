@@ -127,6 +127,7 @@ impl Supervisor {
             return;
         }
         self.observing = observing;
+        self.metrics.fleet_observing.set(i64::from(observing));
         info!(
             message = if observing {
                 "Observing: this instance checks the databases."

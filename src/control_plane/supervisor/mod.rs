@@ -325,6 +325,8 @@ impl Supervisor {
             Command::Observing(observing) => self.set_observing(observing),
             Command::FleetLink { connected, leader } => {
                 self.fleet_link = (connected, leader);
+                self.metrics.fleet_connected.set(i64::from(connected));
+                self.metrics.fleet_leader.set(i64::from(leader));
                 status::publish(self);
             }
             Command::Apply { config, reply } => {
