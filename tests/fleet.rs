@@ -203,11 +203,14 @@ impl Fleet {
     }
 
     fn start(&self, name: &str, mode: &str) -> Instance {
+        self.start_with(name, mode, &self.endpoints, "local")
+    }
+
+    fn start_with(&self, name: &str, mode: &str, endpoints: &[String], on_lost: &str) -> Instance {
         let redis = addresses(&self.env, "redis");
         let password = self.env["passwords"]["monitor"].as_str().expect("password");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let endpoints = self
-            .endpoints
+        let endpoints = endpoints
             .iter()
             .map(|e| format!("\"{e}\""))
             .collect::<Vec<_>>()
@@ -228,6 +231,7 @@ coordination:
   mode: {mode}
   observers: 2
   lease_ttl: {LEASE_TTL_S}s
+  on_lost: {on_lost}
 ",
             a = redis[0],
             b = redis[1],
@@ -644,4 +648,164 @@ async fn a_garbage_record_is_ignored_and_the_table_kept() {
         "{c}"
     );
     assert_eq!(status["clusters"][0]["decided_by"], "test");
+}
+
+/// A TCP relay to one etcd member that the test can cut and restore, so one instance loses
+/// etcd while the lab's cluster stays up for everyone else.
+struct Relay {
+    addr: SocketAddr,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut r = Relay {
+            addr,
+            target,
+            task: None,
+        };
+        r.task = Some(tokio::spawn(Self::serve(listener, target)));
+        r
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, target: SocketAddr) {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((mut client, _)) = listener.accept().await {
+            conns.spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    }
+
+    /// Drops the listener and every relayed connection.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn restore(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "rebind {}: {e}", self.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        self.task = Some(tokio::spawn(Self::serve(listener, self.target)));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+fn coordination(i: &Instance) -> serde_json::Value {
+    let s = http_get(i.admin, "/status").unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&s).unwrap_or_default();
+    v
+}
+
+/// Three followers lose etcd (their relay is cut) while an observer keeps it: `local` starts
+/// its own checks and keeps routing, `last_known` keeps the last decision, `fail_closed`
+/// holds primary connections; when etcd is back all three follow the fleet again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_on_lost_policy_does_what_it_says() {
+    let Some(endpoints) = etcd_or_skip("fleet each_on_lost_policy") else {
+        return;
+    };
+    let _lock = lab_lock();
+    let fleet = Fleet::new(endpoints.clone(), "onlost");
+    let keys = fleet.keys();
+    let mut client = etcd(&endpoints).await;
+    let obs = fleet.start("obs", "observer");
+    wait_key(&mut client, &keys.leader(), "a leader", |v| v == "obs").await;
+    let target: SocketAddr = endpoints[0].trim_start_matches("http://").parse().unwrap();
+    let mut relays = Vec::new();
+    let mut followers = Vec::new();
+    for policy in ["local", "last_known", "fail_closed"] {
+        let relay = Relay::start(target).await;
+        let via = vec![format!("http://{}", relay.addr)];
+        followers.push(fleet.start_with(policy, "follower", &via, policy));
+        relays.push(relay);
+    }
+    let primary = redis_primary();
+    let all: Vec<&Instance> = std::iter::once(&obs).chain(followers.iter()).collect();
+    eventually(
+        Duration::from_secs(30),
+        "every instance on the primary",
+        || all_route_to(&all, &primary),
+    )
+    .await;
+
+    for r in &mut relays {
+        r.cut();
+    }
+    let [local, last, closed] = [&followers[0], &followers[1], &followers[2]];
+    eventually(Duration::from_secs(30), "each policy in force", || {
+        let (l, k, c) = (
+            coordination(local),
+            coordination(last),
+            coordination(closed),
+        );
+        let ok = l["coordination"]["observing"] == true
+            && l["coordination"]["source"] == "local"
+            && l["clusters"][0]["primary"] == primary.as_str()
+            && k["coordination"]["connected"] == false
+            && k["coordination"]["source"] == "last_known"
+            && k["clusters"][0]["primary"] == primary.as_str()
+            && c["coordination"]["connected"] == false
+            && c["clusters"][0]["primary"].is_null()
+            && c["listeners"][0]["unavailable"] == "no_primary";
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "local {} / last_known {} / fail_closed {} {}",
+                l["coordination"], k["coordination"], c["coordination"], c["listeners"][0]
+            ))
+        }
+    })
+    .await;
+
+    for r in &mut relays {
+        r.restore().await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "all three follow the fleet again",
+        || {
+            let mut bad = Vec::new();
+            for f in &followers {
+                let v = coordination(f);
+                let c = &v["coordination"];
+                if !(c["connected"] == true
+                    && c["observing"] == false
+                    && c["source"] == "etcd"
+                    && v["clusters"][0]["primary"] == primary.as_str())
+                {
+                    bad.push(format!(
+                        "{}: {c} primary {}",
+                        f.name, v["clusters"][0]["primary"]
+                    ));
+                }
+            }
+            if bad.is_empty() {
+                Ok(())
+            } else {
+                Err(bad.join("; "))
+            }
+        },
+    )
+    .await;
 }

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{CoordinationConfig, FleetMode};
+use crate::config::{CoordinationConfig, FleetMode, OnLost};
 use crate::control_plane::supervisor::SupervisorHandle;
 use crate::metrics::Metrics;
 use keys::Keys;
@@ -83,10 +83,11 @@ pub async fn run(
 ) {
     let keys = Keys::new(&config.prefix);
     let mut follow = follower::Follower::new(metrics.clone());
+    let mut lost = Lost::default();
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&config, &keys, &sup, &mut follow, &metrics, &shutdown) => r,
+            r = session(&config, &keys, &sup, &mut follow, &metrics, &mut lost, &shutdown) => r,
         };
         match result {
             Ok(()) => return,
@@ -94,9 +95,12 @@ pub async fn run(
             Err(e) => warn!(message = "Fleet session ended; starting a new one.", error = %e),
         }
         let _ = sup.fleet_link(false, false).await;
-        if config.mode != FleetMode::Observer {
-            // Not checking without a slot: a new session must take one again.
-            let _ = sup.set_observing(false).await;
+        let since = *lost.since.get_or_insert_with(Instant::now);
+        if config.mode != FleetMode::Observer
+            && !lost.applied
+            && since.elapsed() >= config.lease_ttl
+        {
+            lost.apply(&config, &sup).await;
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -112,6 +116,7 @@ async fn session(
     sup: &SupervisorHandle,
     follow: &mut follower::Follower,
     metrics: &Metrics,
+    lost: &mut Lost,
     shutdown: &CancellationToken,
 ) -> Result<(), FleetError> {
     let mut client = connect(c).await?;
@@ -129,6 +134,7 @@ async fn session(
         )
         .await?;
     let mut watch = follow.start(&mut client, keys, sup).await?;
+    lost.recovered(c, sup).await;
     let _ = sup.fleet_link(true, false).await;
 
     let mut observing = c.mode == FleetMode::Observer;
@@ -211,6 +217,49 @@ async fn session(
                     None => return Err(FleetError::Etcd(etcd_client::Error::WatchError("watch stream ended".into()))),
                 }
             }
+        }
+    }
+}
+
+/// How long etcd has been out of reach, and whether `on_lost` is in force.
+#[derive(Debug, Default)]
+struct Lost {
+    since: Option<Instant>,
+    applied: bool,
+}
+
+impl Lost {
+    /// etcd has been out of reach for longer than `lease_ttl`: do what `on_lost` says.
+    async fn apply(&mut self, c: &CoordinationConfig, sup: &SupervisorHandle) {
+        self.applied = true;
+        warn!(
+            message = "etcd out of reach for longer than lease_ttl; applying on_lost.",
+            on_lost = c.on_lost.as_str(),
+            instance = %c.instance,
+        );
+        let result = match c.on_lost {
+            OnLost::Local => sup.set_observing(true).await,
+            OnLost::LastKnown => sup.set_observing(false).await,
+            OnLost::FailClosed => match sup.set_observing(false).await {
+                Ok(()) => sup.fleet_closed(true).await,
+                e => e,
+            },
+        };
+        let _ = result; // only fails when the supervisor stopped, i.e. at shutdown
+    }
+
+    /// A session is up again: back to the fleet's decisions.
+    async fn recovered(&mut self, c: &CoordinationConfig, sup: &SupervisorHandle) {
+        let was = std::mem::take(self);
+        if !was.applied {
+            return;
+        }
+        info!(message = "etcd reachable again; routing by the fleet's decisions.", instance = %c.instance);
+        if c.mode != FleetMode::Observer {
+            let _ = sup.set_observing(false).await;
+        }
+        if c.on_lost == OnLost::FailClosed {
+            let _ = sup.fleet_closed(false).await;
         }
     }
 }

@@ -199,7 +199,11 @@ impl Supervisor {
             connected: self.fleet_link.0,
             decision_revision: newest.map(|f| f.revision),
             decision_age_ms: newest.map(|f| now_ms.saturating_sub(f.decided_at_ms)),
-            source: if following { "etcd" } else { "local" },
+            source: match (following, self.fleet_link.0) {
+                (true, true) => "etcd",
+                (true, false) => "last_known",
+                (false, _) => "local",
+            },
         })
     }
 }

@@ -77,6 +77,9 @@ pub enum Command {
     },
     /// Fleet mode: this instance took (true) or does not hold (false) an observer slot.
     Observing(bool),
+    /// Fleet mode, `on_lost: fail_closed`: while true, primary routes of followed clusters
+    /// are unavailable (new connections queue, then are refused); replica routes stay.
+    FleetClosed(bool),
     /// Fleet mode: the etcd session's state, for `/status`.
     FleetLink { connected: bool, leader: bool },
     /// Applies a new, already validated config (reload). Replies when the table is stored.
@@ -120,6 +123,14 @@ impl SupervisorHandle {
     pub async fn set_observing(&self, observing: bool) -> Result<(), AdminError> {
         self.commands
             .send(Command::Observing(observing))
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
+    /// `on_lost: fail_closed` in force (true) or lifted (false).
+    pub async fn fleet_closed(&self, closed: bool) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::FleetClosed(closed))
             .await
             .map_err(|_| AdminError::Stopped)
     }
@@ -211,6 +222,8 @@ pub struct Supervisor {
     /// Fleet mode: the config's mode and name, and the session's (connected, leader).
     fleet: Option<(crate::config::FleetMode, String)>,
     fleet_link: (bool, bool),
+    /// `on_lost: fail_closed` in force.
+    fleet_closed: bool,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -255,6 +268,7 @@ pub fn spawn(
             .as_ref()
             .map(|c| (c.mode, c.instance.clone())),
         fleet_link: (false, false),
+        fleet_closed: false,
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -323,6 +337,14 @@ impl Supervisor {
                 let _ = reply.send(self.on_fleet_decision(&cluster, *decision));
             }
             Command::Observing(observing) => self.set_observing(observing),
+            Command::FleetClosed(closed) => {
+                self.fleet_closed = closed;
+                for ci in 0..self.clusters.len() {
+                    if self.fleet_decision_in_force(ci).is_some() {
+                        self.reconcile(ci);
+                    }
+                }
+            }
             Command::FleetLink { connected, leader } => {
                 self.fleet_link = (connected, leader);
                 self.metrics.fleet_connected.set(i64::from(connected));

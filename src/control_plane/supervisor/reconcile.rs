@@ -79,7 +79,7 @@ impl Supervisor {
         let fleet = self.fleet_decision_in_force(ci).cloned();
         let cluster = &mut self.clusters[ci];
         let decision = match &fleet {
-            Some(f) => from_fleet(cluster, f),
+            Some(f) => from_fleet(cluster, f, self.fleet_closed),
             None => decide_cluster(cluster),
         };
         log_decision(cluster, &decision);
@@ -153,9 +153,14 @@ impl Supervisor {
 
 /// A fleet decision as this cluster's decision; the primary change is an event here too, so
 /// followers log and count it like observers do.
-fn from_fleet(cluster: &ClusterState, fleet: &super::FleetDecision) -> Decision {
+fn from_fleet(cluster: &ClusterState, fleet: &super::FleetDecision, closed: bool) -> Decision {
     let mut decision = fleet.published.decision.clone();
     decision.events.clear();
+    if closed {
+        // on_lost: fail_closed. Sessions keep their holders (nothing says the primary
+        // changed); only new primary connections are held.
+        decision.primary = Err(crate::routing::Unavailable::NoPrimary);
+    }
     let before = cluster
         .decision
         .as_ref()
