@@ -92,7 +92,10 @@ impl Supervisor {
             .holders
             .iter()
             .chain(&fleet.published.decision.any)
+            .chain(&fleet.published.decision.replicas)
             .chain(&fleet.published.up)
+            .chain(&fleet.published.confirmed_replicas)
+            .chain(fleet.published.addresses.iter().map(|(b, _)| b))
         {
             if !state.backends.iter().any(|b| &b.key.backend == name) {
                 return Err(format!("cluster {cluster} has no backend {name}"));
