@@ -809,3 +809,78 @@ async fn each_on_lost_policy_does_what_it_says() {
     )
     .await;
 }
+
+/// A follower that cannot connect to the decided primary reports it under its own lease, and
+/// an observer re-checks that backend at once. The test holds the leader key itself, so its
+/// record (B at a closed port) is the decision in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followers_failed_connect_makes_the_observers_recheck() {
+    let Some(endpoints) = etcd_or_skip("fleet a_followers_failed_connect") else {
+        return;
+    };
+    let fleet = Fleet::new(endpoints.clone(), "report");
+    let keys = fleet.keys();
+    let mut client = etcd(&endpoints).await;
+    client.put(keys.leader(), "test", None).await.unwrap();
+    let closed = free_port();
+    let redis = addresses(&fleet.env, "redis");
+    let record = format!(
+        r#"{{"version":1,"cluster":"r","leader":"test","term":1,"primary":["B"],"unavailable":null,"holders":["B"],"replicas":[],"any":["B"],"split_brain":false,"primary_claims":1,"stale":[],"up":["B"],"confirmed_replicas":[],"lag_ms":{{}},"addresses":{{"A":"{}","B":"127.0.0.1:{closed}"}},"decided_at_ms":1}}"#,
+        redis[0]
+    );
+    client.put(keys.decision("r"), record, None).await.unwrap();
+    let observer = fleet.start("obs", "observer");
+    let follower = fleet.start("f", "follower");
+    eventually(
+        Duration::from_secs(20),
+        "the follower follows the record",
+        || match follower.primary().as_deref() {
+            Some("B") => Ok(()),
+            p => Err(format!("primary {p:?}")),
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "the observer watches reports",
+        || {
+            if observer.log_text().contains("Observing")
+                || coordination(&observer)["coordination"]["connected"] == true
+            {
+                Ok(())
+            } else {
+                Err("not connected yet".into())
+            }
+        },
+    )
+    .await;
+    let status = coordination(&follower);
+    let rw: SocketAddr = status["listeners"][0]["local_addr"]
+        .as_str()
+        .expect("local_addr")
+        .parse()
+        .unwrap();
+    // The connect to B fails; the client is closed by the proxy.
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(rw).await {
+            let mut buf = [0u8; 1];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+        }
+    })
+    .await;
+    let report = keys.report("f", "r", "B");
+    wait_key(&mut client, &report, "the follower's report", |_| true).await;
+    let resp = client.get(report.as_str(), None).await.unwrap();
+    assert_ne!(resp.kvs()[0].lease(), 0, "held by the follower's lease");
+    eventually(Duration::from_secs(20), "the observer re-checks B", || {
+        let log = observer.log_text();
+        if log.contains("A follower could not connect; re-checking now.")
+            && log.contains("backend=B")
+        {
+            Ok(())
+        } else {
+            Err("no re-check in the observer's log".into())
+        }
+    })
+    .await;
+}

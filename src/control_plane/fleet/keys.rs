@@ -6,6 +6,7 @@
 //! | `PREFIX/instances/NAME` | `{"mode":…,"observing":…}` | the instance's |
 //! | `PREFIX/observers/N` (N < `observers`) | the holder's name | the holder's |
 //! | `PREFIX/leader` | the leader's name | the leader's |
+//! | `PREFIX/reports/INSTANCE/CLUSTER/BACKEND` | wall clock (ms) of a follower's failed connect | the reporter's |
 //! | `PREFIX/decision/CLUSTER` | a [`super::record::DecisionRecord`] (JSON) | none: it outlives its writer |
 
 pub struct Keys {
@@ -29,6 +30,25 @@ impl Keys {
 
     pub fn leader(&self) -> String {
         format!("{}/leader", self.prefix)
+    }
+
+    /// Prefix of the followers' failed-connect reports (the observers watch it).
+    pub fn reports(&self) -> String {
+        format!("{}/reports/", self.prefix)
+    }
+
+    /// `PREFIX/reports/INSTANCE/CLUSTER/BACKEND`, held by the reporter's lease.
+    pub fn report(&self, instance: &str, cluster: &str, backend: &str) -> String {
+        format!("{}{instance}/{cluster}/{backend}", self.reports())
+    }
+
+    /// (cluster, backend) of a report key.
+    pub fn reported<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let prefix = self.reports();
+        let rest = key.strip_prefix(prefix.as_str())?;
+        let mut parts = rest.splitn(3, '/');
+        let (_instance, cluster, backend) = (parts.next()?, parts.next()?, parts.next()?);
+        (!cluster.is_empty() && !backend.is_empty()).then_some((cluster, backend))
     }
 
     /// Prefix of every decision key (the followers' one watch).
@@ -62,5 +82,9 @@ mod tests {
         assert_eq!(k.cluster_of(&d), Some("pg"));
         assert_eq!(k.cluster_of("/rolegate/prod/decision/"), None);
         assert_eq!(k.cluster_of("/rolegate/prod/leader"), None);
+        let r = k.report("f1", "pg", "a");
+        assert_eq!(r, "/rolegate/prod/reports/f1/pg/a");
+        assert_eq!(k.reported(&r), Some(("pg", "a")));
+        assert_eq!(k.reported("/rolegate/prod/reports/f1/pg"), None);
     }
 }

@@ -137,6 +137,13 @@ async fn session(
     lost.recovered(c, sup).await;
     let _ = sup.fleet_link(true, false).await;
 
+    let mut reports = client
+        .watch(
+            keys.reports(),
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut unreachable = sup.unreachable.subscribe();
     let mut observing = c.mode == FleetMode::Observer;
     let mut term: Option<i64> = None;
     let mut published = sup.published.clone();
@@ -209,6 +216,31 @@ async fn session(
                             return Err(FleetError::LeaseExpired);
                         }
                     }
+                }
+            }
+            key = unreachable.recv() => {
+                let Ok(key) = key else { continue }; // lagged: later reports follow
+                let report = keys.report(&c.instance, key.cluster.as_str(), key.backend.as_str());
+                let opts = etcd_client::PutOptions::new().with_lease(lease);
+                client.put(report, now_ms().to_string(), Some(opts)).await?;
+                info!(message = "Reported a failed connect to the observers.", cluster = %key.cluster, backend = %key.backend);
+            }
+            report = reports.message() => {
+                let Some(resp) = report? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("report watch ended".into())));
+                };
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let Some((cluster, backend)) = keys.reported(&key) else { continue };
+                    if !observing || event.event_type() != etcd_client::EventType::Put {
+                        continue;
+                    }
+                    info!(message = "A follower could not connect; re-checking now.", cluster, backend, key = %key);
+                    let _ = sup.recheck.try_send(crate::routing::BackendKey {
+                        cluster: cluster.into(),
+                        backend: backend.into(),
+                    });
                 }
             }
             message = watch.message() => {

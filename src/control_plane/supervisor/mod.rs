@@ -98,6 +98,9 @@ pub struct SupervisorHandle {
     pub status: Arc<ArcSwap<StatusSnapshot>>,
     /// Each cluster's local decision, for fleet mode's publisher.
     pub published: tokio::sync::watch::Receiver<PublishedSet>,
+    /// Fleet mode: backends a session could not connect to while this instance follows
+    /// (its own probes are paused), for the fleet task to report to the observers.
+    pub unreachable: tokio::sync::broadcast::Sender<BackendKey>,
 }
 
 impl SupervisorHandle {
@@ -224,6 +227,7 @@ pub struct Supervisor {
     fleet_link: (bool, bool),
     /// `on_lost: fail_closed` in force.
     fleet_closed: bool,
+    unreachable: tokio::sync::broadcast::Sender<BackendKey>,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -240,6 +244,7 @@ pub fn spawn(
     let (recheck_tx, recheck_rx) = mpsc::channel(1024);
     let status = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
     let (published_tx, published_rx) = tokio::sync::watch::channel(PublishedSet::default());
+    let (unreachable_tx, _) = tokio::sync::broadcast::channel(256);
     // Fleet mode: only a fixed observer checks from the start; `auto` and followers wait for
     // the fleet task to say whether they hold an observer slot.
     let observing = config
@@ -269,6 +274,7 @@ pub fn spawn(
             .map(|c| (c.mode, c.instance.clone())),
         fleet_link: (false, false),
         fleet_closed: false,
+        unreachable: unreachable_tx.clone(),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -277,6 +283,7 @@ pub fn spawn(
         recheck: recheck_tx,
         status,
         published: published_rx,
+        unreachable: unreachable_tx,
     }
 }
 
@@ -295,6 +302,10 @@ impl Supervisor {
                 _ = shutdown.cancelled() => break,
                 Some(obs) = observations.recv() => self.on_observation(obs),
                 Some(key) = recheck.recv() => {
+                    if !self.observing {
+                        // No receiver outside fleet mode: nothing to report to.
+                        let _ = self.unreachable.send(key.clone());
+                    }
                     if let Some(slot) = self.slot(&key) {
                         slot.probe.send(ProbeCommand::CheckNow);
                     }
