@@ -885,3 +885,93 @@ async fn a_followers_failed_connect_makes_the_observers_recheck() {
     })
     .await;
 }
+
+fn http_post(addr: SocketAddr, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+fn backend_admin(i: &Instance, backend: &str) -> (String, String) {
+    let v = coordination(i);
+    let b = v["clusters"][0]["backends"]
+        .as_array()
+        .and_then(|bs| bs.iter().find(|b| b["name"] == backend).cloned())
+        .unwrap_or_default();
+    (
+        b["admin"].as_str().unwrap_or("?").to_string(),
+        b["admin_by"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
+/// `disable` sent to one instance is applied by every instance (which says who set it);
+/// `enable` sent to another lifts it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_actions_apply_fleet_wide() {
+    let Some(endpoints) = etcd_or_skip("fleet admin_actions_apply_fleet_wide") else {
+        return;
+    };
+    let _lock = lab_lock();
+    let fleet = Fleet::new(endpoints.clone(), "admin");
+    let keys = fleet.keys();
+    let mut client = etcd(&endpoints).await;
+    let obs = fleet.start("obs", "observer");
+    wait_key(&mut client, &keys.leader(), "a leader", |v| v == "obs").await;
+    let f = fleet.start("f", "follower");
+    let primary = redis_primary();
+    let replica = other(&primary);
+    eventually(Duration::from_secs(30), "both on the primary", || {
+        all_route_to(&[&obs, &f], &primary)
+    })
+    .await;
+    let reply = http_post(obs.admin, &format!("/backends/r/{replica}/disable")).unwrap_or_default();
+    assert!(
+        reply.starts_with("HTTP/1.1 2") || reply.starts_with("HTTP/1.0 2"),
+        "{reply}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "disabled everywhere, set by obs",
+        || {
+            let seen = [backend_admin(&obs, replica), backend_admin(&f, replica)];
+            if seen.iter().all(|(a, by)| a == "disabled" && by == "obs") {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+    let reply = http_post(f.admin, &format!("/backends/r/{replica}/enable")).unwrap_or_default();
+    assert!(
+        reply.starts_with("HTTP/1.1 2") || reply.starts_with("HTTP/1.0 2"),
+        "{reply}"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "enabled everywhere, set by f",
+        || {
+            let seen = [backend_admin(&obs, replica), backend_admin(&f, replica)];
+            if seen.iter().all(|(a, by)| a == "enabled" && by == "f") {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+    let (record, _) = get(&mut client, &keys.admin("r", replica))
+        .await
+        .expect("admin key");
+    assert!(
+        record.contains(r#""action":"enable""#) && record.contains(r#""by":"f""#),
+        "{record}"
+    );
+}

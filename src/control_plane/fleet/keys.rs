@@ -7,6 +7,7 @@
 //! | `PREFIX/observers/N` (N < `observers`) | the holder's name | the holder's |
 //! | `PREFIX/leader` | the leader's name | the leader's |
 //! | `PREFIX/reports/INSTANCE/CLUSTER/BACKEND` | wall clock (ms) of a follower's failed connect | the reporter's |
+//! | `PREFIX/admin/CLUSTER/BACKEND` | `{"action":"drain","by":…,"at_ms":…}` | none |
 //! | `PREFIX/decision/CLUSTER` | a [`super::record::DecisionRecord`] (JSON) | none: it outlives its writer |
 
 pub struct Keys {
@@ -30,6 +31,24 @@ impl Keys {
 
     pub fn leader(&self) -> String {
         format!("{}/leader", self.prefix)
+    }
+
+    /// Prefix of the fleet-wide operator actions.
+    pub fn admins(&self) -> String {
+        format!("{}/admin/", self.prefix)
+    }
+
+    /// `PREFIX/admin/CLUSTER/BACKEND`.
+    pub fn admin(&self, cluster: &str, backend: &str) -> String {
+        format!("{}{cluster}/{backend}", self.admins())
+    }
+
+    /// (cluster, backend) of an admin key.
+    pub fn admin_target<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let prefix = self.admins();
+        let (cluster, backend) = key.strip_prefix(prefix.as_str())?.split_once('/')?;
+        (!cluster.is_empty() && !backend.is_empty() && !backend.contains('/'))
+            .then_some((cluster, backend))
     }
 
     /// Prefix of the followers' failed-connect reports (the observers watch it).
@@ -86,5 +105,9 @@ mod tests {
         assert_eq!(r, "/rolegate/prod/reports/f1/pg/a");
         assert_eq!(k.reported(&r), Some(("pg", "a")));
         assert_eq!(k.reported("/rolegate/prod/reports/f1/pg"), None);
+        let a = k.admin("pg", "a");
+        assert_eq!(a, "/rolegate/prod/admin/pg/a");
+        assert_eq!(k.admin_target(&a), Some(("pg", "a")));
+        assert_eq!(k.admin_target("/rolegate/prod/admin/pg"), None);
     }
 }

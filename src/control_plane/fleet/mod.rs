@@ -11,6 +11,7 @@
 //! An observer stops publishing as soon as its lease could have expired on the server
 //! (last keep-alive answer + TTL), before etcd could have handed its leadership on.
 
+pub mod admin;
 pub mod election;
 pub mod follower;
 pub mod keys;
@@ -144,6 +145,11 @@ async fn session(
         )
         .await?;
     let mut unreachable = sup.unreachable.subscribe();
+    let mut admin_out = sup.admin_out.subscribe();
+    let mut admin_sync = admin::AdminSync::default();
+    let mut admins = admin_sync
+        .start(&mut client, keys, &c.instance, sup)
+        .await?;
     let mut observing = c.mode == FleetMode::Observer;
     let mut term: Option<i64> = None;
     let mut published = sup.published.clone();
@@ -224,6 +230,16 @@ async fn session(
                 let opts = etcd_client::PutOptions::new().with_lease(lease);
                 client.put(report, now_ms().to_string(), Some(opts)).await?;
                 info!(message = "Reported a failed connect to the observers.", cluster = %key.cluster, backend = %key.backend);
+            }
+            taken = admin_out.recv() => {
+                let Ok((backend, action)) = taken else { continue };
+                admin::AdminSync::write(&mut client, keys, &c.instance, &backend, action, now_ms()).await?;
+            }
+            message = admins.message() => {
+                let Some(resp) = message? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("admin watch ended".into())));
+                };
+                admin_sync.on_watch(resp, keys, &c.instance, sup).await?;
             }
             report = reports.message() => {
                 let Some(resp) = report? else {

@@ -122,6 +122,7 @@ impl Supervisor {
             config: b.clone(),
             machine: BackendMachine::default(),
             admin: AdminMode::Enabled,
+            admin_by: None,
             resolved: None,
             entry: None,
             active: Arc::new(AtomicUsize::new(0)),

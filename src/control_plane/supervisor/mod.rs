@@ -80,6 +80,13 @@ pub enum Command {
     /// Fleet mode, `on_lost: fail_closed`: while true, primary routes of followed clusters
     /// are unavailable (new connections queue, then are refused); replica routes stay.
     FleetClosed(bool),
+    /// Fleet mode: an operator action another instance wrote to etcd.
+    FleetAdmin {
+        backend: BackendKey,
+        action: AdminAction,
+        by: String,
+        at_ms: u64,
+    },
     /// Fleet mode: the etcd session's state, for `/status`.
     FleetLink { connected: bool, leader: bool },
     /// Applies a new, already validated config (reload). Replies when the table is stored.
@@ -101,9 +108,31 @@ pub struct SupervisorHandle {
     /// Fleet mode: backends a session could not connect to while this instance follows
     /// (its own probes are paused), for the fleet task to report to the observers.
     pub unreachable: tokio::sync::broadcast::Sender<BackendKey>,
+    /// Fleet mode: operator actions taken on this instance, for the fleet task to write to
+    /// etcd so that every instance applies them.
+    pub admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
 }
 
 impl SupervisorHandle {
+    /// Applies an operator action another instance of the fleet took.
+    pub async fn fleet_admin(
+        &self,
+        backend: BackendKey,
+        action: AdminAction,
+        by: String,
+        at_ms: u64,
+    ) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::FleetAdmin {
+                backend,
+                action,
+                by,
+                at_ms,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
     /// Feeds a fleet decision into the decision step (see [`Command::Fleet`]).
     pub async fn fleet_decision(
         &self,
@@ -176,6 +205,8 @@ struct BackendSlot {
     config: BackendConfig,
     machine: BackendMachine,
     admin: AdminMode,
+    /// Fleet mode: who set `admin` and when (wall clock, ms).
+    admin_by: Option<(String, u64)>,
     resolved: Option<SocketAddr>,
     /// Data-plane view, rebuilt when the resolved address changes.
     entry: Option<Arc<BackendEntry>>,
@@ -228,6 +259,7 @@ pub struct Supervisor {
     /// `on_lost: fail_closed` in force.
     fleet_closed: bool,
     unreachable: tokio::sync::broadcast::Sender<BackendKey>,
+    admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -245,6 +277,7 @@ pub fn spawn(
     let status = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
     let (published_tx, published_rx) = tokio::sync::watch::channel(PublishedSet::default());
     let (unreachable_tx, _) = tokio::sync::broadcast::channel(256);
+    let (admin_out_tx, _) = tokio::sync::broadcast::channel(256);
     // Fleet mode: only a fixed observer checks from the start; `auto` and followers wait for
     // the fleet task to say whether they hold an observer slot.
     let observing = config
@@ -275,6 +308,7 @@ pub fn spawn(
         fleet_link: (false, false),
         fleet_closed: false,
         unreachable: unreachable_tx.clone(),
+        admin_out: admin_out_tx.clone(),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -284,6 +318,7 @@ pub fn spawn(
         status,
         published: published_rx,
         unreachable: unreachable_tx,
+        admin_out: admin_out_tx,
     }
 }
 
@@ -338,6 +373,17 @@ impl Supervisor {
                 reply,
             } => {
                 let result = self.admin_action(&backend, action);
+                if result.is_ok() {
+                    if let Some((_, instance)) = &self.fleet {
+                        let by = (instance.clone(), wall_ms());
+                        if let Some(slot) = self.slot(&backend) {
+                            slot.admin_by = Some(by);
+                        }
+                        // No receiver while etcd is away: the action stays local.
+                        let _ = self.admin_out.send((backend.clone(), action));
+                        status::publish(self);
+                    }
+                }
                 let _ = reply.send(result);
             }
             Command::Fleet {
@@ -354,6 +400,19 @@ impl Supervisor {
                     if self.fleet_decision_in_force(ci).is_some() {
                         self.reconcile(ci);
                     }
+                }
+            }
+            Command::FleetAdmin {
+                backend,
+                action,
+                by,
+                at_ms,
+            } => {
+                if self.admin_action(&backend, action).is_ok() {
+                    if let Some(slot) = self.slot(&backend) {
+                        slot.admin_by = Some((by, at_ms));
+                    }
+                    status::publish(self);
                 }
             }
             Command::FleetLink { connected, leader } => {
@@ -420,4 +479,12 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Wall clock in ms since the Unix epoch (fleet mode's "when", comparable across hosts).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

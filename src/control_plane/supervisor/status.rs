@@ -73,6 +73,9 @@ pub struct BackendStatus {
     pub role: &'static str,
     /// `enabled` | `drain` | `disabled`.
     pub admin: &'static str,
+    /// Fleet mode: the instance that set `admin`, and when (ms since the Unix epoch).
+    pub admin_by: Option<String>,
+    pub admin_at_ms: Option<u64>,
     pub stale: bool,
     pub replication_lag_seconds: Option<f64>,
     pub timeline: Option<u32>,
@@ -164,6 +167,8 @@ fn backend_status(c: &ClusterState, b: &BackendSlot, lag: Option<Duration>) -> B
         health: b.machine.health().as_str(),
         role: b.machine.role().as_str(),
         admin: b.admin.as_str(),
+        admin_by: b.admin_by.as_ref().map(|(by, _)| by.clone()),
+        admin_at_ms: b.admin_by.as_ref().map(|(_, at)| *at),
         stale: c.memory.stale.contains(&b.key.backend),
         replication_lag_seconds: lag.map(|l| l.as_secs_f64()),
         timeline: b.machine.last_facts().and_then(|f| f.timeline),
