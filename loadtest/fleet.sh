@@ -128,14 +128,20 @@ try:
     wait("every instance on the new primary", lambda: all(primary_of(p) == after for p in procs), 60)
     leader = next(p for p in procs if p["mode"] == "observer"
                   and (status(p) or {}).get("coordination", {}).get("leader"))
+    wait("the leader's log line", lambda: any(
+        after in str(e.get("primary")) for t, e in events(leader, "Published a decision.") if t >= t0), 20)
     writes = [(t, e) for t, e in events(leader, "Published a decision.") if t >= t0]
-    new_write = next(t for t, e in writes if e.get("primary") and after in str(e["primary"]))
-    applied = []
-    for p in procs:
-        if p["mode"] != "follower":
-            continue
+    # The record's own decision time (taken just before the write): the leader's log line comes
+    # after etcd answered, by when followers may have applied it already.
+    new_write = next(e["decided_at_ms"] / 1e3 for t, e in writes
+                     if e.get("primary") and after in str(e["primary"]))
+    def applied_at(p):
         ts = [t for t, e in events(p, "Primary changed.") if t >= t0 and e.get("to") == after]
-        applied.append(ts[0])
+        return ts[0] if ts else None
+    fols = [p for p in procs if p["mode"] == "follower"]
+    # Log lines are written by a thread of their own: /status can be ahead of the file.
+    wait("every follower's log line", lambda: all(applied_at(p) is not None for p in fols), 20)
+    applied = [applied_at(p) for p in fols]
     lag = [(t - new_write) * 1e3 for t in applied]
     promoted = out.get("promoted") or out.get("done")
     route = [(t - promoted) * 1e3 for t in applied] if promoted else []

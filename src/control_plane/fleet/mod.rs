@@ -215,7 +215,7 @@ async fn session(
                     }
                     let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
                     match publisher::publish(&mut client, keys, t, &record).await? {
-                        publisher::Published::Written(rev) => info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t),
+                        publisher::Published::Written(rev) => info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t, decided_at_ms = record.decided_at_ms),
                         publisher::Published::Fenced => {
                             metrics.fleet_publications_refused_total.inc();
                             error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
