@@ -861,16 +861,24 @@ async fn a_followers_failed_connect_makes_the_observers_recheck() {
         .expect("local_addr")
         .parse()
         .unwrap();
-    // The connect to B fails; the client is closed by the proxy.
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        if let Ok(mut s) = tokio::net::TcpStream::connect(rw).await {
-            let mut buf = [0u8; 1];
-            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
-        }
-    })
-    .await;
+    // Each connect to B fails and the client is closed by the proxy; clients retry, and so
+    // does this one until the report is there.
     let report = keys.report("f", "r", "B");
-    wait_key(&mut client, &report, "the follower's report", |_| true).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&mut client, &report).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no report at {report}; follower log:\n{}",
+            follower.log_text()
+        );
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            if let Ok(mut s) = tokio::net::TcpStream::connect(rw).await {
+                let mut buf = [0u8; 1];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
+            }
+        })
+        .await;
+    }
     let resp = client.get(report.as_str(), None).await.unwrap();
     assert_ne!(resp.kvs()[0].lease(), 0, "held by the follower's lease");
     eventually(Duration::from_secs(20), "the observer re-checks B", || {
