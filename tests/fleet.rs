@@ -19,7 +19,7 @@ use rolegate::control_plane::fleet::publisher::{self, Published as Outcome};
 use rolegate::control_plane::fleet::record::DecisionRecord;
 use tokio::time::Instant;
 
-const LEASE_TTL_S: u64 = 2;
+const LEASE_TTL_S: u64 = 3;
 
 // === the lab ===
 

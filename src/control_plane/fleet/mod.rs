@@ -51,7 +51,10 @@ pub async fn connect(c: &CoordinationConfig) -> Result<Client, FleetError> {
         .with_require_leader(true)
         .with_connect_timeout(c.lease_ttl)
         .with_timeout(c.lease_ttl)
-        .with_keep_alive(c.lease_ttl / 3, c.lease_ttl / 3);
+        // HTTP/2 pings find a dead connection; they may take as long as the lease (a tighter
+        // bound cuts healthy sessions on a loaded host, and the lease's own keep-alive already
+        // ends a session whose answers stop).
+        .with_keep_alive(c.lease_ttl, c.lease_ttl);
     if let (Some(user), Some(password)) = (&c.etcd.user, &c.etcd.password) {
         options = options.with_user(user.clone(), password.expose().to_string());
     }
