@@ -154,6 +154,10 @@ async fn session(
         .start(&mut client, keys, &c.instance, sup)
         .await?;
     let mut observing = c.mode == FleetMode::Observer;
+    // A fresh observer's checks have not confirmed any role yet: it campaigns only after a
+    // lease_ttl of checking, so a warm standby wins a takeover and no cold leader publishes
+    // "no primary". (A fixed observer campaigns at once: its probes run from its start.)
+    let mut campaign_from = Instant::now();
     let mut term: Option<i64> = None;
     let mut published = sup.published.clone();
     published.mark_changed();
@@ -179,10 +183,11 @@ async fn session(
                     if let Some(slot) = election::take_slot(&mut client, keys, c.observers, &c.instance, lease).await? {
                         info!(message = "Took an observer slot.", slot, instance = %c.instance);
                         observing = true;
+                        campaign_from = Instant::now() + c.lease_ttl;
                         sup.set_observing(true).await.map_err(|_| FleetError::Stopped)?;
                     }
                 }
-                if observing && term.is_none() {
+                if observing && term.is_none() && Instant::now() >= campaign_from {
                     term = election::campaign(&mut client, keys, &c.instance, lease).await?;
                     if let Some(t) = term {
                         info!(message = "Leading the fleet: publishing decisions.", term = t, instance = %c.instance);
