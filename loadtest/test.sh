@@ -36,6 +36,12 @@ command -v nft >/dev/null || need_pkgs+=(nftables)
 # PROXY protocol tests (tests/it/proxy_protocol.rs): a real HAProxy with send-proxy-v2 in front;
 # their own mariadbd comes from the lab's mariadb-server.
 command -v haproxy >/dev/null || need_pkgs+=(haproxy)
+# Fleet mode (tests/fleet.rs): etcd-client's build runs protoc with Google's well-known types;
+# the lab's 3-member etcd (`lab.sh up etcd`) is Debian's etcd-server.
+command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
+[[ -e /usr/include/google/protobuf/timestamp.proto ]] || need_pkgs+=(libprotobuf-dev)
+command -v etcd >/dev/null || need_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null || need_pkgs+=(etcd-client)
 if ((${#need_pkgs[@]})); then
     echo "installing: ${need_pkgs[*]}"
     policy=/usr/sbin/policy-rc.d backup=""
@@ -56,6 +62,8 @@ lab_status=$(bash "$LAB" status 2>/dev/null || true)
 lab_was_up=0
 [[ $lab_status == *' up primary'* ]] && lab_was_up=1
 bash "$LAB" up
+# Fleet mode tests need the optional 3-member etcd too.
+bash "$LAB" up etcd
 if [[ $lab_was_up == 0 && ${KEEP_LAB:-0} != 1 ]]; then
     trap 'bash "$LAB" down' EXIT
 fi

@@ -134,6 +134,15 @@ impl App {
             sessions.clone(),
             shutdown.clone(),
         );
+        // Fleet mode: the etcd session (observer slot, leadership, decision watch).
+        if let Some(coordination) = config.coordination.clone() {
+            tokio::spawn(crate::control_plane::fleet::run(
+                coordination,
+                supervisor.clone(),
+                metrics.clone(),
+                shutdown.child_token(),
+            ));
+        }
         let app = Arc::new(App {
             config: Mutex::new(config.clone()),
             listeners: Mutex::new(HashMap::new()),

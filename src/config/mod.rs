@@ -6,6 +6,7 @@
 //! `check-config` share it; `Config::load` only adds the file read. A `Config` is immutable once
 //! built: a reload builds a new one and the supervisor diffs them (`diff.rs`).
 
+mod coordination;
 mod diff;
 mod duration;
 mod error;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use coordination::{CoordinationConfig, EtcdConfig, EtcdTls, FleetMode, OnLost};
 pub use diff::ConfigDiff;
 pub(crate) use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors, Location};
@@ -40,6 +42,8 @@ pub struct Config {
     pub workers: usize,
     pub clusters: Vec<ClusterConfig>,
     pub listeners: Vec<ListenerConfig>,
+    /// Fleet mode (`coordination:`); `None` is standalone. Read at start.
+    pub coordination: Option<CoordinationConfig>,
     /// Field paths of the secrets written inline in the file (`clusters[0].check.password`),
     /// so that [`Config::file_warnings`] can object to a file others may read.
     pub inline_secrets: Vec<String>,

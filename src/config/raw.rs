@@ -9,6 +9,7 @@
 
 use serde::Deserialize;
 
+use super::coordination::{FleetMode, OnLost};
 use super::{
     Balance, LogFormat, OnDemote, Protocol, ProxyVersion, RoleFilter, SplitBrainPolicy, TlsMode,
     TransferMode,
@@ -31,6 +32,42 @@ pub(crate) struct RawConfig {
     pub clusters: Vec<RawCluster>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
+    /// Extension: fleet mode through etcd (README, "Fleet mode"); absent means standalone.
+    pub coordination: Option<RawCoordination>,
+}
+
+/// `coordination:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCoordination {
+    pub etcd: Option<RawEtcd>,
+    pub prefix: Option<String>,
+    pub instance: Option<String>,
+    pub mode: Option<RawFleetMode>,
+    pub observers: Option<u32>,
+    pub lease_ttl: Option<String>,
+    pub on_lost: Option<RawOnLost>,
+}
+
+/// `coordination.etcd:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcd {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub tls: Option<RawEtcdTls>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+}
+
+/// `coordination.etcd.tls:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEtcdTls {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
 }
 
 /// `admin:`; omitted entirely means `listen: 127.0.0.1:9813` without a token.
@@ -201,6 +238,8 @@ raw_enum!(RawRole => RoleFilter { Primary => Primary, Replica => Replica, Any =>
 raw_enum!(RawBalance => Balance { RoundRobin => RoundRobin, LeastConn => LeastConn });
 raw_enum!(RawTransfer => TransferMode { Auto => Auto, Copy => Copy });
 raw_enum!(RawProxyVersion => ProxyVersion { V1 => V1, V2 => V2 });
+raw_enum!(RawFleetMode => FleetMode { Auto => Auto, Observer => Observer, Follower => Follower });
+raw_enum!(RawOnLost => OnLost { Local => Local, LastKnown => LastKnown, FailClosed => FailClosed });
 
 /// `trace | debug | info | warn`; `error` is left out on purpose: a session close is never an
 /// error, and logging it at that level would page someone.

@@ -9,6 +9,7 @@
 mod address;
 mod check;
 mod cluster;
+mod coordination;
 mod listener;
 mod tls;
 
@@ -166,6 +167,11 @@ fn build(raw: &RawConfig, source: Option<&Path>, v: &mut Validator<'_>) -> Check
     let clusters = cluster::clusters(&raw.clusters, &inherited, v);
     let admin_listen = admin.as_ref().ok().and_then(|a| a.listen);
     let listeners = listener::listeners(&raw.listeners, &raw.clusters, admin_listen, v);
+    let coordination = raw
+        .coordination
+        .as_ref()
+        .map(|c| coordination::coordination(c, v))
+        .transpose();
     if raw.listeners.is_empty() {
         v.report(
             "listeners",
@@ -181,6 +187,7 @@ fn build(raw: &RawConfig, source: Option<&Path>, v: &mut Validator<'_>) -> Check
         workers: workers?,
         clusters: clusters?,
         listeners: listeners?,
+        coordination: coordination?,
         inline_secrets: std::mem::take(&mut v.inline_secrets),
     })
 }

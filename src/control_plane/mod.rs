@@ -12,5 +12,6 @@
 
 pub mod checks;
 pub mod decision;
+pub mod fleet;
 pub mod role;
 pub mod supervisor;

@@ -273,6 +273,41 @@ pub(super) const ADMIN_AUTH_FAILURES_TOTAL: Family = Family {
     buckets: &[],
 };
 
+pub(super) const FLEET_OBSERVING: Family = Family {
+    name: "rolegate_fleet_observing",
+    help: "Fleet mode: 1 while this instance checks the databases (observer), 0 while it follows.",
+    labels: &[],
+    buckets: &[],
+};
+
+pub(super) const FLEET_LEADER: Family = Family {
+    name: "rolegate_fleet_leader",
+    help: "Fleet mode: 1 while this instance holds the leader key and publishes the decisions.",
+    labels: &[],
+    buckets: &[],
+};
+
+pub(super) const FLEET_CONNECTED: Family = Family {
+    name: "rolegate_fleet_connected",
+    help: "Fleet mode: 1 while this instance has a live etcd session.",
+    labels: &[],
+    buckets: &[],
+};
+
+pub(super) const FLEET_RECORDS_REFUSED_TOTAL: Family = Family {
+    name: "rolegate_fleet_records_refused_total",
+    help: "Fleet mode: decision records read from etcd and ignored (invalid JSON, wrong version, unknown cluster or backend).",
+    labels: &[],
+    buckets: &[],
+};
+
+pub(super) const FLEET_PUBLICATIONS_REFUSED_TOTAL: Family = Family {
+    name: "rolegate_fleet_publications_refused_total",
+    help: "Fleet mode: decisions this instance did not publish because its leadership had lapsed or etcd fenced its term.",
+    labels: &[],
+    buckets: &[],
+};
+
 pub(super) const BUILD_INFO: Family = Family {
     name: "rolegate_build_info",
     help: "Always 1; labels carry the version.",

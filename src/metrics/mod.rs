@@ -48,6 +48,11 @@ pub struct Metrics {
     pub config_last_reload_success: Gauge,
     pub session_fd_capacity: IntGauge,
     pub admin_auth_failures_total: IntCounter,
+    pub fleet_observing: IntGauge,
+    pub fleet_leader: IntGauge,
+    pub fleet_connected: IntGauge,
+    pub fleet_records_refused_total: IntCounter,
+    pub fleet_publications_refused_total: IntCounter,
     pub build_info: IntGaugeVec,
 }
 
@@ -94,6 +99,17 @@ impl Metrics {
             ),
             session_fd_capacity: Register::register(&r, &families::SESSION_FD_CAPACITY),
             admin_auth_failures_total: Register::register(&r, &families::ADMIN_AUTH_FAILURES_TOTAL),
+            fleet_observing: Register::register(&r, &families::FLEET_OBSERVING),
+            fleet_leader: Register::register(&r, &families::FLEET_LEADER),
+            fleet_connected: Register::register(&r, &families::FLEET_CONNECTED),
+            fleet_records_refused_total: Register::register(
+                &r,
+                &families::FLEET_RECORDS_REFUSED_TOTAL,
+            ),
+            fleet_publications_refused_total: Register::register(
+                &r,
+                &families::FLEET_PUBLICATIONS_REFUSED_TOTAL,
+            ),
             build_info: Register::register(&r, &families::BUILD_INFO),
             registry: r,
         };

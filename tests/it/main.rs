@@ -31,6 +31,7 @@ mod faults_exhaustion;
 mod faults_net;
 mod faults_partition;
 mod faults_restart;
+mod fleet;
 mod fuzz_smoke;
 mod grafana;
 mod import_haproxy;

@@ -34,7 +34,7 @@ use crate::routing::BackendKey;
 
 pub use failure::{CheckFailure, FailureReason};
 pub use probe::Probe;
-pub use task::{spawn_probe, ProbeCommand, ProbeHandle, ProbeSettings};
+pub use task::{spawn_probe, spawn_probe_with, ProbeCommand, ProbeHandle, ProbeSettings};
 
 /// The role a backend reported about itself. Parsed into this type, never left as a bool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -38,6 +38,9 @@ pub enum ProbeCommand {
     Fast(bool),
     /// New settings from a reload; applied before the next check, without a gap.
     Update(ProbeSettings),
+    /// Fleet mode: a follower checks nothing (its session to the backend is closed) until
+    /// it becomes an observer again.
+    Pause(bool),
 }
 
 /// The supervisor's handle on a running probe task. Dropping it does not stop the task;
@@ -72,6 +75,17 @@ pub fn spawn_probe(
     observations: mpsc::Sender<Observation>,
     parent: &CancellationToken,
 ) -> ProbeHandle {
+    spawn_probe_with(key, settings, observations, parent, false)
+}
+
+/// [`spawn_probe`], optionally paused from the start (a fleet follower's backends).
+pub fn spawn_probe_with(
+    key: BackendKey,
+    settings: ProbeSettings,
+    observations: mpsc::Sender<Observation>,
+    parent: &CancellationToken,
+    paused: bool,
+) -> ProbeHandle {
     let (commands, rx) = mpsc::unbounded_channel();
     let cancel = parent.child_token();
     let span = tracing::info_span!("probe", cluster = %key.cluster, backend = %key.backend);
@@ -81,6 +95,7 @@ pub fn spawn_probe(
         settings,
         last_addr: None,
         fast: false,
+        paused,
     };
     tokio::spawn(task.run(rx, observations, cancel.clone()).instrument(span));
     ProbeHandle { commands, cancel }
@@ -93,6 +108,7 @@ struct ProbeTask {
     /// Address of the previous check; a change means a new host, so the session is dropped.
     last_addr: Option<SocketAddr>,
     fast: bool,
+    paused: bool,
 }
 
 impl ProbeTask {
@@ -103,6 +119,18 @@ impl ProbeTask {
         cancel: CancellationToken,
     ) {
         loop {
+            while self.paused {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    command = commands.recv() => match command {
+                        None => return,
+                        Some(ProbeCommand::Pause(p)) => self.paused = p,
+                        Some(ProbeCommand::Fast(fast)) => self.fast = fast,
+                        Some(ProbeCommand::Update(settings)) => self.update(settings),
+                        Some(ProbeCommand::CheckNow) => {}
+                    },
+                }
+            }
             let started = Instant::now();
             let observation = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -133,6 +161,13 @@ impl ProbeTask {
                                 next = next.min(started + self.settings.check.down_interval);
                             }
                         }
+                        Some(ProbeCommand::Pause(true)) => {
+                            self.paused = true;
+                            self.probe.reset();
+                            self.last_addr = None;
+                            break;
+                        }
+                        Some(ProbeCommand::Pause(false)) => {}
                         Some(ProbeCommand::Update(settings)) => {
                             // A shorter interval applies to the check already scheduled.
                             self.update(settings);

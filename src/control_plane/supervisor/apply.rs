@@ -16,7 +16,7 @@ use tracing::info;
 
 use super::{BackendSlot, ClusterState, Guards, Supervisor};
 use crate::config::{BackendConfig, ClusterConfig, Config, OnDemote};
-use crate::control_plane::checks::{spawn_probe, ProbeCommand, ProbeSettings};
+use crate::control_plane::checks::{spawn_probe_with, ProbeCommand, ProbeSettings};
 use crate::control_plane::decision::{AdminMode, ClusterMemory};
 use crate::control_plane::role::BackendMachine;
 use crate::routing::BackendKey;
@@ -48,6 +48,7 @@ impl Supervisor {
                         fast: false,
                         no_primary_since: None,
                         hold: None,
+                        fleet: None,
                     }
                 }
             };
@@ -111,17 +112,19 @@ impl Supervisor {
             cluster: cluster.name.clone(),
             backend: b.name.clone(),
         };
-        let probe = spawn_probe(
+        let probe = spawn_probe_with(
             key.clone(),
             probe_settings(cluster, b),
             self.observations.clone(),
             &self.probes,
+            !self.observing,
         );
         BackendSlot {
             key,
             config: b.clone(),
             machine: BackendMachine::default(),
             admin: AdminMode::Enabled,
+            admin_by: None,
             resolved: None,
             entry: None,
             active: Arc::new(AtomicUsize::new(0)),

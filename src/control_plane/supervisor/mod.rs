@@ -11,6 +11,7 @@
 //! 6. publish the status snapshot and metrics.
 
 mod apply;
+mod fleet_input;
 mod guards;
 mod hold;
 mod reconcile;
@@ -36,9 +37,12 @@ use crate::control_plane::role::BackendMachine;
 use crate::metrics::Metrics;
 use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 
+pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
 pub use hold::{HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
-pub use status::{BackendStatus, ClusterStatus, ListenerStatus, StatusSnapshot};
+pub use status::{
+    BackendStatus, ClusterStatus, CoordinationStatus, ListenerStatus, StatusSnapshot,
+};
 
 use guards::Guards;
 
@@ -81,6 +85,27 @@ pub enum Command {
         cluster: ClusterName,
         reply: oneshot::Sender<Result<bool, AdminError>>,
     },
+    /// A decision published by the fleet's leader for one cluster (fleet mode, follower).
+    /// Replies with why it was refused (unknown cluster or backend).
+    Fleet {
+        cluster: ClusterName,
+        decision: Box<FleetDecision>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Fleet mode: this instance took (true) or does not hold (false) an observer slot.
+    Observing(bool),
+    /// Fleet mode, `on_lost: fail_closed`: while true, primary routes of followed clusters
+    /// are unavailable (new connections queue, then are refused); replica routes stay.
+    FleetClosed(bool),
+    /// Fleet mode: an operator action another instance wrote to etcd.
+    FleetAdmin {
+        backend: BackendKey,
+        action: AdminAction,
+        by: String,
+        at_ms: u64,
+    },
+    /// Fleet mode: the etcd session's state, for `/status`.
+    FleetLink { connected: bool, leader: bool },
     /// Applies a new, already validated config (reload). Replies when the table is stored.
     Apply {
         config: Arc<Config>,
@@ -95,9 +120,78 @@ pub struct SupervisorHandle {
     /// Sessions send a backend here when they could not connect to it: it is checked now.
     pub recheck: mpsc::Sender<BackendKey>,
     pub status: Arc<ArcSwap<StatusSnapshot>>,
+    /// Each cluster's local decision, for fleet mode's publisher.
+    pub published: tokio::sync::watch::Receiver<PublishedSet>,
+    /// Fleet mode: backends a session could not connect to while this instance follows
+    /// (its own probes are paused), for the fleet task to report to the observers.
+    pub unreachable: tokio::sync::broadcast::Sender<BackendKey>,
+    /// Fleet mode: operator actions taken on this instance, for the fleet task to write to
+    /// etcd so that every instance applies them.
+    pub admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
 }
 
 impl SupervisorHandle {
+    /// Applies an operator action another instance of the fleet took.
+    pub async fn fleet_admin(
+        &self,
+        backend: BackendKey,
+        action: AdminAction,
+        by: String,
+        at_ms: u64,
+    ) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::FleetAdmin {
+                backend,
+                action,
+                by,
+                at_ms,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
+    /// Feeds a fleet decision into the decision step (see [`Command::Fleet`]).
+    pub async fn fleet_decision(
+        &self,
+        cluster: ClusterName,
+        decision: FleetDecision,
+    ) -> Result<Result<(), String>, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Fleet {
+                cluster,
+                decision: Box::new(decision),
+                reply,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)
+    }
+
+    /// Starts or pauses the checks (fleet mode: observer slot taken or not).
+    pub async fn set_observing(&self, observing: bool) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::Observing(observing))
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
+    /// `on_lost: fail_closed` in force (true) or lifted (false).
+    pub async fn fleet_closed(&self, closed: bool) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::FleetClosed(closed))
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
+    /// Reports the etcd session's state (connected, leading) for `/status`.
+    pub async fn fleet_link(&self, connected: bool, leader: bool) -> Result<(), AdminError> {
+        self.commands
+            .send(Command::FleetLink { connected, leader })
+            .await
+            .map_err(|_| AdminError::Stopped)
+    }
+
     pub async fn admin(&self, backend: BackendKey, action: AdminAction) -> Result<(), AdminError> {
         let (reply, rx) = oneshot::channel();
         self.commands
@@ -157,6 +251,8 @@ struct BackendSlot {
     config: BackendConfig,
     machine: BackendMachine,
     admin: AdminMode,
+    /// Fleet mode: who set `admin` and when (wall clock, ms).
+    admin_by: Option<(String, u64)>,
     resolved: Option<SocketAddr>,
     /// Data-plane view, rebuilt when the resolved address changes.
     entry: Option<Arc<BackendEntry>>,
@@ -176,6 +272,8 @@ struct ClusterState {
     no_primary_since: Option<Instant>,
     /// The clock of an operator hold in force (`hold.rs`).
     hold: Option<hold::HoldClock>,
+    /// The latest decision received from the fleet (fleet mode).
+    fleet: Option<FleetDecision>,
 }
 
 /// The supervisor task's state.
@@ -200,6 +298,16 @@ pub struct Supervisor {
     session_level: tracing::Level,
     /// Monotonic clock of the last tick (for seconds-without-primary accounting).
     last_tick: Instant,
+    /// Whether the probes run (always, unless fleet mode makes this instance a follower).
+    observing: bool,
+    published: tokio::sync::watch::Sender<PublishedSet>,
+    /// Fleet mode: the config's mode and name, and the session's (connected, leader).
+    fleet: Option<(crate::config::FleetMode, String)>,
+    fleet_link: (bool, bool),
+    /// `on_lost: fail_closed` in force.
+    fleet_closed: bool,
+    unreachable: tokio::sync::broadcast::Sender<BackendKey>,
+    admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -215,6 +323,15 @@ pub fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (recheck_tx, recheck_rx) = mpsc::channel(1024);
     let status = Arc::new(ArcSwap::from_pointee(StatusSnapshot::default()));
+    let (published_tx, published_rx) = tokio::sync::watch::channel(PublishedSet::default());
+    let (unreachable_tx, _) = tokio::sync::broadcast::channel(256);
+    let (admin_out_tx, _) = tokio::sync::broadcast::channel(256);
+    // Fleet mode: only a fixed observer checks from the start; `auto` and followers wait for
+    // the fleet task to say whether they hold an observer slot.
+    let observing = config
+        .coordination
+        .as_ref()
+        .is_none_or(|c| c.mode == crate::config::FleetMode::Observer);
     let mut sup = Supervisor {
         clusters: Vec::new(),
         listeners: Vec::new(),
@@ -230,6 +347,16 @@ pub fn spawn(
         status: status.clone(),
         session_level: config.log.session_level,
         last_tick: Instant::now(),
+        observing,
+        published: published_tx,
+        fleet: config
+            .coordination
+            .as_ref()
+            .map(|c| (c.mode, c.instance.clone())),
+        fleet_link: (false, false),
+        fleet_closed: false,
+        unreachable: unreachable_tx.clone(),
+        admin_out: admin_out_tx.clone(),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -237,6 +364,9 @@ pub fn spawn(
         commands: cmd_tx,
         recheck: recheck_tx,
         status,
+        published: published_rx,
+        unreachable: unreachable_tx,
+        admin_out: admin_out_tx,
     }
 }
 
@@ -263,6 +393,10 @@ impl Supervisor {
                 () = hold_expiry => self.expire_holds(),
                 Some(obs) = observations.recv() => self.on_observation(obs),
                 Some(key) = recheck.recv() => {
+                    if !self.observing {
+                        // No receiver outside fleet mode: nothing to report to.
+                        let _ = self.unreachable.send(key.clone());
+                    }
                     if let Some(slot) = self.slot(&key) {
                         slot.probe.send(ProbeCommand::CheckNow);
                     }
@@ -295,6 +429,17 @@ impl Supervisor {
                 reply,
             } => {
                 let result = self.admin_action(&backend, action);
+                if result.is_ok() {
+                    if let Some((_, instance)) = &self.fleet {
+                        let by = (instance.clone(), wall_ms());
+                        if let Some(slot) = self.slot(&backend) {
+                            slot.admin_by = Some(by);
+                        }
+                        // No receiver while etcd is away: the action stays local.
+                        let _ = self.admin_out.send((backend.clone(), action));
+                        status::publish(self, &self.router.current());
+                    }
+                }
                 let _ = reply.send(result);
             }
             Command::Hold {
@@ -306,6 +451,41 @@ impl Supervisor {
             }
             Command::Release { cluster, reply } => {
                 let _ = reply.send(self.release(&cluster));
+            }
+            Command::Fleet {
+                cluster,
+                decision,
+                reply,
+            } => {
+                let _ = reply.send(self.on_fleet_decision(&cluster, *decision));
+            }
+            Command::Observing(observing) => self.set_observing(observing),
+            Command::FleetClosed(closed) => {
+                self.fleet_closed = closed;
+                for ci in 0..self.clusters.len() {
+                    if self.fleet_decision_in_force(ci).is_some() {
+                        self.reconcile(ci);
+                    }
+                }
+            }
+            Command::FleetAdmin {
+                backend,
+                action,
+                by,
+                at_ms,
+            } => {
+                if self.admin_action(&backend, action).is_ok() {
+                    if let Some(slot) = self.slot(&backend) {
+                        slot.admin_by = Some((by, at_ms));
+                    }
+                    status::publish(self, &self.router.current());
+                }
+            }
+            Command::FleetLink { connected, leader } => {
+                self.fleet_link = (connected, leader);
+                self.metrics.fleet_connected.set(i64::from(connected));
+                self.metrics.fleet_leader.set(i64::from(leader));
+                status::publish(self, &self.router.current());
             }
             Command::Apply { config, reply } => {
                 self.apply_config(&config);
@@ -365,4 +545,12 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Wall clock in ms since the Unix epoch (fleet mode's "when", comparable across hosts).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

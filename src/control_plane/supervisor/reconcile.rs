@@ -76,16 +76,26 @@ impl Supervisor {
     /// Re-decides one cluster, fires guards, stores a new table if routes changed, and
     /// publishes status (steps 2–6).
     pub(super) fn reconcile(&mut self, ci: usize) {
+        let fleet = self.fleet_decision_in_force(ci).cloned();
         let cluster = &mut self.clusters[ci];
-        let decision = decide_cluster(cluster);
+        let decision = match &fleet {
+            Some(f) => from_fleet(cluster, f, self.fleet_closed),
+            None => decide_cluster(cluster),
+        };
         log_decision(cluster, &decision);
         let on_demote = cluster.config.on_demote;
         for slot in &mut cluster.backends {
-            let up = slot.machine.health() == Health::Up;
+            let (up, replica) = match &fleet {
+                Some(f) => super::fleet_input::held_by_fleet(f, &slot.key.backend),
+                None => {
+                    let up = slot.machine.health() == Health::Up;
+                    (up, up && slot.machine.role() == Role::Replica)
+                }
+            };
             let held = Held {
                 up,
                 primary: decision.holders.contains(&slot.key.backend),
-                replica: up && slot.machine.role() == Role::Replica,
+                replica,
             };
             let fired = slot.guards.update(held, on_demote);
             if fired.any() {
@@ -104,7 +114,10 @@ impl Supervisor {
             (false, Some(_)) => cluster.no_primary_since = None,
             _ => {}
         }
-        if no_primary != cluster.fast && cluster.config.protocol != crate::config::Protocol::Tcp {
+        if fleet.is_none()
+            && no_primary != cluster.fast
+            && cluster.config.protocol != crate::config::Protocol::Tcp
+        {
             cluster.fast = no_primary;
             for slot in &cluster.backends {
                 slot.probe.send(ProbeCommand::Fast(no_primary));
@@ -126,6 +139,7 @@ impl Supervisor {
         if hold_ended {
             self.end_hold(ci, super::HoldEnd::NewPrimary);
         }
+        self.offer_published(ci);
         self.publish();
     }
 
@@ -145,6 +159,33 @@ impl Supervisor {
         self.router.store(table);
         self.stored = Some(built.fingerprint);
     }
+}
+
+/// A fleet decision as this cluster's decision; the primary change is an event here too, so
+/// followers log and count it like observers do.
+fn from_fleet(cluster: &ClusterState, fleet: &super::FleetDecision, closed: bool) -> Decision {
+    let mut decision = fleet.published.decision.clone();
+    decision.events.clear();
+    if closed {
+        // on_lost: fail_closed. Sessions keep their holders (nothing says the primary
+        // changed); only new primary connections are held.
+        decision.primary = Err(crate::routing::Unavailable::NoPrimary);
+    }
+    let before = cluster
+        .decision
+        .as_ref()
+        .and_then(|d| d.primary.as_ref().ok()?.first().cloned());
+    let after = decision
+        .primary
+        .as_ref()
+        .ok()
+        .and_then(|v| v.first().cloned());
+    if let Some(to) = after.filter(|a| before.as_ref() != Some(a)) {
+        decision
+            .events
+            .push(DecisionEvent::PrimaryChanged { from: before, to });
+    }
+    decision
 }
 
 fn decide_cluster(cluster: &mut ClusterState) -> Decision {

@@ -19,6 +19,29 @@ pub struct StatusSnapshot {
     pub generation: u64,
     pub clusters: Vec<ClusterStatus>,
     pub listeners: Vec<ListenerStatus>,
+    /// Fleet mode only (`coordination:`); absent when standalone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination: Option<CoordinationStatus>,
+}
+
+/// `/status` `coordination`: this instance's place in the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoordinationStatus {
+    /// The configured `auto` | `observer` | `follower`.
+    pub mode: &'static str,
+    pub instance: String,
+    /// Runs the checks (holds an observer slot, or `mode: observer`).
+    pub observing: bool,
+    /// Holds the leader key: publishes the decisions.
+    pub leader: bool,
+    /// Has a live etcd session.
+    pub connected: bool,
+    /// Highest etcd revision of a fleet decision in force (absent before the first).
+    pub decision_revision: Option<i64>,
+    /// Age of the newest fleet decision in force, by the writer's wall clock.
+    pub decision_age_ms: Option<u64>,
+    /// Where the routing decisions come from: `etcd` (following) or `local` (own checks).
+    pub source: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +58,9 @@ pub struct ClusterStatus {
     pub seconds_without_primary: Option<f64>,
     /// The operator hold in force (planned switchover), if any.
     pub hold: Option<super::HoldStatus>,
+    /// Whose decision is in force: the fleet leader's instance name when following,
+    /// `local` when this instance's own checks decide.
+    pub decided_by: String,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -49,6 +75,9 @@ pub struct BackendStatus {
     pub role: &'static str,
     /// `enabled` | `drain` | `disabled`.
     pub admin: &'static str,
+    /// Fleet mode: the instance that set `admin`, and when (ms since the Unix epoch).
+    pub admin_by: Option<String>,
+    pub admin_at_ms: Option<u64>,
     pub stale: bool,
     pub replication_lag_seconds: Option<f64>,
     pub timeline: Option<u32>,
@@ -79,9 +108,13 @@ pub(super) fn publish(sup: &Supervisor, table: &RoutingTable) {
     let clusters = sup
         .clusters
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(ci, c)| {
             export_cluster(&sup.metrics, c);
-            cluster_status(&sup.metrics, c)
+            let decided_by = sup
+                .fleet_decision_in_force(ci)
+                .map_or_else(|| "local".to_string(), |f| f.leader.clone());
+            cluster_status(&sup.metrics, c, decided_by)
         })
         .collect();
     let listeners = sup
@@ -93,11 +126,12 @@ pub(super) fn publish(sup: &Supervisor, table: &RoutingTable) {
         generation: table.generation,
         clusters,
         listeners,
+        coordination: sup.coordination_status(),
     }));
 }
 
 /// One cluster and its backends; exports each backend's gauges on the way.
-fn cluster_status(metrics: &Metrics, c: &ClusterState) -> ClusterStatus {
+fn cluster_status(metrics: &Metrics, c: &ClusterState, decided_by: String) -> ClusterStatus {
     let decision = c.decision.as_ref();
     let backends = c
         .backends
@@ -122,6 +156,7 @@ fn cluster_status(metrics: &Metrics, c: &ClusterState) -> ClusterStatus {
         stale: c.memory.stale.iter().map(|b| b.to_string()).collect(),
         seconds_without_primary: c.no_primary_since.map(|s| s.elapsed().as_secs_f64()),
         hold: super::hold::hold_status(c),
+        decided_by,
         backends,
     }
 }
@@ -135,6 +170,8 @@ fn backend_status(c: &ClusterState, b: &BackendSlot, lag: Option<Duration>) -> B
         health: b.machine.health().as_str(),
         role: b.machine.role().as_str(),
         admin: b.admin.as_str(),
+        admin_by: b.admin_by.as_ref().map(|(by, _)| by.clone()),
+        admin_at_ms: b.admin_by.as_ref().map(|(_, at)| *at),
         stale: c.memory.stale.contains(&b.key.backend),
         replication_lag_seconds: lag.map(|l| l.as_secs_f64()),
         timeline: b.machine.last_facts().and_then(|f| f.timeline),

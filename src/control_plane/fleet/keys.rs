@@ -1,0 +1,113 @@
+//! The key layout under `coordination.prefix` (README, "Fleet mode"): one place that names
+//! every key, so writers, readers and the docs cannot drift apart.
+//!
+//! | key | value | lease |
+//! |---|---|---|
+//! | `PREFIX/instances/NAME` | `{"mode":…,"observing":…}` | the instance's |
+//! | `PREFIX/observers/N` (N < `observers`) | the holder's name | the holder's |
+//! | `PREFIX/leader` | the leader's name | the leader's |
+//! | `PREFIX/reports/INSTANCE/CLUSTER/BACKEND` | wall clock (ms) of a follower's failed connect | the reporter's |
+//! | `PREFIX/admin/CLUSTER/BACKEND` | `{"action":"drain","by":…,"at_ms":…}` | none |
+//! | `PREFIX/decision/CLUSTER` | a [`super::record::DecisionRecord`] (JSON) | none: it outlives its writer |
+
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn instance(&self, name: &str) -> String {
+        format!("{}/instances/{name}", self.prefix)
+    }
+
+    pub fn observer_slot(&self, n: u32) -> String {
+        format!("{}/observers/{n}", self.prefix)
+    }
+
+    pub fn leader(&self) -> String {
+        format!("{}/leader", self.prefix)
+    }
+
+    /// Prefix of the fleet-wide operator actions.
+    pub fn admins(&self) -> String {
+        format!("{}/admin/", self.prefix)
+    }
+
+    /// `PREFIX/admin/CLUSTER/BACKEND`.
+    pub fn admin(&self, cluster: &str, backend: &str) -> String {
+        format!("{}{cluster}/{backend}", self.admins())
+    }
+
+    /// (cluster, backend) of an admin key.
+    pub fn admin_target<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let prefix = self.admins();
+        let (cluster, backend) = key.strip_prefix(prefix.as_str())?.split_once('/')?;
+        (!cluster.is_empty() && !backend.is_empty() && !backend.contains('/'))
+            .then_some((cluster, backend))
+    }
+
+    /// Prefix of the followers' failed-connect reports (the observers watch it).
+    pub fn reports(&self) -> String {
+        format!("{}/reports/", self.prefix)
+    }
+
+    /// `PREFIX/reports/INSTANCE/CLUSTER/BACKEND`, held by the reporter's lease.
+    pub fn report(&self, instance: &str, cluster: &str, backend: &str) -> String {
+        format!("{}{instance}/{cluster}/{backend}", self.reports())
+    }
+
+    /// (cluster, backend) of a report key.
+    pub fn reported<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
+        let prefix = self.reports();
+        let rest = key.strip_prefix(prefix.as_str())?;
+        let mut parts = rest.splitn(3, '/');
+        let (_instance, cluster, backend) = (parts.next()?, parts.next()?, parts.next()?);
+        (!cluster.is_empty() && !backend.is_empty()).then_some((cluster, backend))
+    }
+
+    /// Prefix of every decision key (the followers' one watch).
+    pub fn decisions(&self) -> String {
+        format!("{}/decision/", self.prefix)
+    }
+
+    pub fn decision(&self, cluster: &str) -> String {
+        format!("{}{cluster}", self.decisions())
+    }
+
+    /// The cluster a decision key names, if it is one.
+    pub fn cluster_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let prefix = self.decisions();
+        key.strip_prefix(prefix.as_str()).filter(|c| !c.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn every_key_is_under_the_prefix_and_decisions_round_trip() {
+        let k = Keys::new("/rolegate/prod/");
+        assert_eq!(k.leader(), "/rolegate/prod/leader");
+        assert_eq!(k.observer_slot(1), "/rolegate/prod/observers/1");
+        assert_eq!(k.instance("a"), "/rolegate/prod/instances/a");
+        let d = k.decision("pg");
+        assert_eq!(d, "/rolegate/prod/decision/pg");
+        assert_eq!(k.cluster_of(&d), Some("pg"));
+        assert_eq!(k.cluster_of("/rolegate/prod/decision/"), None);
+        assert_eq!(k.cluster_of("/rolegate/prod/leader"), None);
+        let r = k.report("f1", "pg", "a");
+        assert_eq!(r, "/rolegate/prod/reports/f1/pg/a");
+        assert_eq!(k.reported(&r), Some(("pg", "a")));
+        assert_eq!(k.reported("/rolegate/prod/reports/f1/pg"), None);
+        let a = k.admin("pg", "a");
+        assert_eq!(a, "/rolegate/prod/admin/pg/a");
+        assert_eq!(k.admin_target(&a), Some(("pg", "a")));
+        assert_eq!(k.admin_target("/rolegate/prod/admin/pg"), None);
+    }
+}

@@ -1,0 +1,337 @@
+//! Fleet mode (`coordination:`): many rolegate instances agree through etcd, and only a few
+//! of them check the databases.
+//!
+//! One task per instance ([`run`]) holds an etcd session: a lease kept alive every third of
+//! `lease_ttl`, the instance key, and — unless it is a follower — one of the `observers`
+//! slots. Observers run the local checks; the one holding the leader key publishes each
+//! cluster's decision ([`publisher`], fenced on its term). Everyone watches the decision
+//! prefix ([`follower`]); the supervisor applies a fleet decision only while it does not
+//! observe, through the same decision step as local checks.
+//!
+//! An observer stops publishing as soon as its lease could have expired on the server
+//! (last keep-alive answer + TTL), before etcd could have handed its leadership on.
+
+pub mod admin;
+pub mod election;
+pub mod follower;
+pub mod keys;
+pub mod publisher;
+pub mod record;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{CoordinationConfig, FleetMode, OnLost};
+use crate::control_plane::supervisor::SupervisorHandle;
+use crate::metrics::Metrics;
+use keys::Keys;
+
+/// Why the session with etcd ended (it is then started again).
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("read {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the lease expired (no keep-alive answer within lease_ttl)")]
+    LeaseExpired,
+    #[error("the supervisor stopped")]
+    Stopped,
+}
+
+/// Connects to etcd with the config's endpoints, credentials and TLS. Watches require a
+/// leader, so a member cut off from the quorum cancels them instead of going silent.
+pub async fn connect(c: &CoordinationConfig) -> Result<Client, FleetError> {
+    let mut options = ConnectOptions::new()
+        .with_require_leader(true)
+        .with_connect_timeout(c.lease_ttl)
+        .with_timeout(c.lease_ttl)
+        // HTTP/2 pings find a dead connection; they may take as long as the lease (a tighter
+        // bound cuts healthy sessions on a loaded host, and the lease's own keep-alive already
+        // ends a session whose answers stop).
+        .with_keep_alive(c.lease_ttl, c.lease_ttl);
+    if let (Some(user), Some(password)) = (&c.etcd.user, &c.etcd.password) {
+        options = options.with_user(user.clone(), password.expose().to_string());
+    }
+    if let Some(tls) = &c.etcd.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|source| FleetError::File {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let mut t = TlsOptions::new();
+        if let Some(ca) = &tls.ca_file {
+            t = t.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(t);
+    }
+    Ok(Client::connect(&c.etcd.endpoints, Some(options)).await?)
+}
+
+/// Runs the instance's fleet membership until `shutdown`; every lost session (etcd down,
+/// lease expired, leadership fenced) starts a new one after a pause.
+pub async fn run(
+    config: CoordinationConfig,
+    sup: SupervisorHandle,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let keys = Keys::new(&config.prefix);
+    let mut follow = follower::Follower::new(metrics.clone());
+    let mut lost = Lost::default();
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = session(&config, &keys, &sup, &mut follow, &metrics, &mut lost, &shutdown) => r,
+        };
+        match result {
+            Ok(()) => return,
+            Err(FleetError::Stopped) => return,
+            Err(e) => warn!(message = "Fleet session ended; starting a new one.", error = %e),
+        }
+        let _ = sup.fleet_link(false, false).await;
+        let since = *lost.since.get_or_insert_with(Instant::now);
+        if config.mode != FleetMode::Observer
+            && !lost.applied
+            && since.elapsed() >= config.lease_ttl
+        {
+            lost.apply(&config, &sup).await;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.lease_ttl / 3) => {}
+        }
+    }
+}
+
+/// One etcd session: lease, instance key, slot, leadership, publications and the watch.
+async fn session(
+    c: &CoordinationConfig,
+    keys: &Keys,
+    sup: &SupervisorHandle,
+    follow: &mut follower::Follower,
+    metrics: &Metrics,
+    lost: &mut Lost,
+    shutdown: &CancellationToken,
+) -> Result<(), FleetError> {
+    let mut client = connect(c).await?;
+    let ttl = c.lease_ttl.as_secs() as i64;
+    let lease = client.lease_grant(ttl, None).await?.id();
+    let granted = Instant::now();
+    let (mut keeper, mut answers) = client.lease_keep_alive(lease).await?;
+    let mut lease_until = granted + c.lease_ttl;
+    let instance_value = serde_json::json!({ "mode": c.mode.as_str() }).to_string();
+    client
+        .put(
+            keys.instance(&c.instance),
+            instance_value,
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await?;
+    let mut watch = follow.start(&mut client, keys, sup).await?;
+    lost.recovered(c, sup).await;
+    let _ = sup.fleet_link(true, false).await;
+
+    let mut reports = client
+        .watch(
+            keys.reports(),
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await?;
+    let mut unreachable = sup.unreachable.subscribe();
+    let mut admin_out = sup.admin_out.subscribe();
+    let mut admin_sync = admin::AdminSync::default();
+    let mut admins = admin_sync
+        .start(&mut client, keys, &c.instance, sup)
+        .await?;
+    let mut observing = c.mode == FleetMode::Observer;
+    // A fresh observer's checks have not confirmed any role yet: it campaigns only after a
+    // lease_ttl of checking, so a warm standby wins a takeover and no cold leader publishes
+    // "no primary". (A fixed observer campaigns at once: its probes run from its start.)
+    let mut campaign_from = Instant::now();
+    let mut term: Option<i64> = None;
+    let mut published = sup.published.clone();
+    published.mark_changed();
+    let mut tick = tokio::time::interval(c.lease_ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut keepalive_sent = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let _ = client.lease_revoke(lease).await;
+                return Ok(());
+            }
+            _ = tick.tick() => {
+                if Instant::now() >= lease_until {
+                    if let Some(t) = term {
+                        lapsed(c, t);
+                    }
+                    return Err(FleetError::LeaseExpired);
+                }
+                keepalive_sent = Instant::now();
+                keeper.keep_alive().await?;
+                if !observing && c.mode == FleetMode::Auto {
+                    if let Some(slot) = election::take_slot(&mut client, keys, c.observers, &c.instance, lease).await? {
+                        info!(message = "Took an observer slot.", slot, instance = %c.instance);
+                        observing = true;
+                        campaign_from = Instant::now() + c.lease_ttl;
+                        sup.set_observing(true).await.map_err(|_| FleetError::Stopped)?;
+                    }
+                }
+                if observing && term.is_none() && Instant::now() >= campaign_from {
+                    term = election::campaign(&mut client, keys, &c.instance, lease).await?;
+                    if let Some(t) = term {
+                        info!(message = "Leading the fleet: publishing decisions.", term = t, instance = %c.instance);
+                        let _ = sup.fleet_link(true, true).await;
+                        published.mark_changed();
+                    }
+                }
+            }
+            answer = answers.message() => {
+                match answer? {
+                    Some(a) if a.ttl() > 0 => lease_until = keepalive_sent + c.lease_ttl,
+                    _ => {
+                        if let Some(t) = term {
+                            lapsed(c, t);
+                        }
+                        return Err(FleetError::LeaseExpired);
+                    }
+                }
+            }
+            changed = published.changed(), if term.is_some() => {
+                if changed.is_err() {
+                    return Err(FleetError::Stopped);
+                }
+                let set = published.borrow_and_update().clone();
+                let t = term.unwrap_or_default();
+                for (cluster, p) in set.iter() {
+                    // Stop before the lease could have expired on the server: after that a
+                    // successor may lead, and this write would race it.
+                    if Instant::now() + c.lease_ttl / 10 >= lease_until {
+                        metrics.fleet_publications_refused_total.inc();
+                        lapsed(c, t);
+                        return Err(FleetError::LeaseExpired);
+                    }
+                    let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
+                    match publisher::publish(&mut client, keys, t, &record).await? {
+                        publisher::Published::Written(rev) => info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t, decided_at_ms = record.decided_at_ms),
+                        publisher::Published::Fenced => {
+                            metrics.fleet_publications_refused_total.inc();
+                            error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
+                            return Err(FleetError::LeaseExpired);
+                        }
+                    }
+                }
+            }
+            key = unreachable.recv() => {
+                let Ok(key) = key else { continue }; // lagged: later reports follow
+                let report = keys.report(&c.instance, key.cluster.as_str(), key.backend.as_str());
+                let opts = etcd_client::PutOptions::new().with_lease(lease);
+                client.put(report, now_ms().to_string(), Some(opts)).await?;
+                info!(message = "Reported a failed connect to the observers.", cluster = %key.cluster, backend = %key.backend);
+            }
+            taken = admin_out.recv() => {
+                let Ok((backend, action)) = taken else { continue };
+                admin::AdminSync::write(&mut client, keys, &c.instance, &backend, action, now_ms()).await?;
+            }
+            message = admins.message() => {
+                let Some(resp) = message? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("admin watch ended".into())));
+                };
+                admin_sync.on_watch(resp, keys, &c.instance, sup).await?;
+            }
+            report = reports.message() => {
+                let Some(resp) = report? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("report watch ended".into())));
+                };
+                for event in resp.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    let Some((cluster, backend)) = keys.reported(&key) else { continue };
+                    if !observing || event.event_type() != etcd_client::EventType::Put {
+                        continue;
+                    }
+                    info!(message = "A follower could not connect; re-checking now.", cluster, backend, key = %key);
+                    let _ = sup.recheck.try_send(crate::routing::BackendKey {
+                        cluster: cluster.into(),
+                        backend: backend.into(),
+                    });
+                }
+            }
+            message = watch.message() => {
+                match message? {
+                    Some(resp) => follow.on_watch(resp, &mut client, keys, sup, &mut watch).await?,
+                    None => return Err(FleetError::Etcd(etcd_client::Error::WatchError("watch stream ended".into()))),
+                }
+            }
+        }
+    }
+}
+
+/// How long etcd has been out of reach, and whether `on_lost` is in force.
+#[derive(Debug, Default)]
+struct Lost {
+    since: Option<Instant>,
+    applied: bool,
+}
+
+impl Lost {
+    /// etcd has been out of reach for longer than `lease_ttl`: do what `on_lost` says.
+    async fn apply(&mut self, c: &CoordinationConfig, sup: &SupervisorHandle) {
+        self.applied = true;
+        warn!(
+            message = "etcd out of reach for longer than lease_ttl; applying on_lost.",
+            on_lost = c.on_lost.as_str(),
+            instance = %c.instance,
+        );
+        let result = match c.on_lost {
+            OnLost::Local => sup.set_observing(true).await,
+            OnLost::LastKnown => sup.set_observing(false).await,
+            OnLost::FailClosed => match sup.set_observing(false).await {
+                Ok(()) => sup.fleet_closed(true).await,
+                e => e,
+            },
+        };
+        let _ = result; // only fails when the supervisor stopped, i.e. at shutdown
+    }
+
+    /// A session is up again: back to the fleet's decisions.
+    async fn recovered(&mut self, c: &CoordinationConfig, sup: &SupervisorHandle) {
+        let was = std::mem::take(self);
+        if !was.applied {
+            return;
+        }
+        info!(message = "etcd reachable again; routing by the fleet's decisions.", instance = %c.instance);
+        if c.mode != FleetMode::Observer {
+            let _ = sup.set_observing(false).await;
+        }
+        if c.on_lost == OnLost::FailClosed {
+            let _ = sup.fleet_closed(false).await;
+        }
+    }
+}
+
+/// The lease may have expired on the server, so a successor may lead: publish nothing more.
+fn lapsed(c: &CoordinationConfig, term: i64) {
+    error!(
+        message = "Leadership lapsed: the lease was not renewed within lease_ttl; not publishing.",
+        term,
+        instance = %c.instance,
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
