@@ -28,6 +28,7 @@ use tracing::info;
 
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigDiff, ListenerConfig, ListenerName};
+use crate::data_plane::steer::Steer;
 use crate::fd_budget::{self, Plan, Shape};
 use crate::listener::{self, BindError};
 use crate::metrics::Metrics;
@@ -91,6 +92,8 @@ pub struct App {
     sessions: CancellationToken,
     tracker: TaskTracker,
     admin_addr: Option<SocketAddr>,
+    /// Listeners' `steer:` (the kernel side of routing for local clients).
+    steer: Arc<Steer>,
     /// The data plane: accept loops and sessions run here, probes and admin do not.
     workers: Workers,
     /// Session permits of the descriptor budget, shared by every listener.
@@ -125,7 +128,13 @@ impl App {
         };
         let shutdown = CancellationToken::new();
         let sessions = CancellationToken::new();
-        let (writer, router) = new_router();
+        let local: HashMap<ListenerName, SocketAddr> = bound
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.first()?.local_addr().ok()?)))
+            .collect();
+        let steer = Steer::start(&config, &local, &metrics.registry);
+        let (mut writer, router) = new_router();
+        writer.observe(steer.clone());
         let supervisor = supervisor::spawn(
             config.clone(),
             writer,
@@ -143,6 +152,7 @@ impl App {
             sessions,
             tracker: TaskTracker::new(),
             admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            steer,
             workers,
             descriptors: Arc::new(Semaphore::new(
                 fd_plan.map_or(Semaphore::MAX_PERMITS, |p| p.sessions),
@@ -293,6 +303,11 @@ impl App {
                 old.stop.cancel();
             }
         }
+        let local: HashMap<ListenerName, SocketAddr> = running
+            .iter()
+            .map(|(name, l)| (name.clone(), l.local))
+            .collect();
+        self.steer.configure(&new, &local);
         let old = std::mem::replace(&mut *self.config.lock().await, new.clone());
         if old.admin.listen != new.admin.listen {
             // The admin server is not rebound: it may be serving this very reload. The new
@@ -401,6 +416,10 @@ impl App {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn steer(&self) -> &Steer {
+        &self.steer
     }
 
     pub async fn config(&self) -> Arc<Config> {

@@ -31,6 +31,10 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+/// Placeholder for the data-plane directory of the layout restructure; holds `steer` for now.
+pub mod data_plane {
+    pub mod steer;
+}
 pub mod fd_budget;
 pub mod health;
 pub mod listener;

@@ -16,6 +16,7 @@ use crate::routing::RoutingTable;
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) fn metrics(app: &App) -> Response<Body> {
+    app.steer().refresh();
     let mut response = Response::new(Body::from(app.metrics().encode()));
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -94,12 +95,17 @@ pub(super) async fn status(app: &App) -> Response<Body> {
         let file = config.source.as_ref().map(|p| p.display().to_string());
         top.insert("config_file".into(), file.into());
     }
+    let steer = app.steer().status();
     if let Some(listeners) = value.get_mut("listeners").and_then(Value::as_array_mut) {
         for listener in listeners {
             let name = listener.get("name").and_then(Value::as_str).unwrap_or("");
             let local = app.listener_addr(name).await.map(|a| a.to_string());
+            let steered = steer.get(name).and_then(|s| serde_json::to_value(s).ok());
             if let Some(obj) = listener.as_object_mut() {
                 obj.insert("local_addr".into(), local.into());
+                if let Some(steered) = steered {
+                    obj.insert("steer".into(), steered);
+                }
             }
         }
     }

@@ -327,6 +327,16 @@ pub struct ListenerConfig {
     pub queue_timeout: Duration,
     pub backlog: u32,
     pub transfer: TransferMode,
+    /// `steer:`: local clients in this cgroup connect to the backend directly.
+    pub steer: Option<SteerConfig>,
+}
+
+/// A listener's `steer:` (see src/data_plane/steer): TCP connects to the listener's bind address
+/// from processes in `cgroup` (a cgroup v2 directory, and those below it) go straight to the
+/// backend the route names; the listener itself stays the fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteerConfig {
+    pub cgroup: PathBuf,
 }
 
 // === impl Config ===

@@ -163,6 +163,16 @@ pub(crate) struct RawListener {
     /// Extension: `auto` uses splice(2) where available, `copy` forces the buffered path
     /// (a way around a kernel or platform that misbehaves with splice).
     pub transfer: Option<RawTransfer>,
+    /// Extension: steer local clients' connects straight to the backend (src/data_plane/steer).
+    pub steer: Option<RawSteer>,
+}
+
+/// A listener's `steer:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSteer {
+    /// cgroup v2 directory whose processes (and those below it) are steered.
+    pub cgroup: Option<String>,
 }
 
 /// Serde mirrors of the typed enums in `mod.rs`, which stay free of serde attributes.

@@ -29,6 +29,14 @@ pub struct Router {
 pub struct RouterWriter {
     table: Arc<ArcSwap<RoutingTable>>,
     changes: watch::Sender<u64>,
+    observers: Vec<Arc<dyn TableObserver>>,
+}
+
+/// Told of every table in the step that stores it, so that a second reader of the routing
+/// (the steering map the kernel reads, `data_plane::steer`) follows exactly the table the proxy
+/// reads, never a table of its own. Called on the supervisor's task: keep it short.
+pub trait TableObserver: Send + Sync {
+    fn stored(&self, table: &Arc<RoutingTable>);
 }
 
 /// A router and its writer around an empty table (no listener has a route yet).
@@ -39,6 +47,7 @@ pub fn new_router() -> (RouterWriter, Router) {
         RouterWriter {
             table: table.clone(),
             changes: tx,
+            observers: Vec::new(),
         },
         Router { table, changes: rx },
     )
@@ -63,8 +72,17 @@ impl RouterWriter {
     /// Publishes a new table (its generation must be newer) and wakes waiting connections.
     pub fn store(&self, table: RoutingTable) {
         let generation = table.generation;
-        self.table.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.table.store(table.clone());
+        for observer in &self.observers {
+            observer.stored(&table);
+        }
         self.changes.send_replace(generation);
+    }
+
+    /// Adds an observer of every table stored from now on.
+    pub fn observe(&mut self, observer: Arc<dyn TableObserver>) {
+        self.observers.push(observer);
     }
 
     pub fn current(&self) -> Arc<RoutingTable> {
