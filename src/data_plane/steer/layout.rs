@@ -1,6 +1,9 @@
 //! The byte layout shared with bpf/steer.bpf.c: addresses exactly as the socket-address hooks
 //! hold them (`user_ip4`, and `user_port` with the port in network order in its first two
 //! bytes), encoded as native-endian `u32` words so that no `unsafe` Pod impl is needed.
+//!
+//! Built everywhere so that its tests run; only the loaded program (cfg `rolegate_steer`) uses it.
+#![cfg_attr(not(rolegate_steer), allow(dead_code))]
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
