@@ -16,6 +16,8 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=ROLEGATE_CLANG");
     println!("cargo:rerun-if-env-changed=ROLEGATE_NO_STEER");
+    // So that installing libbpf-dev later turns steering on without `cargo clean`.
+    println!("cargo:rerun-if-changed=/usr/include/bpf/bpf_helpers.h");
     match compile() {
         Ok(()) => println!("cargo:rustc-cfg=rolegate_steer"),
         Err(Missing(why)) => {

@@ -24,6 +24,11 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 /usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || need_pkgs+=(python3-yaml python3-jsonschema)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
+# The steering program (bpf/steer.bpf.c) is built by build.rs with clang against the uapi
+# headers and libbpf's bpf_helpers.h; without them rolegate builds without steering.
+command -v clang >/dev/null || need_pkgs+=(clang)
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || need_pkgs+=(libbpf-dev)
+[[ -e /usr/include/linux/bpf.h ]] || need_pkgs+=(linux-libc-dev)
 # Fault-injection tests (tests/faults_*.rs): packet drop, loss and reset inside namespaces.
 command -v nft >/dev/null || need_pkgs+=(nftables)
 if ((${#need_pkgs[@]})); then
