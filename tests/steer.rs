@@ -621,3 +621,55 @@ async fn nothing_is_steered_after_exit() {
         );
     }
 }
+
+/// A reload that adds `steer:` loads and attaches the program; one that removes it detaches
+/// it, and the listener's clients are proxied again.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_turns_steering_on_and_off() {
+    const TEST: &str = "reload_turns_steering_on_and_off";
+    if !may_run(TEST, missing()) {
+        return;
+    }
+    let _lab = lab::lock_read_only();
+    lab::require(Engine::Redis).await;
+    let cgroup = Cgroup::create("reload");
+    let steered = config(Engine::Redis, &cgroup);
+    let plain_yaml = std::fs::read_to_string(&steered.path).unwrap().replace(
+        &format!("    steer: {{ cgroup: {} }}\n", cgroup.0.display()),
+        "",
+    );
+    steered.write(&plain_yaml);
+    let (rg, _) = start(&steered, Start::default()).await;
+    let admin = rg.admin();
+    // `bind` stays `127.0.0.1:0` in every file: unchanged, so the socket (and port) stays.
+    let rw = binary::listener_addr(admin, "rw").await;
+    let steer_yaml = plain_yaml.replace(
+        "    queue_timeout: 20s\n",
+        &format!(
+            "    queue_timeout: 20s\n    steer: {{ cgroup: {} }}\n",
+            cgroup.0.display()
+        ),
+    );
+    let direct = |lines: &[String]| field(lines, "seen") == field(lines, "local");
+
+    assert!(
+        !direct(&run_client(&cgroup, "identity", Engine::Redis, rw).await),
+        "no steer: proxied"
+    );
+    steered.write(&steer_yaml);
+    assert_eq!(http::post(admin, "/reload", None).await.status, 200);
+    if !built_with_steering(TEST, admin).await {
+        return;
+    }
+    assert!(
+        direct(&run_client(&cgroup, "identity", Engine::Redis, rw).await),
+        "steered after the reload"
+    );
+    steered.write(&plain_yaml);
+    assert_eq!(http::post(admin, "/reload", None).await.status, 200);
+    assert!(
+        !direct(&run_client(&cgroup, "identity", Engine::Redis, rw).await),
+        "proxied again"
+    );
+    rg.stop_cleanly().await;
+}

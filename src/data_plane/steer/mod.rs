@@ -54,6 +54,9 @@ impl Kernel {
     }
 }
 
+/// The kernel side before any listener asked for steering.
+const NOT_LOADED: &str = "not loaded";
+
 /// A listener's steering as `/status` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SteerStatus {
@@ -76,7 +79,10 @@ struct Steered {
 }
 
 struct State {
+    /// The loaded program, or why there is none.
     kernel: Result<Kernel, String>,
+    /// Loading was attempted (once: the first config with a `steer:` listener).
+    tried: bool,
     listeners: Vec<Steered>,
     /// Why a cgroup could not be attached.
     cgroup_errors: HashMap<PathBuf, String>,
@@ -162,27 +168,17 @@ impl SteerMetrics {
 
 impl Steer {
     /// Loads the program if any listener of `config` asks for steering (nothing is loaded
-    /// otherwise) and attaches it to their cgroups. `bound` gives each listener's bound address.
+    /// otherwise: a reload that adds the first `steer:` loads it) and attaches it to their
+    /// cgroups. `bound` gives each listener's bound address.
     pub fn start(
         config: &Config,
         bound: &HashMap<ListenerName, SocketAddr>,
         registry: &prometheus::Registry,
     ) -> Arc<Steer> {
-        let wanted = config.listeners.iter().any(|l| l.steer.is_some());
-        let kernel = if wanted {
-            Kernel::load().map_err(|e| e.to_string())
-        } else {
-            Err("no listener has steer:".to_string())
-        };
-        if let (true, Err(reason)) = (wanted, &kernel) {
-            warn!(
-                message = "Steering is off: the listeners with steer: serve their local clients as a proxy.",
-                reason = %reason,
-            );
-        }
         let steer = Arc::new_cyclic(|me| Steer {
             state: Mutex::new(State {
-                kernel,
+                kernel: Err(NOT_LOADED.to_string()),
+                tried: false,
                 listeners: Vec::new(),
                 cgroup_errors: HashMap::new(),
                 table: None,
@@ -204,6 +200,16 @@ impl Steer {
     /// new config is stored, and again by it.
     pub fn configure(&self, config: &Config, bound: &HashMap<ListenerName, SocketAddr>) {
         let mut state = self.lock();
+        if !state.tried && config.listeners.iter().any(|l| l.steer.is_some()) {
+            state.tried = true;
+            state.kernel = Kernel::load().map_err(|e| e.to_string());
+            if let Err(reason) = &state.kernel {
+                warn!(
+                    message = "Steering is off: the listeners with steer: serve their local clients as a proxy.",
+                    reason = %reason,
+                );
+            }
+        }
         state.listeners = config
             .listeners
             .iter()
