@@ -9,6 +9,8 @@
 // Built by build.rs with `clang -target bpf -O2 -g` against the uapi headers and libbpf's
 // bpf_helpers.h only (no vmlinux.h), so the object does not depend on the build machine's
 // kernel. Addresses and ports are kept exactly as the hooks see them (network byte order).
+// IPv4 listeners only; `connect6` covers clients that reach them with an IPv4-mapped address
+// on an AF_INET6 socket (the backend is then written mapped too).
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -67,18 +69,16 @@ struct {
 	__type(value, __u64);
 } steered_total SEC(".maps");
 
-SEC("cgroup/connect4")
-int steer_connect4(struct bpf_sock_addr *ctx)
+/* Chooses the backend for a TCP connect to `dst` and records the socket; 0 when the connect
+ * is to be left alone (not a steered listener, nothing routable, the socket not recordable). */
+static __always_inline int steer(struct bpf_sock_addr *ctx, struct addr4 dst, struct addr4 *backend)
 {
-	if (ctx->type != SOCK_STREAM)
-		return 1;
-	struct addr4 dst = { .ip4 = ctx->user_ip4, .port = ctx->user_port };
 	struct route4 *route = bpf_map_lookup_elem(&routes4, &dst);
 	if (!route)
-		return 1;
+		return 0;
 	__u32 count = route->count;
 	if (count == 0 || count > STEER_MAX_BACKENDS)
-		return 1;
+		return 0;
 	__u32 idx = 0;
 	if (count > 1)
 		idx = __sync_fetch_and_add(&route->turn, 1) % count;
@@ -86,17 +86,52 @@ int steer_connect4(struct bpf_sock_addr *ctx)
 	 * the empty asm hides the value from it. */
 	asm volatile("" : "+r"(idx));
 	if (idx >= STEER_MAX_BACKENDS)
-		return 1;
+		return 0;
 	struct steered4 s = { .listener = dst, .backend = route->backends[idx] };
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	if (bpf_map_update_elem(&steered4, &cookie, &s, BPF_ANY) != 0)
-		return 1; /* untracked sockets could not be fenced: let the proxy take it */
-	ctx->user_ip4 = s.backend.ip4;
-	ctx->user_port = s.backend.port;
+		return 0; /* untracked sockets could not be fenced: let the proxy take it */
 	struct pair4 pair = { .listener = dst, .backend = s.backend };
 	__u64 *total = bpf_map_lookup_elem(&steered_total, &pair);
 	if (total)
 		__sync_fetch_and_add(total, 1);
+	*backend = s.backend;
+	return 1;
+}
+
+SEC("cgroup/connect4")
+int steer_connect4(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_STREAM)
+		return 1;
+	struct addr4 dst = { .ip4 = ctx->user_ip4, .port = ctx->user_port };
+	struct addr4 backend;
+	if (steer(ctx, dst, &backend)) {
+		ctx->user_ip4 = backend.ip4;
+		ctx->user_port = backend.port;
+	}
+	return 1;
+}
+
+/* `::ffff:a.b.c.d`: an IPv4 address on an AF_INET6 socket (dual-stack clients, e.g. Java). */
+static __always_inline int v4_mapped(struct bpf_sock_addr *ctx)
+{
+	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
+	       ctx->user_ip6[2] == __builtin_bswap32(0x0000ffff);
+}
+
+/* IPv4 listeners reached through an IPv4-mapped address on an IPv6 socket. */
+SEC("cgroup/connect6")
+int steer_connect6(struct bpf_sock_addr *ctx)
+{
+	if (ctx->type != SOCK_STREAM || !v4_mapped(ctx))
+		return 1;
+	struct addr4 dst = { .ip4 = ctx->user_ip6[3], .port = ctx->user_port };
+	struct addr4 backend;
+	if (steer(ctx, dst, &backend)) {
+		ctx->user_ip6[3] = backend.ip4;
+		ctx->user_port = backend.port;
+	}
 	return 1;
 }
 
@@ -110,6 +145,20 @@ int steer_getpeername4(struct bpf_sock_addr *ctx)
 		return 1;
 	if (ctx->user_ip4 == s->backend.ip4 && ctx->user_port == s->backend.port) {
 		ctx->user_ip4 = s->listener.ip4;
+		ctx->user_port = s->listener.port;
+	}
+	return 1;
+}
+
+SEC("cgroup/getpeername6")
+int steer_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct steered4 *s = bpf_map_lookup_elem(&steered4, &cookie);
+	if (!s || !v4_mapped(ctx))
+		return 1;
+	if (ctx->user_ip6[3] == s->backend.ip4 && ctx->user_port == s->backend.port) {
+		ctx->user_ip6[3] = s->listener.ip4;
 		ctx->user_port = s->listener.port;
 	}
 	return 1;

@@ -309,7 +309,14 @@ fn steer_client() {
         let _ = writeln!(stdout, "CLIENT {line}");
         let _ = stdout.flush();
     };
-    if mode == "identity" {
+    if mode == "identity" || mode == "identity6" {
+        // identity6: an AF_INET6 socket to the IPv4-mapped address (a dual-stack client).
+        let addr = match (mode.as_str(), addr) {
+            ("identity6", SocketAddr::V4(a)) => {
+                SocketAddr::new(std::net::IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
+            _ => addr,
+        };
         let (local, peer, seen) = redis_identity(addr);
         out(format!("local={local} peer={peer} seen={seen}"));
         return;
@@ -375,6 +382,25 @@ async fn steered_client_reaches_the_primary_directly_outsider_is_proxied() {
     assert_eq!(peer, rw, "getpeername shows the listener address");
     assert_eq!(seen, local, "Redis sees the steered client's own address");
     assert!(steered_total(rg.admin(), "a").await >= 1);
+
+    // A dual-stack client: AF_INET6 socket, IPv4-mapped listener address (connect6).
+    let lines = run_client(&cgroup, "identity6", Engine::Redis, rw).await;
+    let local: SocketAddr = field(&lines, "local").parse().unwrap();
+    let peer: SocketAddr = field(&lines, "peer").parse().unwrap();
+    let seen: SocketAddr = field(&lines, "seen").parse().unwrap();
+    let SocketAddr::V4(rw4) = rw else {
+        panic!("an IPv4 listener")
+    };
+    assert_eq!(
+        peer,
+        SocketAddr::new(rw4.ip().to_ipv6_mapped().into(), rw.port()),
+        "getpeername6"
+    );
+    assert_eq!(
+        seen.port(),
+        local.port(),
+        "Redis sees the dual-stack client's own port: {lines:?}"
+    );
 
     let (local, peer, seen) = tokio::task::spawn_blocking(move || redis_identity(rw))
         .await
@@ -489,14 +515,30 @@ async fn no_primary_falls_back_to_the_proxy_queue() {
         writer.until("wrote=", Duration::from_secs(20)),
         format!("wrote={a}")
     );
+    // A dual-stack one too (AF_INET6 socket, IPv4-mapped address): fenced the same way.
+    let SocketAddr::V4(rw4) = rw else {
+        panic!("an IPv4 listener")
+    };
+    let mapped = SocketAddr::new(rw4.ip().to_ipv6_mapped().into(), rw.port());
+    let writer6 = Client::spawn(&cgroup.0, "writer", Engine::Redis, mapped);
     assert_eq!(
-        http::post(admin, "/backends/db/a/disable", None)
-            .await
-            .status,
-        200
+        writer6.until("wrote=", Duration::from_secs(20)),
+        format!("wrote={a}")
     );
+    assert_eq!(
+        steered_total(admin, "a").await,
+        2,
+        "both writers were steered"
+    );
+    let disabled = http::post(admin, "/backends/db/a/disable", None).await;
+    assert_eq!(disabled.status, 200);
     let end = writer.until("closed=", Duration::from_secs(20));
     assert_ne!(end, "closed=never", "disable closes steered sessions");
+    let end = writer6.until("closed=", Duration::from_secs(20));
+    assert_ne!(
+        end, "closed=never",
+        "disable closes steered dual-stack sessions"
+    );
     let before = steered_total(admin, "a").await;
 
     let queued = Client::spawn(&cgroup.0, "write", Engine::Redis, rw);
@@ -527,6 +569,7 @@ async fn no_primary_falls_back_to_the_proxy_queue() {
     );
     drop(queued);
     drop(writer);
+    drop(writer6);
     rg.stop_cleanly().await;
 }
 

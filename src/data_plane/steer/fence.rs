@@ -14,7 +14,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP,
     NLM_F_REQUEST,
 };
-use netlink_packet_sock_diag::constants::{AF_INET, IPPROTO_TCP};
+use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
@@ -26,6 +26,8 @@ const MAX_MESSAGES: usize = 1_000_000;
 /// A TCP socket as the dump reports it.
 #[derive(Debug, Clone)]
 pub struct TcpSocket {
+    /// `AF_INET`, or `AF_INET6` for a socket connected to an IPv4-mapped address.
+    pub family: u8,
     pub id: SocketId,
     pub cookie: u64,
 }
@@ -65,7 +67,7 @@ where
 
 /// Reads messages until the dump's `Done` (or an ack/error for a single request), handing
 /// each socket to `each`.
-fn receive(socket: &Socket, mut each: impl FnMut(TcpSocket)) -> io::Result<()> {
+fn receive(socket: &Socket, mut each: impl FnMut(u8, SocketId)) -> io::Result<()> {
     let mut seen = 0usize;
     loop {
         let (buf, _) = socket.recv_from_full()?;
@@ -76,11 +78,7 @@ fn receive(socket: &Socket, mut each: impl FnMut(TcpSocket)) -> io::Result<()> {
             let len = message.header.length as usize;
             match message.payload {
                 NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                    let id = r.header.socket_id;
-                    each(TcpSocket {
-                        cookie: cookie(&id),
-                        id,
-                    });
+                    each(r.header.family, r.header.socket_id);
                 }
                 NetlinkPayload::Done(_) => return Ok(()),
                 NetlinkPayload::Error(e) => {
@@ -100,50 +98,62 @@ fn receive(socket: &Socket, mut each: impl FnMut(TcpSocket)) -> io::Result<()> {
     }
 }
 
-/// TCP sockets of this host (any network namespace member of ours) connected to `peer`.
+/// TCP sockets of this host (this network namespace) connected to `peer`: AF_INET sockets,
+/// and AF_INET6 sockets connected to its IPv4-mapped form (steered by `connect6`).
 pub fn connected_to(peer: SocketAddrV4) -> io::Result<Vec<TcpSocket>> {
-    let socket = connect()?;
-    let mut id = SocketId::new_v4();
-    id.destination_port = peer.port();
-    let request = InetRequest {
-        family: AF_INET,
-        protocol: IPPROTO_TCP,
-        extensions: ExtensionFlags::empty(),
-        states: StateFlags::all() & !(StateFlags::LISTEN | StateFlags::TIME_WAIT),
-        socket_id: id,
-    };
-    send(
-        &socket,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        SockDiagMessage::InetRequest(request),
-    )?;
     let mut found = Vec::new();
-    receive(&socket, |s| {
-        if s.id.destination_address == IpAddr::V4(*peer.ip())
-            && s.id.destination_port == peer.port()
-        {
-            found.push(s);
-        }
-    })?;
+    for (family, id, want) in [
+        (AF_INET, SocketId::new_v4(), IpAddr::V4(*peer.ip())),
+        (
+            AF_INET6,
+            SocketId::new_v6(),
+            IpAddr::V6(peer.ip().to_ipv6_mapped()),
+        ),
+    ] {
+        let socket = connect()?;
+        let mut id = id;
+        id.destination_port = peer.port();
+        let request = InetRequest {
+            family,
+            protocol: IPPROTO_TCP,
+            extensions: ExtensionFlags::empty(),
+            states: StateFlags::all() & !(StateFlags::LISTEN | StateFlags::TIME_WAIT),
+            socket_id: id,
+        };
+        send(
+            &socket,
+            NLM_F_REQUEST | NLM_F_DUMP,
+            SockDiagMessage::InetRequest(request),
+        )?;
+        receive(&socket, |family, id| {
+            if id.destination_address == want && id.destination_port == peer.port() {
+                found.push(TcpSocket {
+                    family,
+                    cookie: cookie(&id),
+                    id,
+                });
+            }
+        })?;
+    }
     Ok(found)
 }
 
 /// Aborts one socket (`SOCK_DESTROY`). A socket that closed meanwhile is not an error.
-pub fn destroy(socket_id: &SocketId) -> io::Result<()> {
+pub fn destroy(target: &TcpSocket) -> io::Result<()> {
     let socket = connect()?;
     let request = InetRequest {
-        family: AF_INET,
+        family: target.family,
         protocol: IPPROTO_TCP,
         extensions: ExtensionFlags::empty(),
         states: StateFlags::all(),
-        socket_id: socket_id.clone(),
+        socket_id: target.id.clone(),
     };
     send(
         &socket,
         NLM_F_REQUEST | NLM_F_ACK,
         SockDiagDestroy::new(SockDiagMessage::InetRequest(request)),
     )?;
-    match receive(&socket, |_| {}) {
+    match receive(&socket, |_, _| {}) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         other => other,
     }
@@ -159,7 +169,7 @@ pub fn fence(
     let mut closed = 0;
     for s in connected_to(backend)? {
         if steered(s.cookie) == Some((listener, backend)) {
-            destroy(&s.id)?;
+            destroy(&s)?;
             closed += 1;
         }
     }

@@ -1,9 +1,9 @@
 //! Zero-hop steering: local clients in a cgroup connect straight to the backend the routing
 //! table names, and the proxy stays the fallback.
 //!
-//! A cgroup `connect4` program (bpf/steer.bpf.c) rewrites the destination of a TCP connect to
+//! A cgroup `connect4`/`connect6` program (bpf/steer.bpf.c) rewrites the destination of a TCP connect to
 //! a steered listener's bind address into the route's first candidate (round robin for replica
-//! routes); `getpeername4` shows the application the listener address again; `sock_release`
+//! routes); `getpeername4`/`6` show the application the listener address again; `sock_release`
 //! forgets the socket. The kernel reads one map entry per listener, and [`Steer`] writes it in
 //! the step that stores a routing table (a [`TableObserver`]): when the route has no candidate
 //! (no primary, split brain refused, nothing qualifies) the entry is removed and the connect
@@ -16,7 +16,8 @@
 //! Degradation: anything that stops the program (no `CAP_BPF`/`CAP_NET_ADMIN`, a build without
 //! the BPF toolchain, a cgroup that vanished) is one warning and `steer: {active: false,
 //! reason}` in `/status`; the listener serves those clients as a proxy, as without `steer:`.
-//! Only IPv4 listeners are steered.
+//! Only IPv4 listeners are steered; `connect6` covers dual-stack clients that reach them by the
+//! IPv4-mapped address.
 
 #[cfg(rolegate_steer)]
 mod fence;

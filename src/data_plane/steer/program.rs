@@ -21,7 +21,12 @@ use super::layout::{self, Addr4, Pair4, Route4};
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 
 const CONNECT4: &str = "steer_connect4";
+const CONNECT6: &str = "steer_connect6";
 const GETPEERNAME4: &str = "steer_getpeername4";
+const GETPEERNAME6: &str = "steer_getpeername6";
+/// The socket-address programs, attached in this order (getpeername before connect, so that no
+/// steered socket ever shows the backend as its peer).
+const SOCK_ADDR: [&str; 4] = [GETPEERNAME4, GETPEERNAME6, CONNECT4, CONNECT6];
 const RELEASE: &str = "steer_sock_release";
 /// `BPF_NOEXIST`: create a counter only if it is not there (never reset a running count).
 const NOEXIST: u64 = 1;
@@ -42,10 +47,10 @@ pub enum KernelError {
     Map { map: &'static str, source: MapError },
 }
 
-/// The links of the three programs on one cgroup.
+/// The links of the programs on one cgroup.
 struct Attachment {
-    connect4: CgroupSockAddrLinkId,
-    getpeername4: CgroupSockAddrLinkId,
+    /// In the order of [`SOCK_ADDR`].
+    sock_addr: Vec<(&'static str, CgroupSockAddrLinkId)>,
     release: CgroupSockLinkId,
 }
 
@@ -106,7 +111,7 @@ impl Kernel {
     /// Loads the object and its programs into the kernel (nothing is attached yet).
     pub fn load() -> Result<Kernel, KernelError> {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load_error(chain(&e)))?;
-        for name in [CONNECT4, GETPEERNAME4] {
+        for name in SOCK_ADDR {
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or_else(|| load_error(format!("no program {name}")))?
@@ -150,36 +155,37 @@ impl Kernel {
             .sock(RELEASE)?
             .attach(&dir, mode)
             .map_err(attach_error)?;
-        let getpeername4 = self
-            .sock_addr(GETPEERNAME4)?
-            .attach(&dir, mode)
-            .map_err(attach_error)?;
-        let connect4 = self
-            .sock_addr(CONNECT4)?
-            .attach(&dir, mode)
-            .map_err(attach_error)?;
-        self.attached.insert(
-            cgroup.into(),
-            Attachment {
-                connect4,
-                getpeername4,
-                release,
-            },
-        );
+        let mut attachment = Attachment {
+            sock_addr: Vec::with_capacity(SOCK_ADDR.len()),
+            release,
+        };
+        for name in SOCK_ADDR {
+            match self.sock_addr(name)?.attach(&dir, mode) {
+                Ok(link) => attachment.sock_addr.push((name, link)),
+                Err(e) => {
+                    // Nothing half-attached stays behind.
+                    self.undo(attachment);
+                    return Err(attach_error(e));
+                }
+            }
+        }
+        self.attached.insert(cgroup.into(), attachment);
         Ok(())
     }
 
     /// Detaches the programs from a cgroup no listener names any more.
     pub fn detach(&mut self, cgroup: &Path) {
-        let Some(a) = self.attached.remove(cgroup) else {
-            return;
-        };
-        // Errors mean the link is gone already (the cgroup was removed): nothing to undo.
-        if let Ok(p) = self.sock_addr(CONNECT4) {
-            let _ = p.detach(a.connect4);
+        if let Some(a) = self.attached.remove(cgroup) {
+            self.undo(a);
         }
-        if let Ok(p) = self.sock_addr(GETPEERNAME4) {
-            let _ = p.detach(a.getpeername4);
+    }
+
+    fn undo(&mut self, a: Attachment) {
+        // Errors mean the link is gone already (the cgroup was removed): nothing to undo.
+        for (name, link) in a.sock_addr {
+            if let Ok(p) = self.sock_addr(name) {
+                let _ = p.detach(link);
+            }
         }
         if let Ok(p) = self.sock(RELEASE) {
             let _ = p.detach(a.release);
