@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, ListenerName};
-use crate::routing::{RoutingTable, TableObserver};
+use crate::routing::{Candidate, Route, RoutingTable, TableObserver};
 
 #[cfg(rolegate_steer)]
 use program::Kernel;
@@ -255,35 +255,21 @@ impl Steer {
                 continue;
             }
             let mut backends = Vec::new();
-            if let Some(route) = table.route(&l.name) {
-                // Primary routes: the primary only (the rest are retry targets of the proxy).
-                let take = if route.ordered {
-                    1
-                } else {
-                    layout::MAX_BACKENDS
-                };
-                for c in route.candidates.iter().take(take) {
-                    let SocketAddr::V4(b) = c.backend.addr else {
-                        continue;
-                    };
-                    state
-                        .names
-                        .insert(b, c.backend.key.backend.as_str().to_string());
-                    if c.guard.is_cancelled() {
-                        continue;
-                    }
-                    // A fresh guard for a fenced backend: it holds the role again.
-                    if state.fenced.contains(&(addr, b))
-                        && state
-                            .watched
-                            .get(&(addr, b))
-                            .is_some_and(|g| g.is_cancelled())
-                    {
-                        state.fenced.remove(&(addr, b));
-                    }
-                    guards.push((addr, b, c.guard.clone()));
-                    backends.push(b);
+            for (b, c) in table.route(&l.name).map(targets).unwrap_or_default() {
+                state
+                    .names
+                    .insert(b, c.backend.key.backend.as_str().to_string());
+                // A fresh guard for a fenced backend: it holds the role again.
+                if state.fenced.contains(&(addr, b))
+                    && state
+                        .watched
+                        .get(&(addr, b))
+                        .is_some_and(|g| g.is_cancelled())
+                {
+                    state.fenced.remove(&(addr, b));
                 }
+                guards.push((addr, b, c.guard.clone()));
+                backends.push(b);
             }
             backends.retain(|b| !state.fenced.contains(&(addr, *b)));
             wanted.push((addr, backends));
@@ -447,6 +433,27 @@ impl TableObserver for Steer {
     }
 }
 
+/// The backends a steered listener's entry names for `route`: the primary only for primary
+/// routes (the other candidates are the proxy's retry targets), every candidate (at most
+/// `MAX_BACKENDS`) otherwise; IPv4 backends only, and never one whose guard has fired.
+fn targets(route: &Route) -> Vec<(SocketAddrV4, &Candidate)> {
+    let take = if route.ordered {
+        1
+    } else {
+        layout::MAX_BACKENDS
+    };
+    route
+        .candidates
+        .iter()
+        .take(take)
+        .filter(|c| !c.guard.is_cancelled())
+        .filter_map(|c| match c.backend.addr {
+            SocketAddr::V4(b) => Some((b, c)),
+            SocketAddr::V6(_) => None,
+        })
+        .collect()
+}
+
 fn label(state: &State, backend: SocketAddrV4) -> String {
     state
         .names
@@ -574,4 +581,82 @@ fn totals(state: &State) -> HashMap<(SocketAddrV4, SocketAddrV4), u64> {
 #[cfg(not(rolegate_steer))]
 fn totals(_: &State) -> HashMap<(SocketAddrV4, SocketAddrV4), u64> {
     HashMap::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{Balance, RoleFilter, TransferMode};
+    use crate::health::BackendKey;
+    use crate::metrics::Metrics;
+    use crate::routing::{BackendEntry, RouteSettings, Unavailable};
+
+    fn route(addrs: &[&str], serves: RoleFilter) -> Route {
+        let metrics = Metrics::new();
+        let candidates = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Candidate {
+                backend: Arc::new(BackendEntry {
+                    key: BackendKey {
+                        cluster: "c".into(),
+                        backend: format!("b{i}").as_str().into(),
+                    },
+                    addr: a.parse().unwrap(),
+                    active: Arc::new(AtomicUsize::new(0)),
+                }),
+                guard: CancellationToken::new(),
+                metrics: metrics.session_metrics("l", &format!("b{i}")),
+            })
+            .collect();
+        let settings = Arc::new(RouteSettings {
+            connect_timeout: Duration::from_secs(1),
+            retries: 2,
+            idle_timeout: None,
+            queue_timeout: Duration::from_secs(1),
+            transfer: TransferMode::Auto,
+            session_level: tracing::Level::INFO,
+        });
+        Route::new(
+            "c".into(),
+            settings,
+            serves,
+            candidates,
+            Unavailable::NoPrimary,
+            Balance::RoundRobin,
+            Arc::new(AtomicUsize::new(0)),
+        )
+    }
+
+    fn addrs(route: &Route) -> Vec<String> {
+        targets(route).iter().map(|(a, _)| a.to_string()).collect()
+    }
+
+    #[test]
+    fn a_primary_route_steers_to_the_primary_only() {
+        let r = route(&["127.0.0.1:1", "127.0.0.1:2"], RoleFilter::Primary);
+        assert_eq!(addrs(&r), ["127.0.0.1:1"]);
+    }
+
+    #[test]
+    fn a_replica_route_steers_to_every_candidate_up_to_the_maximum() {
+        let many: Vec<String> = (1..=10).map(|p| format!("127.0.0.1:{p}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let r = route(&refs, RoleFilter::Replica);
+        assert_eq!(addrs(&r), many[..layout::MAX_BACKENDS]);
+    }
+
+    #[test]
+    fn fired_guards_ipv6_backends_and_empty_routes_are_left_to_the_proxy() {
+        let r = route(&["127.0.0.1:1", "[::1]:2", "127.0.0.1:3"], RoleFilter::Replica);
+        r.candidates[2].guard.cancel();
+        assert_eq!(addrs(&r), ["127.0.0.1:1"]);
+        let primary = route(&["127.0.0.1:1"], RoleFilter::Primary);
+        primary.candidates[0].guard.cancel();
+        assert!(addrs(&primary).is_empty(), "a demoted primary is never steered to");
+        assert!(addrs(&route(&[], RoleFilter::Primary)).is_empty());
+    }
 }
