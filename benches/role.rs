@@ -11,8 +11,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use tokio::time::Instant;
 
-use rolegate::health::{CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts};
-use rolegate::role::{BackendMachine, Thresholds};
+use rolegate::control_plane::checks::{
+    CheckFailure, Facts, FailureReason, ObservedRole, ReplicaFacts,
+};
+use rolegate::control_plane::role::{BackendMachine, Thresholds};
 
 fn thresholds() -> Thresholds {
     Thresholds {

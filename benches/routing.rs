@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tokio_util::sync::CancellationToken;
 
 use rolegate::config::{Balance, ListenerName, RoleFilter, TransferMode};
-use rolegate::health::BackendKey;
 use rolegate::metrics::Metrics;
+use rolegate::routing::BackendKey;
 use rolegate::routing::{
     new_router, BackendEntry, Candidate, Route, RouteSettings, RoutingTable, Unavailable,
 };
@@ -66,6 +66,7 @@ impl Fixture {
                 queue_timeout: Duration::from_secs(5),
                 transfer: TransferMode::Auto,
                 session_level: tracing::Level::INFO,
+                proxy_protocol: Default::default(),
             }),
             names: (0..LISTENERS)
                 .map(|l| format!("l{l}").as_str().into())

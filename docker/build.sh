@@ -2,7 +2,7 @@
 # docker/build.sh OUT_DIR — the build stage of docker/Dockerfile, runnable anywhere cargo is:
 # builds the release binary exactly as the image does, writes a copy without debug info to
 # OUT_DIR/rolegate and smoke-tests it (version, the image's default config, the probe). CI runs
-# it through `cargo test` (tests/deployment.rs) because no Docker engine runs there.
+# it through `cargo test` (tests/it/deployment.rs) because no Docker engine runs there.
 set -eu
 
 out=${1:?usage: docker/build.sh OUT_DIR}

@@ -6,7 +6,7 @@
 #                                      loadtest/results/<date>-<rev>.md and .json
 #   loadtest/bench.sh --rounds 5       more rounds (medians of 5; ~35 min)
 #   loadtest/bench.sh --smoke          everything tiny, 1 round (well under a minute; CI runs it
-#                                      from tests/loadtest_smoke.rs); results go to a temp dir
+#                                      from tests/it/loadtest_smoke.rs); results go to a temp dir
 #   loadtest/bench.sh --only iperf_1_fwd,churn   some workloads only (diagnosis)
 #   loadtest/bench.sh --rolegate-b OTHER_BIN [--rolegate-b-env K=V]   a sixth column: A/B of a change
 #

@@ -3,12 +3,18 @@
 # servers and checks, with real client writes as the app user, which node accepts writes after
 # each step (a replica / read-only / dead / hung node must refuse or time out).
 #
-# Usage: loadtest/lab_selftest.sh [pg|mysql|redis ...]     (default: all three)
+# Usage: loadtest/lab_selftest.sh [pg|mysql|redis|etcd|patroni|sentinel ...]   (default: pg mysql redis)
 # Needs a lab that is up (it runs `lab.sh up` first). Leaves the lab in the canonical topology.
+# The fleet engines (etcd, patroni, sentinel) are brought up, checked, switched over / failed
+# over once, and torn down again (`lab.sh destroy ENGINE`) unless FLEET_KEEP=1.
 set -euo pipefail
 
 LAB=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/lab.sh
-"$LAB" up >/dev/null
+engines=("$@")
+(( ${#engines[@]} )) || engines=(pg mysql redis)
+pairs=()
+for e in "${engines[@]}"; do [[ $e == etcd || $e == patroni || $e == sentinel ]] || pairs+=("$e"); done
+if (( ${#pairs[@]} )); then "$LAB" up "${pairs[@]}" >/dev/null; fi
 eval "$("$LAB" env)"
 
 FAILS=0
@@ -91,7 +97,7 @@ timed() { # CMD...: run a lab.sh command, show its timestamp line and how long i
     out=$("$@" 2>/dev/null) || { fail "'${*:2}' failed"; return 0; }
     t1=${EPOCHREALTIME/[.,]/}
     ms=$(( (t1 - t0) / 1000 ))
-    out=$(grep -v -E '^(pg|mysql|redis) [AB] ' <<<"$out" || true)
+    out=$(grep -v -E '^((pg|mysql|redis|patroni) [AB]|etcd e[0-9]|sentinel S[0-9]|endpoint) ' <<<"$out" || true)
     printf '        %-22s %5d ms  %s\n' "${*:2}" "$ms" "$out"
 }
 
@@ -160,9 +166,101 @@ for_engine() {
     replicates "$e" replica-restart A B
 }
 
-engines=("$@")
-(( ${#engines[@]} )) || engines=(pg mysql redis)
-for e in "${engines[@]}"; do for_engine "$e"; done
+# json_check DESCRIPTION PYTHON-EXPR CMD...: CMD prints JSON; EXPR (on `j`) must be true.
+json_check() {
+    local what=$1 expr=$2 out
+    shift 2
+    if out=$("$@" 2>/dev/null) && /usr/bin/python3 -c "import json, sys; j = json.loads(sys.argv[1]); sys.exit(0 if ($expr) else 1)" "$out"; then
+        pass "$what"
+    else
+        fail "$what (got: ${out:-nothing})"
+    fi
+}
+
+# patroni_write NODE: the app user's INSERT on that Patroni node succeeds (3 s bound).
+patroni_write() {
+    local port
+    port=$(/usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['engines']['patroni']['nodes']['$1']['port'])" < <("$LAB" env --json))
+    PGPASSWORD=$LAB_APP_PASSWORD PGCONNECT_TIMEOUT=3 timeout 5 "$LAB_PSQL" -X -qAt -h 127.0.0.1 -p "$port" \
+        -U "$LAB_APP_USER" -d "$LAB_APP_DB" -v ON_ERROR_STOP=1 -c "INSERT INTO writes(node) VALUES ('$1')" >/dev/null 2>&1
+}
+not_() { ! "$@"; }
+etcd_roundtrip() {
+    "$LAB" etcdctl put lab-selftest "$RUN_ID" >/dev/null 2>&1 &&
+        [[ $("$LAB" etcdctl get --print-value-only lab-selftest 2>/dev/null) == "$RUN_ID" ]]
+}
+
+# The three sentinels name redis NODE as the master.
+sentinels_name() { # NODE
+    json_check "sentinel: every sentinel names redis $1 as $LAB_SENTINEL_MASTER" \
+        "j['masters'] == [{'node': '$1', 'address': '$(node_addr redis "$1")'}] and len(j['sentinels']) == 3 and set(j['sentinels'].values()) == {'$1'}" \
+        "$LAB" sentinel master --json
+}
+node_addr() { /usr/bin/python3 -c "import json, sys; print(json.load(sys.stdin)['engines']['$1']['nodes']['$2']['address'])" < <("$LAB" env --json); }
+
+for_fleet() {
+    local e=$1
+    echo "== $e"
+    timed "$LAB" up "$e"
+    case $e in
+        etcd)
+            json_check "etcd: endpoint health on all 3 members" "all(j['health'].values()) and len(j['health']) == 3" "$LAB" etcd health --json
+            check "etcd: a key written through the cluster reads back" etcd_roundtrip
+            json_check "etcd: one leader" "len(j['primaries']) == 1" "$LAB" primary etcd --json
+            timed "$LAB" switchover etcd
+            json_check "etcd: still one leader after move-leader" "len(j['primaries']) == 1" "$LAB" primary etcd --json
+            timed "$LAB" kill etcd
+            json_check "etcd kill: the two others elected a leader, one member is down" \
+                "len(j['primaries']) == 1" "$LAB" primary etcd --json
+            json_check "etcd kill: status shows exactly one member down" \
+                "sorted(n['state'] for n in j['etcd'].values()) == ['down', 'up', 'up']" "$LAB" status etcd --json
+            timed "$LAB" reset etcd
+            json_check "etcd reset: endpoint health on all 3 members" "all(j['health'].values())" "$LAB" etcd health --json
+            ;;
+        patroni)
+            json_check "patroni: patronictl list shows leader A and a running replica B" \
+                "sorted((m['Member'], m['Role'], m['State']) for m in j) == [('A', 'Leader', 'running'), ('B', 'Replica', 'running')]" \
+                "$LAB" patroni list --json
+            check "patroni: A (leader) accepts writes" patroni_write A
+            check "patroni: B (replica) refuses writes" not_ patroni_write B
+            timed "$LAB" patroni switchover
+            json_check "patroni switchover: B leads, A is its replica" \
+                "sorted((m['Member'], m['Role'], m['State']) for m in j) == [('A', 'Replica', 'running'), ('B', 'Leader', 'running')]" \
+                "$LAB" patroni list --json
+            check "patroni switchover: B accepts writes" patroni_write B
+            check "patroni switchover: A refuses writes" not_ patroni_write A
+            timed "$LAB" patroni kill
+            json_check "patroni kill: Patroni promoted A" "j['primaries'] == [{'node': 'A', 'address': '$(node_addr patroni A)'}]" \
+                "$LAB" primary patroni --json
+            check "patroni kill: A accepts writes" patroni_write A
+            timed "$LAB" reset patroni
+            json_check "patroni reset: leader A, replica B" \
+                "sorted((m['Member'], m['Role'], m['State']) for m in j) == [('A', 'Leader', 'running'), ('B', 'Replica', 'running')]" \
+                "$LAB" patroni list --json
+            ;;
+        sentinel)
+            sentinels_name A
+            timed "$LAB" sentinel failover
+            sentinels_name B
+            expect redis sentinel-failover A=ro B=rw
+            replicates redis sentinel-failover B A
+            timed "$LAB" reset redis
+            sentinels_name A
+            expect redis sentinel+reset A=rw B=ro
+            ;;
+    esac
+    if [[ ${FLEET_KEEP:-0} != 1 ]]; then
+        timed "$LAB" destroy "$e"
+        json_check "$e: torn down (no process left)" "all(n['state'] == 'absent' for n in j['$e'].values())" "$LAB" status "$e" --json
+    fi
+}
+
+for e in "${engines[@]}"; do
+    case $e in
+        etcd | patroni | sentinel) for_fleet "$e" ;;
+        *) for_engine "$e" ;;
+    esac
+done
 "$LAB" status
 if (( FAILS )); then echo "selftest: $FAILS check(s) FAILED"; exit 1; fi
 echo "selftest: all checks passed"

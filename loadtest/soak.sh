@@ -5,12 +5,12 @@
 # write, no fd or memory leak, no unexpected log line, and metrics that match the clients'
 # counts. Prints a table; exit status 1 if anything failed. See loadtest/soak/soak.py.
 #
-#   loadtest/soak.sh                      60 s (what CI runs, via tests/soak_smoke.rs)
+#   loadtest/soak.sh                      60 s (what CI runs, via tests/it/soak_smoke.rs)
 #   loadtest/soak.sh --duration 1h        the real thing (suffixes s, m, h)
 #
 # Needs root (apt-get: python3-psycopg, python3-pymysql, python3-redis; lab.sh up).
 # Takes the lab tests' lock (${TMPDIR:-/tmp}/rolegate-lab-tests.lock) for the whole run unless
-# SOAK_LAB_LOCK_HELD=1 says the caller holds it (tests/soak_smoke.rs does); never holds the
+# SOAK_LAB_LOCK_HELD=1 says the caller holds it (tests/it/soak_smoke.rs does); never holds the
 # lab's own $LAB_DIR.lock (lab.sh takes that itself).
 # Environment: ROLEGATE_BIN (else a release build), SOAK_PORT_BASE (default 27800; ports
 # BASE..BASE+2 and BASE+9), SOAK_OUT (report directory), LAB_DIR.

@@ -16,7 +16,7 @@ cd "$ROOT"
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
-# Deployment tests (tests/keepalived.rs, tests/deployment.rs): real VRRP between network
+# Deployment tests (tests/it/keepalived.rs, tests/it/deployment.rs): real VRRP between network
 # namespaces, `systemd-analyze verify`, the compose file's validators, shellcheck.
 command -v keepalived >/dev/null || need_pkgs+=(keepalived)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
@@ -29,8 +29,18 @@ command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
 command -v clang >/dev/null || need_pkgs+=(clang)
 [[ -e /usr/include/bpf/bpf_helpers.h ]] || need_pkgs+=(libbpf-dev)
 [[ -e /usr/include/linux/bpf.h ]] || need_pkgs+=(linux-libc-dev)
-# Fault-injection tests (tests/faults_*.rs): packet drop, loss and reset inside namespaces.
+# Operator kit (tests/it/admin_client.rs, tests/it/deb_package.rs): the completion scripts load in zsh
+# and fish, the man pages render with groff and are found by man. cargo-deb comes from crates.io,
+# installed by packaging/build-deb.sh itself when missing.
+command -v zsh >/dev/null || need_pkgs+=(zsh)
+command -v fish >/dev/null || need_pkgs+=(fish)
+command -v groff >/dev/null || need_pkgs+=(groff-base)
+command -v man >/dev/null || need_pkgs+=(man-db)
+# Fault-injection tests (tests/it/faults_*.rs): packet drop, loss and reset inside namespaces.
 command -v nft >/dev/null || need_pkgs+=(nftables)
+# PROXY protocol tests (tests/it/proxy_protocol.rs): a real HAProxy with send-proxy-v2 in front;
+# their own mariadbd comes from the lab's mariadb-server.
+command -v haproxy >/dev/null || need_pkgs+=(haproxy)
 if ((${#need_pkgs[@]})); then
     echo "installing: ${need_pkgs[*]}"
     policy=/usr/sbin/policy-rc.d backup=""
@@ -38,19 +48,28 @@ if ((${#need_pkgs[@]})); then
     printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"
     restore() { if [[ -n $backup ]]; then mv "$backup" "$policy"; else rm -f "$policy"; fi; }
     trap restore EXIT
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+    apt-get update -qq -o DPkg::Lock::Timeout=600
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${need_pkgs[@]}" >/dev/null
     restore
     trap - EXIT
 fi
 
-lab_was_up=1
-bash "$LAB" status 2>/dev/null | grep -q ' up primary' || lab_was_up=0
+# Whether the lab was already up (then it stays up). Not `status | grep -q`: under pipefail,
+# grep's early exit can SIGPIPE `status`, which read as "down", and the trap below then
+# stopped a lab other test runs were using.
+lab_status=$(bash "$LAB" status 2>/dev/null || true)
+lab_was_up=0
+[[ $lab_status == *' up primary'* ]] && lab_was_up=1
 bash "$LAB" up
 if [[ $lab_was_up == 0 && ${KEEP_LAB:-0} != 1 ]]; then
     trap 'bash "$LAB" down' EXIT
 fi
 eval "$(bash "$LAB" env)"
+
+# Everything a test can ask for is here now: a test that would skip (no root, tool or lab
+# server; tests/it/support/require.rs) fails instead, so this run cannot pass with a test that
+# did not run.
+export ROLEGATE_TESTS_REQUIRE_ALL=1
 
 [[ ${1:-} == -- ]] && shift
 cargo test --all-targets "$@"

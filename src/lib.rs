@@ -2,49 +2,37 @@
 //! replicated database (PostgreSQL, MySQL/MariaDB, Redis) or on its replicas.
 //!
 //! # Layout
-//! The modules follow the two paths of DESIGN.md.
+//! The tree follows the two paths of `docs/design.md`, which meet in one value, the routing
+//! table.
 //!
-//! A connection's path:
-//! - [`workers`]: the data-plane threads, one single-threaded runtime each; a connection is
-//!   accepted, served and closed on one of them.
-//! - [`listener`]: one `SO_REUSEPORT` socket and accept loop per worker, the shared connection
-//!   limit, EMFILE back-off.
-//! - [`fd_budget`]: the sessions `RLIMIT_NOFILE` leaves room for once the control plane's
-//!   descriptors are set aside.
-//! - [`session`]: one client — one routing snapshot, connect (with retries), transfer, and
-//!   closing when its backend loses the role its listener serves.
-//! - [`transfer`]: moving bytes, with `splice(2)` on Linux and a buffered copy elsewhere.
+//! A connection's path, [`data_plane`]: [`data_plane::workers`] (one runtime per core),
+//! [`data_plane::listener`] (accept loops and limits), [`data_plane::fd_budget`] (sessions the
+//! descriptor limit leaves room for), [`data_plane::session`] (one client: snapshot, connect,
+//! transfer, close on role loss) and [`data_plane::transfer`] (`splice(2)` and the buffered
+//! copy).
 //!
-//! A role change's path:
-//! - [`health`]: one probe task per backend producing [`health::Observation`]s.
-//! - [`role`]: the pure per-backend state machine (rise/fall, demotion at first sight).
-//! - [`supervisor`]: sole owner of backend state; decides each cluster's primary and replicas.
-//! - [`routing`]: the immutable [`routing::RoutingTable`] swapped atomically for readers.
+//! A role change's path, [`control_plane`], as sources → decision → table → consumers: the
+//! local checks ([`control_plane::checks`]) and operator actions are sources;
+//! [`control_plane::role`] (per backend) and [`control_plane::decision`] (per cluster) are the
+//! pure steps; [`control_plane::supervisor`] owns the state, builds and stores the
+//! [`routing::RoutingTable`], fires session guards and publishes status. The table's consumers
+//! are the data plane's listeners and sessions.
 //!
-//! Around them: [`config`] (file → validated `Config`), [`app`] (wiring, reload, graceful stop),
-//! [`admin`] (HTTP: metrics, readiness, status, admin actions), [`metrics`] and [`logging`] (lines
-//! written by a thread of their own); for deployment,
-//! [`notify`] (systemd `sd_notify`) and [`probe_cli`] (`rolegate probe`, a curl-free health probe).
+//! Shared by both: [`routing`] (the table, [`routing::Router`], selection). Around them:
+//! [`app`] (wiring, reload as named steps, graceful stop), [`admin`] (HTTP: metrics, readiness,
+//! status, admin actions, through the narrow [`admin::Proxy`]), [`metrics`] and [`logging`]
+//! (lines written by a thread of their own), [`config`] (file → validated `Config`), and
+//! [`ops`] (systemd `sd_notify`, `rolegate probe`, `rolegate import-haproxy`, the admin client
+//! `rolegate status`/`drain`/`disable`/`enable`, completions, man pages).
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms, clippy::undocumented_unsafe_blocks)]
 
 pub mod admin;
 pub mod app;
 pub mod config;
-/// Placeholder for the data-plane directory of the layout restructure; holds `steer` for now.
-pub mod data_plane {
-    pub mod steer;
-}
-pub mod fd_budget;
-pub mod health;
-pub mod listener;
+pub mod control_plane;
+pub mod data_plane;
 pub mod logging;
 pub mod metrics;
-pub mod notify;
-pub mod probe_cli;
-pub mod role;
+pub mod ops;
 pub mod routing;
-pub mod session;
-pub mod supervisor;
-pub mod transfer;
-pub mod workers;

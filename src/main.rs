@@ -4,12 +4,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rolegate::app::App;
 use rolegate::config::Config;
 use rolegate::logging::LogGuard;
 use rolegate::metrics::Metrics;
-use rolegate::notify::Notifier;
+use rolegate::ops::admin_client::{self, ClientOptions};
+use rolegate::ops::cli_docs;
+use rolegate::ops::notify::Notifier;
 use tracing::{error, info, warn};
 
 #[derive(Parser)]
@@ -19,7 +21,7 @@ use tracing::{error, info, warn};
     about = "Role-aware TCP proxy for replicated databases"
 )]
 struct Cli {
-    /// Config file to run with.
+    /// Config file to run with (the admin commands read its admin: block for URL and token).
     #[arg(long, short, env = "ROLEGATE_CONFIG", global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -45,19 +47,139 @@ enum Command {
         #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
         timeout: Duration,
     },
+    /// Translate a haproxy.cfg into a rolegate config on stdout; what cannot be translated is
+    /// listed on stderr as FILE:LINE: message. Exit 0 when something was translated, else 1.
+    ImportHaproxy {
+        /// The haproxy.cfg to read.
+        file: PathBuf,
+    },
+    /// Show the running proxy's clusters, backends (role, health, sessions) and listeners,
+    /// from its admin API (GET /status).
+    #[command(after_help = ADMIN_EXIT_CODES)]
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Print the raw /status JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a backend: no new sessions, existing ones finish.
+    #[command(after_help = ADMIN_EXIT_CODES)]
+    Drain(BackendArgs),
+    /// Disable a backend: no new sessions, existing ones are closed now.
+    #[command(after_help = ADMIN_EXIT_CODES)]
+    Disable(BackendArgs),
+    /// Enable a backend again: back to what its checks say.
+    #[command(after_help = ADMIN_EXIT_CODES)]
+    Enable(BackendArgs),
+    /// Print a shell completion script, e.g. `rolegate completions bash > /etc/bash_completion.d/rolegate`.
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, or write one page per subcommand into --dir.
+    Man {
+        /// Write rolegate.1 and rolegate-SUBCOMMAND.1 into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The admin commands' exit codes (also in README.md, "Command line").
+const ADMIN_EXIT_CODES: &str = "Exit status: 0 done; 1 the server refused (unknown backend, \
+    refused token, error answer); 2 bad arguments, config or token file; 3 no answer from the \
+    admin API (not running, wrong address, timeout).";
+
+/// Where the admin client finds the server. Without flags: admin.listen and the token of the
+/// --config file, else http://127.0.0.1:9813 without a token.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Admin API base URL (default: admin.listen of --config, else http://127.0.0.1:9813).
+    #[arg(long, value_name = "URL", env = "ROLEGATE_ADMIN_URL")]
+    admin: Option<String>,
+    /// File holding the admin token (default: admin.token_file / admin.token_env of --config).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Deadline for the whole exchange.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+impl AdminArgs {
+    fn options(self, config: Option<PathBuf>) -> ClientOptions {
+        ClientOptions {
+            admin: self.admin,
+            config,
+            token_file: self.token_file,
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// A backend action's arguments.
+#[derive(clap::Args)]
+struct BackendArgs {
+    /// Cluster name, as in the config.
+    cluster: String,
+    /// Backend name, as in the config.
+    backend: String,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+impl BackendArgs {
+    /// `POST /backends/{cluster}/{backend}/{action}`.
+    fn run(self, config: Option<PathBuf>, action: &str) -> ExitCode {
+        let (cluster, backend) = (self.cluster, self.backend);
+        admin_client::run(&self.admin.options(config), |c| {
+            c.backend_action(&cluster, &backend, action)
+        })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
-        Some(Command::Probe { url, timeout }) => rolegate::probe_cli::run(&url, timeout),
+        Some(Command::Probe { url, timeout }) => rolegate::ops::probe_cli::run(&url, timeout),
+        Some(Command::ImportHaproxy { file }) => rolegate::ops::import_haproxy::run(&file),
+        Some(Command::Status { admin, json }) => {
+            admin_client::run(&admin.options(cli.config), |c| {
+                admin_client::status(c, json)
+            })
+        }
+        Some(Command::Drain(args)) => args.run(cli.config, "drain"),
+        Some(Command::Disable(args)) => args.run(cli.config, "disable"),
+        Some(Command::Enable(args)) => args.run(cli.config, "enable"),
+        Some(Command::Completions { shell }) => {
+            cli_docs::completions(shell, &mut Cli::command(), &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Man { dir }) => man(dir.as_deref()),
         Some(Command::Run) | None => {
             let Some(path) = cli.config else {
                 eprintln!("rolegate: no config file; pass --config FILE or set ROLEGATE_CONFIG");
                 return ExitCode::from(2);
             };
             run(path)
+        }
+    }
+}
+
+fn man(dir: Option<&std::path::Path>) -> ExitCode {
+    let result = match dir {
+        None => cli_docs::man_page(Cli::command(), &mut std::io::stdout()),
+        Some(dir) => cli_docs::man_pages(Cli::command(), dir).map(|files| {
+            for f in files {
+                println!("{}", f.display());
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rolegate man: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -94,7 +216,7 @@ fn run(path: PathBuf) -> ExitCode {
     // Held to the end of `run`: dropping it writes the lines still queued.
     let log = rolegate::logging::init(&config.log);
     // The control plane (probes, supervisor, admin API, signals): one thread. The data plane
-    // runs on its own `workers` threads (see `rolegate::workers`).
+    // runs on its own `workers` threads (see `rolegate::data_plane::workers`).
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,7 +243,7 @@ async fn serve(path: PathBuf, config: Config, log: &LogGuard) -> ExitCode {
         error!(message = "Cannot install signal handlers.");
         return ExitCode::FAILURE;
     };
-    match rolegate::fd_budget::raise_nofile() {
+    match rolegate::data_plane::fd_budget::raise_nofile() {
         Ok((before, after)) if after > before => {
             info!(
                 message = "Raised the descriptor limit to its hard limit.",

@@ -1,6 +1,6 @@
 //! The bodies of rolegate's fuzz targets, one function per target: bytes in, no panic out.
 //!
-//! They live in this file (not in `fuzz_targets/`) so that `tests/fuzz_smoke.rs` can include it
+//! They live in this file (not in `fuzz_targets/`) so that `tests/it/fuzz_smoke.rs` can include it
 //! with `#[path]` and run the committed corpus through the very same code in the normal test
 //! suite, without libFuzzer or a nightly flag. So this file may only use what the main crate
 //! depends on: `rolegate`, `redis`, `hyper`.
@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, Uri};
 use rolegate::config::{Config, ConfigDiff, Secret};
-use rolegate::health::parse::{self, mysql, postgres, redis as redis_parse};
+use rolegate::control_plane::checks::parse::{self, mysql, postgres, redis as redis_parse};
 
 /// Value of every environment variable whose name starts with `A` (others are unset), for
 /// `password_env` / `token_env` in fuzzed configs. It must never show up in any output.
@@ -77,7 +77,7 @@ pub fn redis_reply(data: &[u8]) {
             if let Ok(facts) = redis_parse::facts(&role, info.as_ref()) {
                 assert_eq!(
                     facts.replica.is_some(),
-                    matches!(role, redis_parse::Role::Replica { .. })
+                    matches!(role, redis_parse::ReplyRole::Replica { .. })
                 );
             }
         }

@@ -36,6 +36,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+# Ports, passwords and the state dir: the lab's topology (loadtest/topology.json + LAB_* + lab.env).
+sys.path.insert(0, os.path.join(ROOT, "loadtest"))
+from lab.topology import load as load_topology  # noqa: E402
+
+TOPO = load_topology()
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GIB = 1 << 30
 
@@ -241,10 +246,10 @@ class Plan:
         # rolegate's default `workers`: one per CPU the process may run on (affinity counts)
         self.threads = len(os.sched_getaffinity(0)) or 1
         self.base = args.port_base
-        self.pg_port = int(os.environ.get("LAB_PG_A_PORT", "15432"))
-        self.pg_b_port = int(os.environ.get("LAB_PG_B_PORT", "15433"))
-        self.app_password = os.environ.get("LAB_APP_PASSWORD", "app-secret")
-        self.monitor_password = os.environ.get("LAB_MONITOR_PASSWORD", "monitor-secret")
+        self.pg_port = TOPO.port("pg", "A")
+        self.pg_b_port = TOPO.port("pg", "B")
+        self.app_password = TOPO.password("app")
+        self.monitor_password = TOPO.password("monitor")
         self.pg_db = "rolegate_bench_smoke" if args.smoke else "rolegate_bench"
         if self.smoke:
             self.iperf_args = ["-n", "64M"]  # bytes, not seconds: done in a fraction of a second
@@ -971,7 +976,7 @@ def prepare_pg(plan):
 
 
 def wait_pg_primary_admin(plan, seconds):
-    lab_dir = os.environ.get("LAB_DIR", "/tmp/rolegate-lab")
+    lab_dir = TOPO.lab_dir
     argv = ["psql", "-h", os.path.join(lab_dir, "run"), "-p", str(plan.pg_port), "-U", "postgres", "-d", "postgres",
             "-Atqc", "select pg_is_in_recovery()"]
     deadline = time.monotonic() + seconds
@@ -985,7 +990,7 @@ def wait_pg_primary_admin(plan, seconds):
 
 
 def prepare_pg_locked(plan):
-    lab_dir = os.environ.get("LAB_DIR", "/tmp/rolegate-lab")
+    lab_dir = TOPO.lab_dir
     sock = os.path.join(lab_dir, "run")
     psql_admin = ["psql", "-h", sock, "-p", str(plan.pg_port), "-U", "postgres", "-d", "postgres", "-Atqc"]
     rc, out, err = run(psql_admin + [f"select 1 from pg_database where datname = '{plan.pg_db}'"], timeout=30)

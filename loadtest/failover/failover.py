@@ -46,14 +46,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAB = os.path.join(ROOT, "loadtest", "lab.sh")
 
-APP_PW = os.environ.get("LAB_APP_PASSWORD", "app-secret")
-MON_PW = os.environ.get("LAB_MONITOR_PASSWORD", "monitor-secret")
-PORTS = {
-    "pg": (int(os.environ.get("LAB_PG_A_PORT", "15432")), int(os.environ.get("LAB_PG_B_PORT", "15433"))),
-    "mysql": (int(os.environ.get("LAB_MY_A_PORT", "13306")), int(os.environ.get("LAB_MY_B_PORT", "13307"))),
-    "redis": (int(os.environ.get("LAB_REDIS_A_PORT", "16379")), int(os.environ.get("LAB_REDIS_B_PORT", "16380"))),
-}
+# Ports and passwords: the lab's topology (loadtest/topology.json + LAB_* overrides + lab.env).
+sys.path.insert(0, os.path.join(ROOT, "loadtest"))
+from lab.topology import load as load_topology  # noqa: E402
+
+TOPO = load_topology()
+APP_PW = TOPO.password("app")
+MON_PW = TOPO.password("monitor")
 ENGINES = ["pg", "mysql", "redis"]
+PORTS = {e: (TOPO.port(e, "A"), TOPO.port(e, "B")) for e in ENGINES}
 SETUPS = ["rolegate default", "rolegate interval 1s", "HAProxy"]
 PROTOCOL = {"pg": "postgres", "mysql": "mysql", "redis": "redis"}
 
@@ -497,10 +498,6 @@ class Proxy:
 # ------------------------------------------------------------------------------------------------
 
 
-def parse_ts(line):
-    return {k: float(v) for k, v in re.findall(r"(\w+)=(\d+\.\d+)", line)}
-
-
 def scenario(engine, setup, args, workdir):
     a_port, b_port = PORTS[engine]
     lab("reset", engine)
@@ -520,11 +517,12 @@ def scenario(engine, setup, args, workdir):
         clients = Clients(driver, run_id)
         clients.start()
         time.sleep(args.pre)
-        out = lab("switchover", engine, timeout=180)
-        line = next((l for l in out.splitlines() if l.startswith("switchover")), "")
-        ts = parse_ts(line)
+        out = lab("switchover", engine, "--json", timeout=180)
+        ts = json.loads(out)
         if not {"start", "demoted", "promoted", "done"} <= ts.keys():
             raise RuntimeError(f"unexpected switchover output: {out!r}")
+        line = (f"switchover {engine} from={ts['from']} to={ts['to']} start={ts['start']:.6f} "
+                f"demoted={ts['demoted']:.6f} promoted={ts['promoted']:.6f} done={ts['done']:.6f}")
         # Keep writing until the proxy has settled: a write has landed on B and no attempt has
         # failed for `settle` seconds (HAProxy may route to both nodes until the old one falls).
         deadline = ts["start"] + args.max_after

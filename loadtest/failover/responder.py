@@ -12,7 +12,7 @@ answers 200 on a replica. An unreachable node is 503 everywhere. That is what Pa
 (8008) does for HAProxy, except that Patroni answers from its own state, refreshed by its HA
 loop, while this asks the server on every check (so it is, if anything, quicker than Patroni).
 
-Password: LAB_MONITOR_PASSWORD (default monitor-secret). Stdlib only; one thread per request.
+Password: the lab's monitor password (loadtest/topology.json, LAB_MONITOR_PASSWORD). Stdlib only; one thread per request.
 """
 
 import http.server
@@ -22,7 +22,10 @@ import subprocess
 import sys
 
 ENGINE, NODE_PORT, LISTEN_PORT = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-PASSWORD = os.environ.get("LAB_MONITOR_PASSWORD", "monitor-secret")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from lab.topology import load as load_topology  # noqa: E402
+
+PASSWORD = load_topology().password("monitor")
 
 
 def role():

@@ -54,14 +54,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 LAB = os.path.join(ROOT, "loadtest", "lab.sh")
 
-APP_PW = os.environ.get("LAB_APP_PASSWORD", "app-secret")
-MON_PW = os.environ.get("LAB_MONITOR_PASSWORD", "monitor-secret")
-PORTS = {
-    "pg": (int(os.environ.get("LAB_PG_A_PORT", "15432")), int(os.environ.get("LAB_PG_B_PORT", "15433"))),
-    "mysql": (int(os.environ.get("LAB_MY_A_PORT", "13306")), int(os.environ.get("LAB_MY_B_PORT", "13307"))),
-    "redis": (int(os.environ.get("LAB_REDIS_A_PORT", "16379")), int(os.environ.get("LAB_REDIS_B_PORT", "16380"))),
-}
+# Ports and passwords: the lab's topology (loadtest/topology.json + LAB_* overrides + lab.env).
+sys.path.insert(0, os.path.join(ROOT, "loadtest"))
+from lab.topology import load as load_topology  # noqa: E402
+
+TOPO = load_topology()
+APP_PW = TOPO.password("app")
+MON_PW = TOPO.password("monitor")
 ENGINES = ["pg", "mysql", "redis"]
+PORTS = {e: (TOPO.port(e, "A"), TOPO.port(e, "B")) for e in ENGINES}
 PROTOCOL = {"pg": "postgres", "mysql": "mysql", "redis": "redis"}
 MIB = 1024 * 1024
 
@@ -366,9 +367,10 @@ def bulk_streamer(engine, port, stats, stop):
 # --- the timeline of each engine ---------------------------------------------------------------
 
 def primary_port(engine):
-    line = lab("primary", engine).split()
-    node = line[0]
-    return PORTS[engine][0 if node == "A" else 1]
+    found = json.loads(lab("primary", engine, "--json"))["primaries"]
+    if len(found) != 1:
+        raise RuntimeError(f"{engine}: expected one primary, the lab reports {found}")
+    return PORTS[engine][0 if found[0]["node"] == "A" else 1]
 
 
 def misrouted(engine, writes, switchovers, first_primary):
@@ -405,15 +407,7 @@ def tags_on(engine, port, run):
 
 
 def switchover(engine, stats_list):
-    out = lab("switchover", engine, timeout=300)
-    rec = {"engine": engine}
-    for word in out.split():
-        if "=" in word:
-            k, v = word.split("=", 1)
-            try:
-                rec[k] = float(v)
-            except ValueError:
-                rec[k] = v
+    rec = json.loads(lab("switchover", engine, "--json", timeout=300))
     rec["to_port"] = PORTS[engine][0 if rec.get("to") == "A" else 1]
     stats_list.append(rec)
     log(f"switchover {engine} {rec.get('from')}->{rec.get('to')} took {rec['done'] - rec['start']:.2f} s")

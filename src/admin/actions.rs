@@ -14,9 +14,9 @@ use hyper::{HeaderMap, StatusCode};
 use tracing::info;
 
 use super::{text, Body};
-use crate::app::{App, ReloadError};
-use crate::health::BackendKey;
-use crate::supervisor::{AdminAction, AdminError};
+use super::{Proxy, ReloadRefused};
+use crate::control_plane::supervisor::{AdminAction, AdminError};
+use crate::routing::BackendKey;
 
 /// The mutating endpoints take no body; this bounds what a client can make the server buffer
 /// before it is refused.
@@ -91,26 +91,26 @@ where
 /// 200 on success; 422 with every error (`FILE:LINE:COLUMN: FIELD: MESSAGE`, one per line) for
 /// an invalid file; 409 when the config did not come from a file; 500 when the new config was
 /// valid but could not be applied (a new listener's address is taken). In every error case the
-/// previous configuration keeps running, and the result is counted and logged by the app.
-pub(super) async fn reload(app: &App, peer: SocketAddr) -> hyper::Response<Body> {
+/// previous configuration keeps running, and the result is counted and logged by the proxy.
+pub(super) async fn reload(proxy: &dyn Proxy, peer: SocketAddr) -> hyper::Response<Body> {
     info!(message = "Reload requested over the admin API.", peer = %peer);
     let kept = "the previous configuration keeps running";
-    match app.reload_from_source().await {
+    match proxy.reload().await {
         Ok(()) => {
-            let generation = app.router().load().generation;
+            let generation = proxy.router().load().generation;
             text(
                 StatusCode::OK,
                 format!("configuration reloaded; routing table generation {generation}\n"),
             )
         }
-        Err(ReloadError::Invalid(errors)) => text(
+        Err(ReloadRefused::Invalid(errors)) => text(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("configuration is invalid; {kept}:\n{errors}\n"),
         ),
-        Err(error @ ReloadError::NoSource) => {
+        Err(error @ ReloadRefused::NoSource(_)) => {
             text(StatusCode::CONFLICT, format!("cannot reload: {error}\n"))
         }
-        Err(error @ ReloadError::Apply(_)) => text(
+        Err(error @ ReloadRefused::NotApplied(_)) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot apply the configuration ({error}); {kept}\n"),
         ),
@@ -129,7 +129,7 @@ pub fn action_name(action: AdminAction) -> &'static str {
 /// `POST /backends/{cluster}/{backend}/{action}`: 200, or 404 for a backend the running
 /// config does not have.
 pub(super) async fn backend(
-    app: &App,
+    proxy: &dyn Proxy,
     peer: SocketAddr,
     cluster: &str,
     backend: &str,
@@ -141,7 +141,7 @@ pub(super) async fn backend(
     };
     let name = action_name(action);
     info!(message = "Backend action requested over the admin API.", peer = %peer, backend = %key, action = name);
-    match app.supervisor().admin(key.clone(), action).await {
+    match proxy.backend_action(key.clone(), action).await {
         Ok(()) => text(StatusCode::OK, format!("{key}: {name}\n")),
         Err(error @ AdminError::UnknownBackend(_)) => {
             text(StatusCode::NOT_FOUND, format!("{error}\n"))

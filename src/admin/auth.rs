@@ -7,14 +7,15 @@
 //!   requests are accepted from loopback peers only. This also covers a reload that dropped the
 //!   token while the admin socket, which a reload does not rebind, still listens publicly.
 //!
-//! The token is compared in constant time (for a given presented length), so response timing
-//! does not reveal how many leading bytes were right. The token never appears in a log line, a
-//! response or an error.
+//! The token is compared in constant time (for a presented token of the right length), so
+//! response timing does not reveal how many leading bytes were right. The token never appears
+//! in a log line, a response or an error.
 
 use std::net::SocketAddr;
 
 use hyper::header::AUTHORIZATION;
 use hyper::HeaderMap;
+use subtle::ConstantTimeEq;
 
 use crate::config::Secret;
 
@@ -92,17 +93,12 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Compares `presented` with `secret` in time that depends only on `presented.len()`: every
-/// byte is visited and differences are OR-ed together, with no early exit. The secret's length
-/// is not hidden by this, only its content.
+/// Compares `presented` with `secret` in time that does not depend on their content (subtle's
+/// `ct_eq`, which keeps the optimiser from short-cutting the fold). Lengths are compared
+/// first: a wrong length is refused sooner, which reveals at most the token's length, never a
+/// byte of it.
 pub fn constant_time_eq(presented: &[u8], secret: &[u8]) -> bool {
-    let mut diff = u8::from(presented.len() != secret.len());
-    for (i, p) in presented.iter().enumerate() {
-        let s = secret.get(i).copied().unwrap_or(0);
-        diff |= p ^ s;
-    }
-    // Keeps the optimiser from turning the fold into an early-exit comparison.
-    std::hint::black_box(diff) == 0
+    presented.ct_eq(secret).into()
 }
 
 /// Loopback, including IPv4-mapped IPv6 (`::ffff:127.0.0.1`, seen on dual-stack sockets).
@@ -190,7 +186,7 @@ mod tests {
         ] {
             assert!(!constant_time_eq(a, b));
         }
-        // A presented prefix padded with the NULs `get` substitutes must not match.
+        // The secret padded with NULs is a different token.
         assert!(!constant_time_eq(b"ab\0", b"ab"));
     }
 

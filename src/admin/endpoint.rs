@@ -7,7 +7,7 @@
 
 use hyper::Method;
 
-use crate::supervisor::AdminAction;
+use crate::control_plane::supervisor::AdminAction;
 
 /// One admin endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -19,18 +19,19 @@
 //! method gets 405 with `Allow`, an unknown path 404, a body on a `POST` 400 (413 when large).
 //! Malformed HTTP is answered by hyper (400/431) before it reaches [`handle`].
 //!
-//! [`handle`] is a function of [`AdminState`] and the request, so tests call it without
-//! sockets; [`serve`] puts it on a bounded listener ([`server`]).
+//! [`handle`] is a function of an [`AdminHandle`] (the narrow view of the proxy, [`Proxy`]) and
+//! the request, so tests call it without sockets; [`serve`] puts it on a bounded listener
+//! ([`server`]).
 
 mod actions;
 pub mod auth;
 pub mod endpoint;
+mod handle;
 mod routes;
 mod server;
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -38,23 +39,11 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use tracing::warn;
 
-use crate::app::App;
 pub use actions::{action_name, BODY_READ_TIMEOUT, MAX_BODY_BYTES};
 pub use endpoint::{Endpoint, NotFound};
+pub use handle::{AdminHandle, Proxy, ReloadRefused};
 pub use routes::{unready, Unready};
 pub use server::{serve, serve_with, Limits, MAX_HEAD_BYTES};
-
-/// What the admin service reads and acts on. Cheap to clone (one `Arc`).
-#[derive(Clone)]
-pub struct AdminState {
-    app: Arc<App>,
-}
-
-impl AdminState {
-    pub fn new(app: Arc<App>) -> Self {
-        AdminState { app }
-    }
-}
 
 /// Every response body is built whole: the largest is a metrics scrape.
 pub type Body = Full<Bytes>;
@@ -74,20 +63,20 @@ pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body>
 ///
 /// Order: route (404/405) → authorize mutating requests (401/403, counted, logged) → bounded
 /// body read (413/408/400) → act. Nothing is read or changed for a request that is refused.
-pub async fn handle<B>(state: &AdminState, peer: SocketAddr, req: Request<B>) -> Response<Body>
+pub async fn handle<B>(state: &AdminHandle, peer: SocketAddr, req: Request<B>) -> Response<Body>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let app = &state.app;
+    let proxy = state.proxy();
     let endpoint = match route(req.method(), req.uri().path()) {
         Ok(e) => e,
         Err(response) => return *response,
     };
     if endpoint.is_mutating() {
-        let token = app.config().await.admin.token.clone();
+        let token = proxy.config().await.admin.token.clone();
         if let Err(denied) = auth::authorize(token.as_ref(), peer, req.headers()) {
-            return refuse(app, peer, req.uri().path(), denied);
+            return refuse(proxy, peer, req.uri().path(), denied);
         }
         let (parts, body) = req.into_parts();
         if let Err(response) = actions::read_empty_body(&parts.headers, body).await {
@@ -95,16 +84,16 @@ where
         }
     }
     match endpoint {
-        Endpoint::Metrics => routes::metrics(app),
+        Endpoint::Metrics => routes::metrics(proxy),
         Endpoint::Healthz => routes::healthz(),
-        Endpoint::Readyz => routes::readyz(app).await,
-        Endpoint::Status => routes::status(app).await,
-        Endpoint::Reload => actions::reload(app, peer).await,
+        Endpoint::Readyz => routes::readyz(proxy).await,
+        Endpoint::Status => routes::status(proxy).await,
+        Endpoint::Reload => actions::reload(proxy, peer).await,
         Endpoint::Backend {
             cluster,
             backend,
             action,
-        } => actions::backend(app, peer, &cluster, &backend, action).await,
+        } => actions::backend(proxy, peer, &cluster, &backend, action).await,
     }
 }
 
@@ -141,8 +130,8 @@ pub fn route(method: &Method, path: &str) -> Result<Endpoint, Box<Response<Body>
 
 /// 401 (with `WWW-Authenticate: Bearer`) or 403; counted and logged with the peer, never with
 /// the token.
-fn refuse(app: &App, peer: SocketAddr, path: &str, denied: auth::Denied) -> Response<Body> {
-    app.metrics().admin_auth_failures_total.inc();
+fn refuse(proxy: &dyn Proxy, peer: SocketAddr, path: &str, denied: auth::Denied) -> Response<Body> {
+    proxy.metrics().admin_auth_failures_total.inc();
     warn!(
         message = "Admin request refused.",
         peer = %peer,

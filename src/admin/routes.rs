@@ -7,17 +7,17 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Response, StatusCode};
 use serde_json::Value;
 
+use super::Proxy;
 use super::{text, Body};
-use crate::app::App;
 use crate::config::Config;
 use crate::routing::RoutingTable;
 
 /// The Prometheus text exposition format the encoder writes.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(super) fn metrics(app: &App) -> Response<Body> {
-    app.steer().refresh();
-    let mut response = Response::new(Body::from(app.metrics().encode()));
+pub(super) fn metrics(proxy: &dyn Proxy) -> Response<Body> {
+    proxy.refresh_steer();
+    let mut response = Response::new(Body::from(proxy.metrics().encode()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         hyper::header::HeaderValue::from_static(METRICS_CONTENT_TYPE),
@@ -65,9 +65,9 @@ pub fn unready(config: &Config, table: &RoutingTable) -> Vec<Unready> {
 
 /// 200 when every listener has a candidate; otherwise 503 and `listener: reason` per line
 /// (keepalived's `vrrp_script` and Kubernetes only look at the status; humans read the body).
-pub(super) async fn readyz(app: &App) -> Response<Body> {
-    let config = app.config().await;
-    let missing = unready(&config, &app.router().load());
+pub(super) async fn readyz(proxy: &dyn Proxy) -> Response<Body> {
+    let config = proxy.config().await;
+    let missing = unready(&config, &proxy.router().load());
     if missing.is_empty() {
         return text(StatusCode::OK, "ready\n");
     }
@@ -79,27 +79,27 @@ pub(super) async fn readyz(app: &App) -> Response<Body> {
 }
 
 /// The supervisor's snapshot (field names documented in README.md, "/status"), plus what
-/// only the app knows: `version`, `ready`, the config file, and each listener's `local_addr`
+/// only the proxy knows: `version`, `ready`, the config file, and each listener's `local_addr`
 /// (the bound address; differs from `bind` when that asks for port 0).
-pub(super) async fn status(app: &App) -> Response<Body> {
-    let snapshot = app.supervisor().status.load_full();
-    let config = app.config().await;
+pub(super) async fn status(proxy: &dyn Proxy) -> Response<Body> {
+    let snapshot = proxy.status();
+    let config = proxy.config().await;
     let mut value = match serde_json::to_value(&*snapshot) {
         Ok(v) => v,
         Err(error) => return internal(&error),
     };
     if let Some(top) = value.as_object_mut() {
-        let ready = unready(&config, &app.router().load()).is_empty();
+        let ready = unready(&config, &proxy.router().load()).is_empty();
         top.insert("version".into(), env!("CARGO_PKG_VERSION").into());
         top.insert("ready".into(), ready.into());
         let file = config.source.as_ref().map(|p| p.display().to_string());
         top.insert("config_file".into(), file.into());
     }
-    let steer = app.steer().status();
+    let steer = proxy.steer_status();
     if let Some(listeners) = value.get_mut("listeners").and_then(Value::as_array_mut) {
         for listener in listeners {
             let name = listener.get("name").and_then(Value::as_str).unwrap_or("");
-            let local = app.listener_addr(name).await.map(|a| a.to_string());
+            let local = proxy.listener_addr(name).await.map(|a| a.to_string());
             let steered = steer.get(name).and_then(|s| serde_json::to_value(s).ok());
             if let Some(obj) = listener.as_object_mut() {
                 obj.insert("local_addr".into(), local.into());

@@ -23,8 +23,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{handle, AdminState};
-use crate::listener::Streak;
+use super::{handle, AdminHandle};
+use crate::data_plane::listener::Streak;
 
 /// Largest request head (request line and headers) hyper buffers; the minimum hyper allows
 /// is 8 KiB, and no admin request needs more than a few hundred bytes.
@@ -53,7 +53,7 @@ impl Default for Limits {
 }
 
 /// Serves admin requests with the default [`Limits`] until `shutdown` fires.
-pub async fn serve(listener: TcpListener, state: AdminState, shutdown: CancellationToken) {
+pub async fn serve(listener: TcpListener, state: AdminHandle, shutdown: CancellationToken) {
     serve_with(listener, state, Limits::default(), shutdown).await;
 }
 
@@ -61,7 +61,7 @@ pub async fn serve(listener: TcpListener, state: AdminState, shutdown: Cancellat
 /// [`SHUTDOWN_GRACE`] to finish their current request.
 pub async fn serve_with(
     listener: TcpListener,
-    state: AdminState,
+    state: AdminHandle,
     limits: Limits,
     shutdown: CancellationToken,
 ) {
@@ -122,7 +122,7 @@ async fn connection(
     http: http1::Builder,
     stream: TcpStream,
     peer: SocketAddr,
-    state: AdminState,
+    state: AdminHandle,
     _slot: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {

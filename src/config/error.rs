@@ -40,12 +40,12 @@ pub enum ConfigError {
         /// Field path such as `clusters[0].check`; empty when the error is not inside a field.
         path: String,
         location: Option<Location>,
-        /// What is wrong, in serde_yaml's words with Rust type names translated.
+        /// What is wrong, in yaml_serde's words with Rust type names translated.
         message: String,
         /// A likely fix, e.g. the closest known key for a typo.
         hint: Option<String>,
         #[source]
-        source: serde_yaml::Error,
+        source: yaml_serde::Error,
     },
     /// A well-formed value that is not acceptable (found by validation, all reported at once).
     #[error("{}", Line { location: *location, path, message, hint: hint.as_deref() })]

@@ -1,10 +1,10 @@
 //! Positions for errors: which line and column each field path came from.
 //!
-//! serde_yaml reports a position only for the errors it finds itself (syntax, wrong type,
+//! yaml_serde reports a position only for the errors it finds itself (syntax, wrong type,
 //! unknown key). Validation errors are found later, on plain Rust values, so [`Locator`] walks
 //! the same text once more with yaml-rust2's event parser and records where every key and value
 //! starts, under the same path syntax the errors use: `clusters[0].backends[1].address`.
-//! [`syntax_error`] turns a serde_yaml error into a [`ConfigError`] with that path syntax.
+//! [`syntax_error`] turns a yaml_serde error into a [`ConfigError`] with that path syntax.
 
 use std::collections::HashMap;
 
@@ -85,7 +85,7 @@ fn parent(path: &str) -> Option<&str> {
 }
 
 fn location(mark: Marker) -> Location {
-    // yaml-rust2 lines are 1-based, columns 0-based; serde_yaml and editors count both from 1.
+    // yaml-rust2 lines are 1-based, columns 0-based; yaml_serde and editors count both from 1.
     Location {
         line: mark.line(),
         column: mark.col() + 1,
@@ -175,20 +175,20 @@ impl MarkedEventReceiver for Walker {
             Event::MappingEnd | Event::SequenceEnd => {
                 self.stack.pop();
             }
-            // Only the first document is a config (serde_yaml refuses more than one).
+            // Only the first document is a config (yaml_serde refuses more than one).
             Event::DocumentEnd => self.done = true,
             _ => {}
         }
     }
 }
 
-// === serde_yaml errors ===
+// === yaml_serde errors ===
 
-/// Converts a serde_yaml error: position from `location()`, field path from the `path: ` prefix
-/// serde_yaml puts on its messages, and the offending key appended for unknown/duplicate keys.
+/// Converts a yaml_serde error: position from `location()`, field path from the `path: ` prefix
+/// yaml_serde puts on its messages, and the offending key appended for unknown/duplicate keys.
 /// `text` is only read again for a duplicate key, which serde positions at the enclosing
 /// mapping while the operator needs the line of the repeat.
-pub(crate) fn syntax_error(error: serde_yaml::Error, text: &str) -> ConfigError {
+pub(crate) fn syntax_error(error: yaml_serde::Error, text: &str) -> ConfigError {
     let mut location = error.location().map(|l| Location {
         line: l.line(),
         column: l.column(),
@@ -204,7 +204,9 @@ pub(crate) fn syntax_error(error: serde_yaml::Error, text: &str) -> ConfigError 
         path = join(&path, &key);
         hint = Some(match closest(&key, &expected_names(&message)) {
             Some(name) => format!("did you mean `{name}`?"),
-            None => "remove it, or check the spelling against CONFIG.md".to_string(),
+            None => "remove it, or check the spelling against the configuration reference \
+                     (README.md#configuration-reference)"
+                .to_string(),
         });
     } else if let Some(value) = quoted_after(&message, "unknown variant `") {
         if let Some(name) = closest(&value, &expected_names(&message)) {
@@ -225,7 +227,7 @@ pub(crate) fn syntax_error(error: serde_yaml::Error, text: &str) -> ConfigError 
     }
 }
 
-/// serde_yaml writes `clusters[0].rise: invalid type...`; a path never contains a space, which
+/// yaml_serde writes `clusters[0].rise: invalid type...`; a path never contains a space, which
 /// tells it apart from messages such as `invalid type: ...` at the document root.
 fn split_path(text: &str) -> (String, &str) {
     let is_path_char = |c: char| c.is_ascii_alphanumeric() || "_-.[]?".contains(c);
@@ -286,30 +288,15 @@ fn expected_names(message: &str) -> Vec<String> {
         .collect()
 }
 
-/// The candidate within a small edit distance of `word` (a typo), if any.
+/// The candidate within a small edit (Levenshtein) distance of `word` (a typo), if any.
 fn closest(word: &str, candidates: &[String]) -> Option<String> {
     let limit = (word.chars().count() / 3).clamp(1, 3);
     candidates
         .iter()
-        .map(|c| (edit_distance(word, c), c))
+        .map(|c| (strsim::levenshtein(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.clone())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = diagonal + usize::from(ca != *cb);
-            diagonal = row[j + 1];
-            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]
@@ -356,6 +343,24 @@ clusters:
         let names = ["protocol".to_string(), "backends".to_string()];
         assert_eq!(closest("protocl", &names), Some("protocol".to_string()));
         assert_eq!(closest("xyz", &names), None);
+    }
+
+    #[test]
+    fn an_unknown_key_far_from_every_name_points_at_the_reference() {
+        let text = "clusters: []\nxyzzy_plugh: 1\n";
+        let error = syntax_error(crate::config::raw::parse(text).unwrap_err(), text);
+        let line = error.to_string();
+        assert!(
+            line.starts_with("2:1: xyzzy_plugh: unknown field `xyzzy_plugh`"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                "; remove it, or check the spelling against the configuration reference \
+                 (README.md#configuration-reference)"
+            ),
+            "{line}"
+        );
     }
 
     #[test]

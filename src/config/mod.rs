@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use diff::ConfigDiff;
 pub use error::{ConfigError, ConfigErrors, Location};
-pub use secret::Secret;
+pub use secret::{read_secret_file, Secret};
 
 /// A validated configuration. Every name is unique within its kind, every listener points at an
 /// existing cluster, every duration is non-zero where zero would be meaningless.
@@ -51,6 +51,18 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// Bearer token for mutating endpoints; required when `listen` is not loopback.
     pub token: Option<Secret>,
+}
+
+/// The `admin:` block of a file on its own ([`Config::load_admin`]), for the admin client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminFile {
+    /// `admin.listen`; `None` when the admin server is disabled.
+    pub listen: Option<SocketAddr>,
+    /// The token, or why it cannot be read here (every error, with file and position).
+    pub token: Result<Option<Secret>, String>,
+    /// Which key the token comes from (`admin.token_file (/etc/rolegate/token)`), for
+    /// messages; never the token.
+    pub token_source: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +322,15 @@ pub enum TransferMode {
     Copy,
 }
 
+/// The PROXY protocol header `send_proxy` writes to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// The text header (`PROXY TCP4 …\r\n`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerConfig {
     pub name: ListenerName,
@@ -327,6 +348,12 @@ pub struct ListenerConfig {
     pub queue_timeout: Duration,
     pub backlog: u32,
     pub transfer: TransferMode,
+    /// Clients send a PROXY protocol header first (`accept_proxy`).
+    pub accept_proxy: bool,
+    /// How long a client may take to send that header.
+    pub proxy_timeout: Duration,
+    /// The PROXY protocol header sent to backends, if any.
+    pub send_proxy: Option<ProxyVersion>,
     /// `steer:`: local clients in this cgroup connect to the backend directly.
     pub steer: Option<SteerConfig>,
 }
@@ -372,6 +399,21 @@ impl Config {
             })
         })?;
         Self::from_yaml_str(&text, Some(path))
+    }
+
+    /// Reads only the `admin:` block of a config file (address and token, resolved as the
+    /// server resolves them); the rest of the file must parse but is not validated.
+    ///
+    /// # Errors
+    /// The file cannot be read or parsed, or `admin.listen` is invalid.
+    pub fn load_admin(path: &Path) -> Result<AdminFile, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigErrors::single(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
+        validate::compile_admin(&text, Some(path), &|k| std::env::var(k).ok())
     }
 
     /// Problems with the config file that are not errors: today, a file that holds a secret

@@ -10,7 +10,8 @@
 use serde::Deserialize;
 
 use super::{
-    Balance, LogFormat, OnDemote, Protocol, RoleFilter, SplitBrainPolicy, TlsMode, TransferMode,
+    Balance, LogFormat, OnDemote, Protocol, ProxyVersion, RoleFilter, SplitBrainPolicy, TlsMode,
+    TransferMode,
 };
 
 /// The whole file.
@@ -163,6 +164,14 @@ pub(crate) struct RawListener {
     /// Extension: `auto` uses splice(2) where available, `copy` forces the buffered path
     /// (a way around a kernel or platform that misbehaves with splice).
     pub transfer: Option<RawTransfer>,
+    /// Extension: read a PROXY protocol v1/v2 header from each client (an upstream load
+    /// balancer) before routing, and take the client's address from it (default `false`).
+    pub accept_proxy: Option<bool>,
+    /// Extension: how long a client may take to send that header (default `5s`).
+    pub proxy_timeout: Option<String>,
+    /// Extension: `v1 | v2`: send a PROXY protocol header with the client's address to the
+    /// backend on each connection (default: none).
+    pub send_proxy: Option<RawProxyVersion>,
     /// Extension: steer local clients' connects straight to the backend (src/data_plane/steer).
     pub steer: Option<RawSteer>,
 }
@@ -201,6 +210,7 @@ raw_enum!(RawOnDemote => OnDemote { Close => Close, Keep => Keep });
 raw_enum!(RawRole => RoleFilter { Primary => Primary, Replica => Replica, Any => Any });
 raw_enum!(RawBalance => Balance { RoundRobin => RoundRobin, LeastConn => LeastConn });
 raw_enum!(RawTransfer => TransferMode { Auto => Auto, Copy => Copy });
+raw_enum!(RawProxyVersion => ProxyVersion { V1 => V1, V2 => V2 });
 
 /// `trace | debug | info | warn`; `error` is left out on purpose: a session close is never an
 /// error, and logging it at that level would page someone.
@@ -227,6 +237,6 @@ impl From<RawSessionLevel> for tracing::Level {
 /// Parses the text into the raw shape. Structural errors (syntax, unknown key, wrong type,
 /// unknown enum value) stop here at the first one, as serde cannot resume after them. An empty
 /// or comment-only file parses as an empty config, so the validator can say what is missing.
-pub(crate) fn parse(text: &str) -> Result<RawConfig, serde_yaml::Error> {
-    serde_yaml::from_str(text)
+pub(crate) fn parse(text: &str) -> Result<RawConfig, yaml_serde::Error> {
+    yaml_serde::from_str(text)
 }

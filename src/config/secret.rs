@@ -121,6 +121,15 @@ fn is_variable_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Reads a secret file as the `*_file` keys do (size cap, one trailing newline trimmed, the
+/// content never in a message); for the admin client's `--token-file`.
+///
+/// # Errors
+/// An unreadable, empty, oversized or non-UTF-8 file, described with its path.
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    resolve_file(&path.to_string_lossy(), None).map_err(|p| p.to_string())
+}
+
 fn resolve_file(path: &str, base_dir: Option<&Path>) -> Result<Secret, Problem> {
     if path.is_empty() {
         return Err(Problem::new("the file path is empty"));

@@ -13,6 +13,7 @@ mod listener;
 mod tls;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use super::error::{ConfigError, ConfigErrors, Location, Problem};
 use super::locate::{self, Locator};
 use super::raw::{self, RawAdmin, RawConfig, RawLog};
 use super::secret::SecretSource;
-use super::{duration, AdminConfig, Config, LogConfig, LogFormat, Secret};
+use super::{duration, AdminConfig, AdminFile, Config, LogConfig, LogFormat, Secret};
 
 /// Built-in values for every key that may be omitted (config/example.yaml shows the same).
 mod builtin {
@@ -40,6 +41,9 @@ mod builtin {
     pub(super) const POSTGRES_DATABASE: &str = "postgres";
     pub(super) const MAX_CONNECTIONS: usize = 10_000;
     pub(super) const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Time a client of an `accept_proxy` listener has to send its PROXY header: a load
+    /// balancer sends it with the connection, so anything slower holds a slot for nothing.
+    pub(super) const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
     pub(super) const BACKLOG: u32 = 1024;
     pub(super) const ADMIN_LISTEN: &str = "127.0.0.1:9813";
     pub(super) const LOG_LEVEL: &str = "info";
@@ -80,6 +84,53 @@ pub(crate) fn compile(
     source: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
+    validate_with(text, source, env, |raw, v| build(raw, source, v))
+}
+
+/// Only the `admin:` block of a config, for the admin client (`rolegate status`, `drain`, …):
+/// it needs the address and the token, resolved as the server resolves them, and must not fail
+/// on a check password whose variable only the server's environment has. The token is
+/// resolved on its own: `rolegate status` needs none, so an operator's shell without the
+/// server's `token_env` variable (or a token file only the service user may read) can still
+/// read the status.
+///
+/// # Errors
+/// A syntax error anywhere in the file, or an invalid `admin.listen`; a token that cannot be
+/// read is [`AdminFile::token`]'s `Err`.
+pub(crate) fn compile_admin(
+    text: &str,
+    source: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AdminFile, ConfigErrors> {
+    let default = RawAdmin::default();
+    let mut token_source = None;
+    let listen = validate_with(text, source, env, |raw, v| {
+        let raw = raw.admin.as_ref().unwrap_or(&default);
+        token_source = match (&raw.token_file, &raw.token_env) {
+            (Some(file), _) => Some(format!("admin.token_file ({file})")),
+            (None, Some(var)) => Some(format!("admin.token_env ({var})")),
+            (None, None) => None,
+        };
+        admin_listen(raw, token_source.is_some(), v)
+    })?;
+    let token = validate_with(text, source, env, |raw, v| {
+        admin_token(raw.admin.as_ref().unwrap_or(&default), v)
+    })
+    .map_err(|errors| errors.to_string());
+    Ok(AdminFile {
+        listen,
+        token,
+        token_source,
+    })
+}
+
+/// Parses `text` and runs `check` on it, collecting every error it reports.
+fn validate_with<T>(
+    text: &str,
+    source: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+    check: impl FnOnce(&RawConfig, &mut Validator<'_>) -> Checked<T>,
+) -> Result<T, ConfigErrors> {
     let raw = raw::parse(text)
         .map_err(|error| ConfigErrors::single(locate::syntax_error(error, text)).in_file(source))?;
     let mut v = Validator {
@@ -89,7 +140,7 @@ pub(crate) fn compile(
         base_dir: source.and_then(Path::parent),
         inline_secrets: Vec::new(),
     };
-    let config = build(&raw, source, &mut v);
+    let config = check(&raw, &mut v);
     v.errors
         .sort_by_key(|e| (e.location().is_none(), e.location()));
     match (ConfigErrors::new(source, v.errors), config) {
@@ -147,32 +198,45 @@ fn workers(raw: Option<usize>, v: &mut Validator<'_>) -> Checked<usize> {
 fn admin(raw: Option<&RawAdmin>, v: &mut Validator<'_>) -> Checked<AdminConfig> {
     let default = RawAdmin::default();
     let raw = raw.unwrap_or(&default);
-    let token = v.secret(
+    let token = admin_token(raw, v);
+    // A token that failed to resolve is reported already; only a missing one is a problem
+    // for a public listen address.
+    let listen = admin_listen(raw, !matches!(token, Ok(None)), v);
+    Ok(AdminConfig {
+        listen: listen?,
+        token: token?,
+    })
+}
+
+fn admin_token(raw: &RawAdmin, v: &mut Validator<'_>) -> Checked<Option<Secret>> {
+    v.secret(
         "admin",
         &[
             ("token_file", raw.token_file.as_deref()),
             ("token_env", raw.token_env.as_deref()),
         ],
-    );
+    )
+}
+
+/// `None` when the admin server is disabled.
+fn admin_listen(
+    raw: &RawAdmin,
+    has_token: bool,
+    v: &mut Validator<'_>,
+) -> Checked<Option<SocketAddr>> {
     if raw.enabled == Some(false) {
-        return Ok(AdminConfig {
-            listen: None,
-            token: token?,
-        });
+        return Ok(None);
     }
     let text = raw.listen.as_deref().unwrap_or(builtin::ADMIN_LISTEN);
     let listen = address::bind(text).map_err(|p| v.report("admin.listen", p))?;
-    if !listen.ip().is_loopback() && matches!(token, Ok(None)) {
+    if !listen.ip().is_loopback() && !has_token {
         let problem = Problem::new(format!(
             "{listen} is not a loopback address, so the admin actions need a token"
         ))
         .hint("set admin.token_file or admin.token_env, or listen on 127.0.0.1");
         return Err(v.report("admin.listen", problem));
     }
-    Ok(AdminConfig {
-        listen: Some(listen),
-        token: token?,
-    })
+    Ok(Some(listen))
 }
 
 fn log(raw: Option<&RawLog>, v: &mut Validator<'_>) -> Checked<LogConfig> {

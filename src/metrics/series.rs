@@ -10,12 +10,12 @@ use std::collections::BTreeSet;
 
 use super::{Metrics, BACKEND_TO_CLIENT, CLIENT_TO_BACKEND};
 use crate::config::{ClusterName, Config};
-use crate::health::FailureReason;
+use crate::control_plane::checks::FailureReason;
 
 /// `reason` values of `rolegate_listener_refused_total`: `max_connections` and `fd_budget`
 /// (listener.rs `Limits`: stalls, not refusals), the route's `Unavailable` reasons, and
-/// `connect_failed` / `no_route` (session.rs `Refusal`).
-pub const REFUSAL_REASONS: [&str; 8] = [
+/// `connect_failed` / `no_route` / `proxy_header` (session.rs `Refusal`).
+pub const REFUSAL_REASONS: [&str; 9] = [
     "max_connections",
     "fd_budget",
     "no_primary",
@@ -24,6 +24,7 @@ pub const REFUSAL_REASONS: [&str; 8] = [
     "no_backend",
     "connect_failed",
     "no_route",
+    "proxy_header",
 ];
 
 /// `reason` values of `rolegate_connect_errors_total` (session.rs `connect_error_reason`).

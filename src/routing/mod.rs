@@ -1,13 +1,14 @@
 //! Routing: the immutable [`RoutingTable`] that the data plane reads and the supervisor
-//! replaces, the per-cluster decision of who may receive new connections ([`policy`]), and the
-//! choice among candidates ([`select`]).
+//! replaces, and the choice among a route's candidates ([`select`]). The table is where the two
+//! paths meet (docs/design.md): the control plane's supervisor is its only writer
+//! ([`RouterWriter`]), listeners and sessions are its readers ([`Router`]). Who may receive new
+//! connections is decided in [`crate::control_plane::decision`], not here.
 //!
 //! One `ArcSwap` holds the whole table, so a reader never sees half an update; a session does
 //! exactly one `load` per routing decision. A `watch` channel carries the table's generation so
 //! that connections waiting for a backend (a failover in progress) wake the moment a new table
 //! is stored.
 
-pub mod policy;
 pub mod select;
 pub mod table;
 
@@ -16,7 +17,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use table::{BackendEntry, Candidate, Route, RouteSettings, RoutingTable, Unavailable};
+pub use table::{
+    BackendEntry, BackendKey, Candidate, Route, RouteSettings, RoutingTable, Unavailable,
+};
 
 /// The data plane's read-only view: cheap to clone, one per listener.
 #[derive(Clone)]

@@ -54,8 +54,8 @@ mod tests {
 
     use super::*;
     use crate::config::RoleFilter;
-    use crate::health::BackendKey;
     use crate::metrics::Metrics;
+    use crate::routing::BackendKey;
     use crate::routing::{BackendEntry, Unavailable};
 
     fn route(n: usize, serves: RoleFilter, balance: Balance) -> Route {
@@ -81,6 +81,7 @@ mod tests {
             queue_timeout: std::time::Duration::ZERO,
             transfer: crate::config::TransferMode::Auto,
             session_level: tracing::Level::INFO,
+            proxy_protocol: Default::default(),
         });
         Route::new(
             "c".into(),

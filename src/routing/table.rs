@@ -11,9 +11,21 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
-use crate::config::{Balance, ClusterName, ListenerName, RoleFilter, TransferMode};
-use crate::health::BackendKey;
+use crate::config::{BackendName, Balance, ClusterName, ListenerName, RoleFilter, TransferMode};
 use crate::metrics::SessionMetrics;
+
+/// Identifies one backend across the whole process (names are unique within a cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendKey {
+    pub cluster: ClusterName,
+    pub backend: BackendName,
+}
+
+impl std::fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.cluster, self.backend)
+    }
+}
 
 /// A backend as the data plane needs it.
 #[derive(Debug)]
@@ -72,6 +84,8 @@ pub struct RouteSettings {
     pub transfer: TransferMode,
     /// Level of the one line logged when a session ends.
     pub session_level: tracing::Level,
+    /// `accept_proxy` / `send_proxy`, as of the session's start.
+    pub proxy_protocol: crate::data_plane::proxy_protocol::ProxyProtocol,
 }
 
 /// The routing of one listener in one snapshot.

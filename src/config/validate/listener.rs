@@ -8,7 +8,8 @@ use super::{address, all, builtin, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::{RawCluster, RawListener};
 use crate::config::{
-    Balance, ClusterName, ListenerConfig, ListenerName, RoleFilter, SteerConfig, TransferMode,
+    Balance, ClusterName, ListenerConfig, ListenerName, ProxyVersion, RoleFilter, SteerConfig,
+    TransferMode,
 };
 
 /// Checks every listener; `admin` is the admin server's address, which no listener may take.
@@ -52,6 +53,9 @@ struct Settings {
     queue_timeout: Checked<std::time::Duration>,
     backlog: Checked<u32>,
     steer: Checked<Option<SteerConfig>>,
+    accept_proxy: bool,
+    proxy_timeout: Checked<std::time::Duration>,
+    send_proxy: Option<ProxyVersion>,
 }
 
 fn assemble(
@@ -73,6 +77,9 @@ fn assemble(
         backlog: settings.backlog?,
         transfer: settings.transfer,
         steer: settings.steer?,
+        accept_proxy: settings.accept_proxy,
+        proxy_timeout: settings.proxy_timeout?,
+        send_proxy: settings.send_proxy,
     })
 }
 
@@ -177,6 +184,13 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         )
         .map(|d| d.unwrap_or(builtin::QUEUE_TIMEOUT));
     let steer = steer(v, path, raw);
+    let proxy_timeout = v
+        .positive_duration(
+            &format!("{path}.proxy_timeout"),
+            raw.proxy_timeout.as_deref(),
+            "a client that must send a PROXY header gets no time to send it",
+        )
+        .map(|d| d.unwrap_or(builtin::PROXY_TIMEOUT));
     Settings {
         steer,
         role,
@@ -187,6 +201,9 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         max_connections_set: raw.max_connections.is_some(),
         queue_timeout,
         backlog,
+        accept_proxy: raw.accept_proxy.unwrap_or(false),
+        proxy_timeout,
+        send_proxy: raw.send_proxy.map(Into::into),
     }
 }
 

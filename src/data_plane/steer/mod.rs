@@ -590,8 +590,8 @@ mod tests {
 
     use super::*;
     use crate::config::{Balance, RoleFilter, TransferMode};
-    use crate::health::BackendKey;
     use crate::metrics::Metrics;
+    use crate::routing::BackendKey;
     use crate::routing::{BackendEntry, RouteSettings, Unavailable};
 
     fn route(addrs: &[&str], serves: RoleFilter) -> Route {
@@ -619,6 +619,7 @@ mod tests {
             queue_timeout: Duration::from_secs(1),
             transfer: TransferMode::Auto,
             session_level: tracing::Level::INFO,
+            proxy_protocol: Default::default(),
         });
         Route::new(
             "c".into(),
@@ -651,12 +652,18 @@ mod tests {
 
     #[test]
     fn fired_guards_ipv6_backends_and_empty_routes_are_left_to_the_proxy() {
-        let r = route(&["127.0.0.1:1", "[::1]:2", "127.0.0.1:3"], RoleFilter::Replica);
+        let r = route(
+            &["127.0.0.1:1", "[::1]:2", "127.0.0.1:3"],
+            RoleFilter::Replica,
+        );
         r.candidates[2].guard.cancel();
         assert_eq!(addrs(&r), ["127.0.0.1:1"]);
         let primary = route(&["127.0.0.1:1"], RoleFilter::Primary);
         primary.candidates[0].guard.cancel();
-        assert!(addrs(&primary).is_empty(), "a demoted primary is never steered to");
+        assert!(
+            addrs(&primary).is_empty(),
+            "a demoted primary is never steered to"
+        );
         assert!(addrs(&route(&[], RoleFilter::Primary)).is_empty());
     }
 }

@@ -1,0 +1,301 @@
+//! The cluster decision: from every backend's state, who receives new primary, replica and
+//! `any` connections. Pure, like `role.rs`; the supervisor calls it after every observation.
+//!
+//! Policies, in the order they apply:
+//!
+//! 1. **Stale primaries (zombies).** A backend that went `Down` while it was the confirmed
+//!    primary is remembered as *lost*. If another backend is then routed as primary while it is
+//!    lost, it becomes *stale*: rolegate saw the handover, so whatever the old node says when it
+//!    returns, it is never routed to and is reported loudly. It stops being stale when it is
+//!    seen as a replica (it was rebuilt or re-pointed) or when an operator re-enables it.
+//! 2. **Zero primaries.** Primary routes are unavailable (`no_primary`); new connections queue
+//!    for `queue_timeout` and are refused after it.
+//! 3. **Two or more primaries** with no observed handover (e.g. a manual promotion while the
+//!    old primary is still up) are a split brain, decided by `split_brain`: `fail_closed`
+//!    (default) routes no one; `keep_current` keeps the primary routed before, if it is one of
+//!    them; `highest_timeline` (PostgreSQL) follows the unique newest timeline. Anything
+//!    undecidable fails closed.
+//! 4. **Replicas** qualify when up, confirmed replica, and within `max_replica_lag` (a replica
+//!    whose lag is unknown — replication stopped — does not qualify). A replica whose applied
+//!    position has reached the primary's write position has zero lag, whatever its clock says.
+//! 5. **Operator states.** `drain` and `disable` remove a backend from every route; they do not
+//!    change what rolegate believes about its role.
+//!
+//! `tcp` clusters have no roles: every up backend is a candidate for every listener, in the
+//! order of the config, and two "primaries" are not a split brain.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::config::{BackendName, Protocol, SplitBrainPolicy};
+use crate::control_plane::checks::{Facts, ObservedRole};
+use crate::control_plane::role::{Health, Role};
+use crate::routing::Unavailable;
+
+/// What an operator asked for a backend through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AdminMode {
+    #[default]
+    Enabled,
+    /// No new sessions; existing ones finish.
+    Drain,
+    /// No new sessions; existing ones are closed.
+    Disabled,
+}
+
+impl AdminMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminMode::Enabled => "enabled",
+            AdminMode::Drain => "drain",
+            AdminMode::Disabled => "disabled",
+        }
+    }
+}
+
+/// The decision's view of one backend.
+#[derive(Debug, Clone)]
+pub struct BackendView<'a> {
+    pub name: &'a BackendName,
+    pub health: Health,
+    pub role: Role,
+    pub admin: AdminMode,
+    /// Facts of the latest successful check, if the latest check succeeded.
+    pub facts: Option<&'a Facts>,
+}
+
+/// What the decision remembers about a cluster between decisions.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterMemory {
+    /// The backend most recently routed as primary.
+    pub routed_primary: Option<BackendName>,
+    /// Went down while confirmed primary; not yet replaced.
+    lost: BTreeSet<BackendName>,
+    /// Replaced while down: never routed until seen as a replica or re-enabled.
+    pub stale: BTreeSet<BackendName>,
+}
+
+impl ClusterMemory {
+    /// Forgets everything about one backend (operator `enable`, or removal by reload).
+    pub fn forget(&mut self, name: &BackendName) {
+        self.lost.remove(name);
+        self.stale.remove(name);
+        if self.routed_primary.as_ref() == Some(name) {
+            self.routed_primary = None;
+        }
+    }
+}
+
+/// Something the supervisor should log and count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionEvent {
+    PrimaryChanged {
+        from: Option<BackendName>,
+        to: BackendName,
+    },
+    StaleDetected(BackendName),
+    StaleCleared(BackendName),
+}
+
+/// The routing decision for one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Candidates for primary routes, in order, or why there is none.
+    pub primary: Result<Vec<BackendName>, Unavailable>,
+    /// Who holds the primary role, ignoring operator drain/disable (their sessions are judged
+    /// by the operator's action, not by the role).
+    pub holders: Vec<BackendName>,
+    /// Qualifying replicas, in config order.
+    pub replicas: Vec<BackendName>,
+    /// Candidates for `role: any` routes.
+    pub any: Vec<BackendName>,
+    /// Backends up and claiming primary (stale ones included).
+    pub primary_claims: usize,
+    /// Two or more non-stale primaries, or a stale one claiming primary.
+    pub split_brain: bool,
+    /// Effective replication lag per backend (replicas only), in config order.
+    pub lag: Vec<(BackendName, Option<Duration>)>,
+    pub events: Vec<DecisionEvent>,
+}
+
+/// Inputs that do not change between decisions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterPolicy {
+    pub protocol: Protocol,
+    pub split_brain: SplitBrainPolicy,
+    pub max_replica_lag: Duration,
+}
+
+/// Decides the routing of one cluster and updates its memory.
+pub fn decide(
+    policy: ClusterPolicy,
+    backends: &[BackendView<'_>],
+    memory: &mut ClusterMemory,
+) -> Decision {
+    if policy.protocol == Protocol::Tcp {
+        return decide_tcp(backends);
+    }
+    let mut events = Vec::new();
+    track_lost_and_stale(backends, memory, &mut events);
+
+    let claimers: Vec<&BackendView<'_>> = backends
+        .iter()
+        .filter(|b| b.health == Health::Up && b.role == Role::Primary)
+        .filter(|b| !memory.stale.contains(b.name))
+        .collect();
+    // Judged on the confirmed role (which only a replica answer changes), not on the latest
+    // check, so one slow check of a woken zombie does not hide it from the alarm.
+    let stale_claiming = backends.iter().any(|b| {
+        memory.stale.contains(b.name) && b.health == Health::Up && b.role == Role::Primary
+    });
+    let chosen = choose_primary(policy, &claimers, memory);
+    let primary = match &chosen {
+        Ok(b) if b.admin == AdminMode::Enabled => Ok(vec![b.name.clone()]),
+        Ok(_) => Err(Unavailable::NoPrimary),
+        Err(u) => Err(*u),
+    };
+    if let Ok(b) = &chosen {
+        if memory.routed_primary.as_ref() != Some(b.name) {
+            events.push(DecisionEvent::PrimaryChanged {
+                from: memory.routed_primary.clone(),
+                to: b.name.clone(),
+            });
+            memory.routed_primary = Some(b.name.clone());
+        }
+        // The handover is now observed: whoever was lost is stale.
+        let replaced: Vec<_> = memory
+            .lost
+            .iter()
+            .filter(|n| *n != b.name)
+            .cloned()
+            .collect();
+        for name in replaced {
+            memory.lost.remove(&name);
+            memory.stale.insert(name.clone());
+            events.push(DecisionEvent::StaleDetected(name));
+        }
+    }
+
+    let primary_facts = chosen.as_ref().ok().and_then(|b| b.facts);
+    let mut lag = Vec::new();
+    let mut replicas = Vec::new();
+    for b in backends {
+        if b.health != Health::Up || b.role != Role::Replica {
+            continue;
+        }
+        let effective = effective_lag(b.facts, primary_facts);
+        lag.push((b.name.clone(), effective));
+        let fresh = effective.is_some_and(|l| l <= policy.max_replica_lag);
+        if fresh && b.admin == AdminMode::Enabled {
+            replicas.push(b.name.clone());
+        }
+    }
+    let mut any = primary.clone().unwrap_or_default();
+    any.extend(replicas.iter().cloned());
+    Decision {
+        primary,
+        holders: chosen.iter().map(|b| b.name.clone()).collect(),
+        replicas,
+        any,
+        primary_claims: claimers.len() + usize::from(stale_claiming),
+        split_brain: claimers.len() > 1 || stale_claiming,
+        lag,
+        events,
+    }
+}
+
+fn track_lost_and_stale(
+    backends: &[BackendView<'_>],
+    memory: &mut ClusterMemory,
+    events: &mut Vec<DecisionEvent>,
+) {
+    for b in backends {
+        let stale = memory.stale.contains(b.name);
+        if b.health == Health::Down && b.role == Role::Primary && !stale {
+            memory.lost.insert(b.name.clone());
+        } else if b.health == Health::Up {
+            // Back before anyone replaced it: the same primary, not a zombie.
+            memory.lost.remove(b.name);
+        }
+        if stale && b.facts.is_some_and(|f| f.role == ObservedRole::Replica) {
+            memory.stale.remove(b.name);
+            events.push(DecisionEvent::StaleCleared(b.name.clone()));
+        }
+    }
+}
+
+fn choose_primary<'v, 'a>(
+    policy: ClusterPolicy,
+    claimers: &[&'v BackendView<'a>],
+    memory: &ClusterMemory,
+) -> Result<&'v BackendView<'a>, Unavailable> {
+    match claimers {
+        [] => Err(Unavailable::NoPrimary),
+        [only] => Ok(only),
+        several => match policy.split_brain {
+            SplitBrainPolicy::FailClosed => Err(Unavailable::SplitBrain),
+            SplitBrainPolicy::KeepCurrent => several
+                .iter()
+                .find(|b| memory.routed_primary.as_ref() == Some(b.name))
+                .copied()
+                .ok_or(Unavailable::SplitBrain),
+            SplitBrainPolicy::HighestTimeline => {
+                let timeline = |b: &BackendView<'_>| b.facts.and_then(|f| f.timeline);
+                let best = several.iter().filter_map(|b| timeline(b)).max();
+                let mut on_best = several
+                    .iter()
+                    .filter(|b| best.is_some() && timeline(b) == best);
+                match (on_best.next(), on_best.next()) {
+                    (Some(b), None) => Ok(b),
+                    _ => Err(Unavailable::SplitBrain),
+                }
+            }
+        },
+    }
+}
+
+/// A replica's lag, preferring position over time: a replica that has applied everything the
+/// primary has written is not behind, however long ago the last transaction was.
+fn effective_lag(replica: Option<&Facts>, primary: Option<&Facts>) -> Option<Duration> {
+    let facts = replica?.replica.as_ref()?;
+    let caught_up = match (facts.position, primary.and_then(|p| p.write_position)) {
+        (Some(applied), Some(written)) => applied >= written,
+        _ => false,
+    };
+    if caught_up {
+        Some(Duration::ZERO)
+    } else {
+        facts.lag
+    }
+}
+
+fn decide_tcp(backends: &[BackendView<'_>]) -> Decision {
+    let holders: Vec<BackendName> = backends
+        .iter()
+        .filter(|b| b.health == Health::Up)
+        .map(|b| b.name.clone())
+        .collect();
+    let up: Vec<BackendName> = backends
+        .iter()
+        .filter(|b| b.health == Health::Up && b.admin == AdminMode::Enabled)
+        .map(|b| b.name.clone())
+        .collect();
+    let primary = if up.is_empty() {
+        Err(Unavailable::NoBackend)
+    } else {
+        Ok(up.clone())
+    };
+    Decision {
+        primary,
+        holders,
+        replicas: up.clone(),
+        primary_claims: usize::from(!up.is_empty()),
+        any: up,
+        split_brain: false,
+        lag: Vec::new(),
+        events: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
