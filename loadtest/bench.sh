@@ -17,7 +17,7 @@
 #
 # Environment: CARGO_TARGET_DIR (where the release build lands), ROLEGATE_BIN (use this binary
 # instead of building; BENCH_REV labels it in the results), BENCH_PORT_BASE (default 27000; ports
-# BASE..BASE+599 must be free), BENCH_OUT (results directory), LAB_DIR (the lab's state directory).
+# BASE..BASE+699 must be free), BENCH_OUT (results directory), LAB_DIR (the lab's state directory).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

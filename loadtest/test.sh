@@ -24,6 +24,11 @@ command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v docker-compose >/dev/null || need_pkgs+=(docker-compose)
 /usr/bin/python3 -c 'import yaml, jsonschema' 2>/dev/null || need_pkgs+=(python3-yaml python3-jsonschema)
 command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
+# The steering program (bpf/steer.bpf.c) is built by build.rs with clang against the uapi
+# headers and libbpf's bpf_helpers.h; without them rolegate builds without steering.
+command -v clang >/dev/null || need_pkgs+=(clang)
+[[ -e /usr/include/bpf/bpf_helpers.h ]] || need_pkgs+=(libbpf-dev)
+[[ -e /usr/include/linux/bpf.h ]] || need_pkgs+=(linux-libc-dev)
 # Operator kit (tests/it/admin_client.rs, tests/it/deb_package.rs): the completion scripts load in zsh
 # and fish, the man pages render with groff and are found by man. cargo-deb comes from crates.io,
 # installed by packaging/build-deb.sh itself when missing.

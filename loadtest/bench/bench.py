@@ -65,7 +65,31 @@ DISPLAY = {
     "haproxy-forced-splice": "HAProxy forced splice",
     "rolegate": "rolegate",
     "rolegate-b": "rolegate B (--rolegate-b)",
+    "rolegate-steer": "rolegate steer",
 }
+
+# The "rolegate steer" setup: rolegate with `steer:` on every listener, its clients run inside
+# this cgroup v2 child, so their connects go straight to the target (docs/steering.md). Added
+# when the machine can steer (root, cgroup2 here); dropped if rolegate reports it inactive.
+STEER_CGROUP = f"/sys/fs/cgroup/unified/rolegate-bench-{os.getpid()}"
+STEER = "rolegate-steer"
+
+
+def can_steer():
+    if os.geteuid() != 0:
+        return "not root"
+    with open("/proc/self/mounts") as f:
+        if not any(l.split()[1:3] == ["/sys/fs/cgroup/unified", "cgroup2"] for l in f if len(l.split()) > 2):
+            return "no cgroup2 at /sys/fs/cgroup/unified"
+    return None
+
+
+def client(setup, argv):
+    """`argv` as a client of `setup`: inside the steered cgroup for the steer setup (sh writes its
+    own pid to cgroup.procs, then execs, so every socket of the client belongs to the cgroup)."""
+    if setup != STEER:
+        return argv
+    return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', STEER_CGROUP] + argv
 
 # Service index -> offset of its port within a setup's block of ports.
 SERVICES = {"iperf": 1, "redis": 2, "pg": 3, "sink": 4}
@@ -300,7 +324,7 @@ def haproxy_config(plan, setup, listens, maxconn):
     return "\n".join(lines) + "\n"
 
 
-def rolegate_config(plan, listens, admin_port, extra=""):
+def rolegate_config(plan, listens, admin_port, extra="", steer=None):
     """Default config except addresses. The PostgreSQL cluster is `protocol: postgres` (role-aware,
     with its SCRAM-authenticated check), everything else `protocol: tcp`."""
     out = [
@@ -331,7 +355,8 @@ def rolegate_config(plan, listens, admin_port, extra=""):
     out.append("listeners:")
     for name, port, _target in listens:
         role = ", role: primary" if name == "pg" else ""
-        out.append(f"  - {{ name: {name}, bind: 127.0.0.1:{port}, cluster: {name}{role} }}")
+        steered = f", steer: {{ cgroup: {steer} }}" if steer else ""
+        out.append(f"  - {{ name: {name}, bind: 127.0.0.1:{port}, cluster: {name}{role}{steered} }}")
     if extra:
         out.append(extra)
     return "\n".join(out) + "\n"
@@ -385,7 +410,8 @@ class Env:
         else:
             cfg += ".yaml"
             with open(cfg, "w") as f:
-                f.write(rolegate_config(self.plan, listens, admin_port, self.plan.rolegate_extra))
+                f.write(rolegate_config(self.plan, listens, admin_port, self.plan.rolegate_extra,
+                                        steer=STEER_CGROUP if setup == STEER else None))
             binary = self.bin_b if setup == "rolegate-b" else self.bin
             env = self.proxy_env()
             if setup == "rolegate-b":
@@ -395,11 +421,23 @@ class Env:
             wait_port(port, proc=proc)
         if setup.startswith("rolegate"):
             wait_rolegate_ready(admin_port, proc)
+        if setup == STEER:
+            inactive = steer_inactive(admin_port)
+            if inactive:
+                stop(proc)
+                raise RuntimeError(f"steering is not active: {inactive}")
         return proc
 
     def start_proxies(self):
-        for setup in PROXIES:
-            self.proxies[setup] = self.start_proxy(setup, self.listens(setup), setup)
+        for setup in list(PROXIES):
+            try:
+                self.proxies[setup] = self.start_proxy(setup, self.listens(setup), setup)
+            except RuntimeError as e:
+                if setup != STEER:
+                    raise
+                log(f"no '{DISPLAY[STEER]}' setup: {e}")
+                SETUPS.remove(STEER)
+                PROXIES.remove(STEER)
 
     def pid(self, setup):
         return self.proxies[setup].pid if setup in self.proxies else None
@@ -408,6 +446,21 @@ class Env:
         for setup, proc in self.proxies.items():
             if proc.poll() is not None:
                 raise RuntimeError(f"{setup} exited with {proc.returncode}; see {self.dir}/{setup}.log")
+
+
+def steer_inactive(admin_port):
+    """None when every listener of the rolegate on `admin_port` steers, else the reason."""
+    with socket.create_connection(("127.0.0.1", admin_port), timeout=5) as s:
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = json.loads(data.split(b"\r\n\r\n", 1)[1])
+    for listener in status["listeners"]:
+        steer = listener.get("steer") or {}
+        if not steer.get("active"):
+            return f"{listener['name']}: {steer.get('reason', 'no steer in /status')}"
+    return None
 
 
 def wait_rolegate_ready(admin_port, proc, timeout=20.0):
@@ -460,7 +513,7 @@ def w_iperf(env, setup, streams, reverse):
             "--connect-timeout", "3000"] + plan.iperf_args + (["-R"] if reverse else [])
     for attempt in range(3):
         with Measure(env.pid(setup)) as m:
-            rc, out, err = run(argv, timeout=90)
+            rc, out, err = run(client(setup, argv), timeout=90)
         try:
             j = json.loads(out)
         except ValueError:
@@ -503,7 +556,7 @@ def w_redis(env, setup, pipeline):
             "-c", str(plan.redis_clients), "-n", str(plan.redis_n[pipeline]), "-P", str(pipeline),
             "-t", "ping_inline,set,get", "--csv"]
     with Measure(env.pid(setup)) as m:
-        rc, out, err = run(argv, timeout=180)
+        rc, out, err = run(client(setup, argv), timeout=180)
     rows = parse_redis_csv(out)
     if rc != 0 or not rows:
         return {"error": f"redis-benchmark rc={rc}: {(err or out)[-300:]}"}
@@ -526,7 +579,7 @@ def w_churn(env, setup):
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(plan.port(setup, "redis")),
             "-c", str(plan.churn_clients), "-n", str(plan.churn_n), "-k", "0", "-t", "ping_inline", "--csv"]
     with Measure(env.pid(setup)) as m:
-        rc, out, err = run(argv, timeout=180)
+        rc, out, err = run(client(setup, argv), timeout=180)
     rows = parse_redis_csv(out)
     r = rows.get("PING_INLINE")
     if rc != 0 or not r:
@@ -560,7 +613,7 @@ def w_pgbench(env, setup, connect_each):
                     listens = [("pg", plan.port(setup, "pg"), plan.target_port("pg"))]
                     proxy = env.start_proxy(setup, listens, f"{setup}-pg", admin_port=plan.admin_port(setup, pg=True))
                 with Measure(proxy.pid if proxy else None) as m:
-                    rc, out, err = run(argv, timeout=120, env=pg_env(plan))
+                    rc, out, err = run(client(setup, argv), timeout=120, env=pg_env(plan))
             finally:
                 if proxy is not None:
                     stop(proxy)
@@ -595,7 +648,7 @@ def pg_is_primary(plan):
 def w_memory(env, setup):
     """RSS growth of a fresh proxy instance holding N idle sessions, KiB per session."""
     plan = env.plan
-    if setup == "direct":
+    if setup in ("direct", STEER):  # a steered session holds nothing in the proxy
         return {}
     n = plan.idle_sessions
     port = plan.memory_port(setup)
@@ -767,11 +820,14 @@ def ratio(a, b):
 
 def table(med):
     extra_b = "rolegate-b" in SETUPS
+    steer = STEER in SETUPS
     head = ["workload"] + [DISPLAY[s] for s in SETUPS] + ["rolegate / direct", "rolegate / best HAProxy", "target", "met"]
     if extra_b:
         head.append("B / rolegate")
+    if steer:
+        head.append("steer / direct")
     lines = ["| " + " | ".join(head) + " |",
-             "|---|" + "---:|" * (len(SETUPS) + 2) + "---|---|" + ("---:|" if extra_b else "")]
+             "|---|" + "---:|" * (len(SETUPS) + 2) + "---|---|" + ("---:|" if extra_b else "") + ("---:|" if steer else "")]
     verdicts = []
     for label, _w, _m, hib, target in ROWS:
         v = med[label]
@@ -789,6 +845,8 @@ def table(med):
         cells = [label] + [fmt(v[s]) for s in SETUPS] + [ratio(r, v["direct"]), ratio(r, best), target_txt, met_txt]
         if extra_b:
             cells.append(ratio(v["rolegate-b"], r))
+        if steer:
+            cells.append(ratio(v[STEER], v["direct"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines), verdicts
 
@@ -953,6 +1011,18 @@ def prepare_pg_locked(plan):
             raise RuntimeError(f"pgbench -i: {err.strip()[-500:]}")
 
 
+def remove_steer_cgroup():
+    """rmdir fails while a member is still exiting: retry, bounded."""
+    for _ in range(100):
+        try:
+            os.rmdir(STEER_CGROUP)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rolegate", required=True, help="release binary")
@@ -976,6 +1046,14 @@ def main():
                          "a run with it is not the default configuration")
     args = ap.parse_args()
 
+    no_steer = can_steer()
+    if no_steer:
+        log(f"no '{DISPLAY[STEER]}' setup: {no_steer}")
+    else:
+        os.makedirs(STEER_CGROUP, exist_ok=True)
+        atexit.register(remove_steer_cgroup)
+        SETUPS.append(STEER)
+        PROXIES.append(STEER)
     if args.rolegate_b:
         SETUPS.append("rolegate-b")
         PROXIES.append("rolegate-b")

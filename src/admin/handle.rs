@@ -10,6 +10,7 @@
 //! cluster's primary for a planned switchover ([`Proxy::cluster_hold`]); fleet actions are
 //! still to come, next to them.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use futures_util::future::BoxFuture;
 use crate::config::ClusterName;
 use crate::config::{Config, ConfigErrors};
 use crate::control_plane::supervisor::{AdminAction, AdminError, HoldStatus, StatusSnapshot};
+use crate::data_plane::steer::SteerStatus;
 use crate::metrics::Metrics;
 use crate::routing::BackendKey;
 use crate::routing::Router;
@@ -58,6 +60,14 @@ pub trait Proxy: Send + Sync + 'static {
         cluster: ClusterName,
         timeout: Option<std::time::Duration>,
     ) -> BoxFuture<'_, Result<HoldReply, AdminError>>;
+
+    /// Each listener with `steer:`, by name (`/status` `listeners[].steer`); none by default.
+    fn steer_status(&self) -> HashMap<String, SteerStatus> {
+        HashMap::new()
+    }
+
+    /// Brings the steering gauges up to date before `/metrics` is encoded.
+    fn refresh_steer(&self) {}
 }
 
 /// What a hold or release did.

@@ -16,6 +16,7 @@ use crate::routing::{RoutingTable, Unavailable};
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) fn metrics(proxy: &dyn Proxy) -> Response<Body> {
+    proxy.refresh_steer();
     let mut response = Response::new(Body::from(proxy.metrics().encode()));
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -96,12 +97,17 @@ pub(super) async fn status(proxy: &dyn Proxy) -> Response<Body> {
         let file = config.source.as_ref().map(|p| p.display().to_string());
         top.insert("config_file".into(), file.into());
     }
+    let steer = proxy.steer_status();
     if let Some(listeners) = value.get_mut("listeners").and_then(Value::as_array_mut) {
         for listener in listeners {
             let name = listener.get("name").and_then(Value::as_str).unwrap_or("");
             let local = proxy.listener_addr(name).await.map(|a| a.to_string());
+            let steered = steer.get(name).and_then(|s| serde_json::to_value(s).ok());
             if let Some(obj) = listener.as_object_mut() {
                 obj.insert("local_addr".into(), local.into());
+                if let Some(steered) = steered {
+                    obj.insert("steer".into(), steered);
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The app as the admin API sees it: [`Proxy`] for [`App`], the one place where the two meet.
 //! `admin` never names the app; it gets an [`crate::admin::AdminHandle`] built from this.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use super::{App, ReloadError};
 use crate::admin::{HoldReply, Proxy, ReloadRefused};
 use crate::config::{ClusterName, Config};
 use crate::control_plane::supervisor::{AdminAction, AdminError, StatusSnapshot};
+use crate::data_plane::steer::SteerStatus;
 use crate::metrics::Metrics;
 use crate::routing::BackendKey;
 use crate::routing::Router;
@@ -62,6 +64,14 @@ impl Proxy for App {
                     .map(HoldReply::Released),
             }
         })
+    }
+
+    fn steer_status(&self) -> HashMap<String, SteerStatus> {
+        self.steer.status()
+    }
+
+    fn refresh_steer(&self) {
+        self.steer.refresh();
     }
 }
 

@@ -34,6 +34,7 @@ use crate::control_plane::supervisor::{self, SupervisorHandle};
 use crate::data_plane::fd_budget::Plan;
 use crate::data_plane::listener::{self, BindError};
 use crate::data_plane::session::ListenerContext;
+use crate::data_plane::steer::Steer;
 use crate::data_plane::workers::Workers;
 use crate::metrics::Metrics;
 use crate::routing::{new_router, Router};
@@ -88,6 +89,8 @@ pub struct App {
     sessions: CancellationToken,
     tracker: TaskTracker,
     admin_addr: Option<SocketAddr>,
+    /// Listeners' `steer:` (the kernel side of routing for local clients).
+    steer: Arc<Steer>,
     /// The data plane: accept loops and sessions run here, probes and admin do not.
     workers: Workers,
     /// Session permits of the descriptor budget, shared by every listener and by the workers'
@@ -126,7 +129,13 @@ impl App {
         };
         let shutdown = CancellationToken::new();
         let sessions = CancellationToken::new();
-        let (writer, router) = new_router();
+        let local: HashMap<ListenerName, SocketAddr> = bound
+            .iter()
+            .filter_map(|(name, s)| Some((name.clone(), s.first()?.local_addr().ok()?)))
+            .collect();
+        let steer = Steer::start(&config, &local, &metrics.registry);
+        let (mut writer, router) = new_router();
+        writer.observe(steer.clone());
         let supervisor = supervisor::spawn(
             config.clone(),
             writer,
@@ -153,6 +162,7 @@ impl App {
             sessions,
             tracker: TaskTracker::new(),
             admin_addr: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            steer,
             workers,
             descriptors,
             fd_plan: std::sync::Mutex::new(fd_plan),
@@ -267,6 +277,10 @@ impl App {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    pub fn steer(&self) -> &Steer {
+        &self.steer
     }
 
     pub async fn config(&self) -> Arc<Config> {

@@ -54,6 +54,11 @@ impl App {
         self.start_added(&mut running, &diff, &new, &mut fresh);
         self.update_changed(&mut running, &diff, &new, &mut fresh);
         stop_removed(&mut running, &diff);
+        let local: HashMap<ListenerName, std::net::SocketAddr> = running
+            .iter()
+            .map(|(name, l)| (name.clone(), l.local))
+            .collect();
+        self.steer.configure(&new, &local);
         let old = std::mem::replace(&mut *self.config.lock().await, new.clone());
         self.warn_about_restart_only(&old, &new);
         if let Some(plans) = fd_plan {

@@ -359,6 +359,16 @@ pub struct ListenerConfig {
     pub proxy_timeout: Duration,
     /// The PROXY protocol header sent to backends, if any.
     pub send_proxy: Option<ProxyVersion>,
+    /// `steer:`: local clients in this cgroup connect to the backend directly.
+    pub steer: Option<SteerConfig>,
+}
+
+/// A listener's `steer:` (see src/data_plane/steer): TCP connects to the listener's bind address
+/// from processes in `cgroup` (a cgroup v2 directory, and those below it) go straight to the
+/// backend the route names; the listener itself stays the fallback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteerConfig {
+    pub cgroup: PathBuf,
 }
 
 // === impl Config ===

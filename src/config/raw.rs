@@ -209,6 +209,16 @@ pub(crate) struct RawListener {
     /// Extension: `v1 | v2`: send a PROXY protocol header with the client's address to the
     /// backend on each connection (default: none).
     pub send_proxy: Option<RawProxyVersion>,
+    /// Extension: steer local clients' connects straight to the backend (src/data_plane/steer).
+    pub steer: Option<RawSteer>,
+}
+
+/// A listener's `steer:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSteer {
+    /// cgroup v2 directory whose processes (and those below it) are steered.
+    pub cgroup: Option<String>,
 }
 
 /// Serde mirrors of the typed enums in `mod.rs`, which stay free of serde attributes.

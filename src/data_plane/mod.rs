@@ -11,11 +11,14 @@
 //! - [`session`]: one client — one routing snapshot, connect (with retries), transfer, and
 //!   closing when its backend loses the role its listener serves.
 //! - [`transfer`]: moving bytes, with `splice(2)` on Linux and a buffered copy elsewhere.
+//! - [`steer`]: local clients in a cgroup connect to the backend directly (a cgroup BPF program
+//!   reading the routing table); the listener stays their fallback.
 
 pub mod fd_budget;
 pub mod listener;
 pub mod proxy_protocol;
 pub mod rescue;
 pub mod session;
+pub mod steer;
 pub mod transfer;
 pub mod workers;

@@ -32,6 +32,14 @@ pub struct Router {
 pub struct RouterWriter {
     table: Arc<ArcSwap<RoutingTable>>,
     changes: watch::Sender<u64>,
+    observers: Vec<Arc<dyn TableObserver>>,
+}
+
+/// Told of every table in the step that stores it, so that a second reader of the routing
+/// (the steering map the kernel reads, `data_plane::steer`) follows exactly the table the proxy
+/// reads, never a table of its own. Called on the supervisor's task: keep it short.
+pub trait TableObserver: Send + Sync {
+    fn stored(&self, table: &Arc<RoutingTable>);
 }
 
 /// A router and its writer around an empty table (no listener has a route yet).
@@ -42,6 +50,7 @@ pub fn new_router() -> (RouterWriter, Router) {
         RouterWriter {
             table: table.clone(),
             changes: tx,
+            observers: Vec::new(),
         },
         Router { table, changes: rx },
     )
@@ -67,8 +76,16 @@ impl RouterWriter {
     pub fn store(&self, table: impl Into<Arc<RoutingTable>>) {
         let table = table.into();
         let generation = table.generation;
-        self.table.store(table);
+        self.table.store(table.clone());
+        for observer in &self.observers {
+            observer.stored(&table);
+        }
         self.changes.send_replace(generation);
+    }
+
+    /// Adds an observer of every table stored from now on.
+    pub fn observe(&mut self, observer: Arc<dyn TableObserver>) {
+        self.observers.push(observer);
     }
 
     pub fn current(&self) -> Arc<RoutingTable> {

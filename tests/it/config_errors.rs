@@ -228,6 +228,13 @@ const CASES: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "steer.yaml",
+        &[
+            "steer.yaml:8:69: listeners[0].steer.cgroup: cgroup directory /sys/fs/cgroup/unified/no-such-app does not exist; create the cgroup (mkdir under the cgroup2 mount) before rolegate starts, or fix the path",
+            "steer.yaml:9:74: listeners[1].steer.cgroup: steer has no cgroup; name the cgroup v2 directory of the local clients, e.g. /sys/fs/cgroup/unified/app",
+        ],
+    ),
+    (
         "zero_durations.yaml",
         &[
             "zero_durations.yaml:4:22: clusters[0].connect_timeout: connect_timeout must be longer than 0s; a zero timeout would fail every attempt; e.g. 2s",

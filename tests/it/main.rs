@@ -46,6 +46,7 @@ mod reload_signals;
 mod secrets;
 mod session_log;
 mod soak_smoke;
+mod steer;
 mod tls_lab;
 mod transfer;
 mod zero_error;

@@ -8,7 +8,8 @@ use super::{address, all, builtin, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::{RawCluster, RawListener};
 use crate::config::{
-    Balance, ClusterName, ListenerConfig, ListenerName, ProxyVersion, RoleFilter, TransferMode,
+    Balance, ClusterName, ListenerConfig, ListenerName, ProxyVersion, RoleFilter, SteerConfig,
+    TransferMode,
 };
 
 /// Checks every listener; `admin` is the admin server's address, which no listener may take.
@@ -51,6 +52,7 @@ struct Settings {
     max_connections_set: bool,
     queue_timeout: Checked<std::time::Duration>,
     backlog: Checked<u32>,
+    steer: Checked<Option<SteerConfig>>,
     accept_proxy: bool,
     proxy_timeout: Checked<std::time::Duration>,
     send_proxy: Option<ProxyVersion>,
@@ -74,6 +76,7 @@ fn assemble(
         queue_timeout: settings.queue_timeout?,
         backlog: settings.backlog?,
         transfer: settings.transfer,
+        steer: settings.steer?,
         accept_proxy: settings.accept_proxy,
         proxy_timeout: settings.proxy_timeout?,
         send_proxy: settings.send_proxy,
@@ -180,6 +183,7 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
             raw.queue_timeout.as_deref(),
         )
         .map(|d| d.unwrap_or(builtin::QUEUE_TIMEOUT));
+    let steer = steer(v, path, raw);
     let proxy_timeout = v
         .positive_duration(
             &format!("{path}.proxy_timeout"),
@@ -188,6 +192,7 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         )
         .map(|d| d.unwrap_or(builtin::PROXY_TIMEOUT));
     Settings {
+        steer,
         role,
         fallback,
         balance: raw.balance.map_or(Balance::RoundRobin, Into::into),
@@ -200,4 +205,26 @@ fn settings(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Settings {
         proxy_timeout,
         send_proxy: raw.send_proxy.map(Into::into),
     }
+}
+
+/// `steer.cgroup` must name an existing directory: a typo would otherwise only show at run time
+/// as a listener that is silently proxied. Whether it is a cgroup v2 directory and whether the
+/// program attaches are run-time questions (reported in `/status`, never fatal).
+fn steer(v: &mut Validator<'_>, path: &str, raw: &RawListener) -> Checked<Option<SteerConfig>> {
+    let Some(steer) = &raw.steer else {
+        return Ok(None);
+    };
+    let field = format!("{path}.steer.cgroup");
+    let problem = match steer.cgroup.as_deref() {
+        None | Some("") => Problem::new("steer has no cgroup")
+            .hint("name the cgroup v2 directory of the local clients, e.g. /sys/fs/cgroup/unified/app"),
+        Some(dir) if std::path::Path::new(dir).is_dir() => {
+            return Ok(Some(SteerConfig {
+                cgroup: dir.into(),
+            }))
+        }
+        Some(dir) => Problem::new(format!("cgroup directory {dir} does not exist"))
+            .hint("create the cgroup (mkdir under the cgroup2 mount) before rolegate starts, or fix the path"),
+    };
+    Err(v.report(field, problem))
 }

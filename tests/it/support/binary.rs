@@ -20,6 +20,8 @@ pub struct Start<'a> {
     pub env: Vec<(&'a str, String)>,
     /// `RUST_LOG` (default: none, so the config's `log.level` applies).
     pub rust_log: Option<&'a str>,
+    /// A command that execs the binary (e.g. `setpriv … --`), empty to run it directly.
+    pub wrapper: Vec<&'a str>,
 }
 
 impl Start<'_> {
@@ -106,7 +108,15 @@ impl Rolegate {
         config: &Path,
         opts: Start<'_>,
     ) -> (Rolegate, tokio::sync::oneshot::Receiver<Option<SocketAddr>>) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rolegate"));
+        let binary = env!("CARGO_BIN_EXE_rolegate");
+        let mut cmd = match opts.wrapper.split_first() {
+            None => Command::new(binary),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(binary);
+                cmd
+            }
+        };
         cmd.arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")

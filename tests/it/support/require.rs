@@ -133,3 +133,28 @@ pub fn root_and_lab(engines: &[Engine]) -> Option<Met> {
     let _root = root()?;
     lab(engines)
 }
+
+/// cgroup v2 mounted at `mount` (the steering tests create a child cgroup there).
+pub fn cgroup2(mount: &str) -> Option<Met> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mounted = mounts.lines().any(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        fields.get(1) == Some(&mount) && fields.get(2) == Some(&"cgroup2")
+    });
+    if mounted {
+        Some(Met)
+    } else {
+        missing(
+            &format!("cgroup2 mounted at {mount}"),
+            "a host with cgroup v2",
+        )
+    }
+}
+
+/// A rolegate built with its steering program; `reason` is what rolegate reports without it.
+pub fn steering_built(reason: &str) -> Option<Met> {
+    missing(
+        &format!("a build with steering ({reason})"),
+        &format!("{FULL_RUN}, which installs clang and libbpf-dev"),
+    )
+}

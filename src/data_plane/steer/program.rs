@@ -1,0 +1,278 @@
+//! The loaded BPF object: its programs attached to cgroups (by `bpf_link`, owned by this
+//! process, so an exit or a crash detaches them) and its maps.
+//!
+//! Loader: aya. The userspace side is pure Rust (no libbpf, no C toolchain at run time) and it
+//! reads the BTF-defined maps of a clang-built object directly; the program itself is plain C
+//! against the uapi headers, compiled by build.rs (see docs/steering.md for the choice).
+
+use std::collections::HashMap as StdHashMap;
+use std::fs::File;
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{HashMap, MapData, MapError};
+use aya::programs::cgroup_sock::CgroupSockLinkId;
+use aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId;
+use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
+use aya::Ebpf;
+
+use super::layout::{self, Addr4, Pair4, Route4};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
+
+const CONNECT4: &str = "steer_connect4";
+const CONNECT6: &str = "steer_connect6";
+const GETPEERNAME4: &str = "steer_getpeername4";
+const GETPEERNAME6: &str = "steer_getpeername6";
+/// The socket-address programs, attached in this order (getpeername before connect, so that no
+/// steered socket ever shows the backend as its peer).
+const SOCK_ADDR: [&str; 4] = [GETPEERNAME4, GETPEERNAME6, CONNECT4, CONNECT6];
+const RELEASE: &str = "steer_sock_release";
+/// `BPF_NOEXIST`: create a counter only if it is not there (never reset a running count).
+const NOEXIST: u64 = 1;
+
+/// Why the program could not be loaded or attached; the text goes to `/status` and the log.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error("cannot load the steering program: {0}")]
+    Load(String),
+    #[error("cannot open cgroup {path}: {source}")]
+    Cgroup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot attach the steering program to cgroup {path}: {detail}")]
+    Attach { path: PathBuf, detail: String },
+    #[error("steering map {map}: {source}")]
+    Map { map: &'static str, source: MapError },
+}
+
+/// The links of the programs on one cgroup.
+struct Attachment {
+    /// In the order of [`SOCK_ADDR`].
+    sock_addr: Vec<(&'static str, CgroupSockAddrLinkId)>,
+    release: CgroupSockLinkId,
+}
+
+pub struct Kernel {
+    ebpf: Ebpf,
+    routes: HashMap<MapData, Addr4, Route4>,
+    steered: HashMap<MapData, u64, Pair4>,
+    totals: HashMap<MapData, Pair4, u64>,
+    attached: StdHashMap<PathBuf, Attachment>,
+}
+
+fn load_error(e: impl std::fmt::Display) -> KernelError {
+    KernelError::Load(short(&e.to_string()))
+}
+
+/// An error with its sources (aya's messages name the syscall, the source says why).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The verifier's log is long: keep the first line and the verdict (its last lines).
+fn short(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= 6 {
+        return text.to_string();
+    }
+    let verdict = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            !l.starts_with("verification time")
+                && !l.starts_with("processed")
+                && !l.starts_with("stack depth")
+        })
+        .copied()
+        .unwrap_or("");
+    format!("{} … {}", lines[0], verdict)
+}
+
+fn map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, KernelError> {
+    let raw = ebpf
+        .take_map(name)
+        .ok_or_else(|| KernelError::Load(format!("the object has no map {name}")))?;
+    HashMap::try_from(raw).map_err(|source| KernelError::Map { map: name, source })
+}
+
+impl Kernel {
+    /// Loads the object and its programs into the kernel (nothing is attached yet).
+    pub fn load() -> Result<Kernel, KernelError> {
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load_error(chain(&e)))?;
+        for name in SOCK_ADDR {
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| load_error(format!("no program {name}")))?
+                .try_into()
+                .map_err(load_error)?;
+            program.load().map_err(|e| load_error(chain(&e)))?;
+        }
+        let release: &mut CgroupSock = ebpf
+            .program_mut(RELEASE)
+            .ok_or_else(|| load_error(format!("no program {RELEASE}")))?
+            .try_into()
+            .map_err(load_error)?;
+        release.load().map_err(|e| load_error(chain(&e)))?;
+        Ok(Kernel {
+            routes: map(&mut ebpf, "routes4")?,
+            steered: map(&mut ebpf, "steered4")?,
+            totals: map(&mut ebpf, "steered_total")?,
+            ebpf,
+            attached: StdHashMap::new(),
+        })
+    }
+
+    /// Attaches the programs to `cgroup` (idempotent). By `bpf_link` (kernel 5.7+), which is
+    /// always multi-attach: other programs on the cgroup (systemd's, another rolegate's) keep
+    /// running. The kernel rejects any flag on a link, so the mode is aya's `Single` (0).
+    pub fn attach(&mut self, cgroup: &Path) -> Result<(), KernelError> {
+        if self.attached.contains_key(cgroup) {
+            return Ok(());
+        }
+        let dir = File::open(cgroup).map_err(|source| KernelError::Cgroup {
+            path: cgroup.into(),
+            source,
+        })?;
+        let attach_error = |e: aya::programs::ProgramError| KernelError::Attach {
+            path: cgroup.into(),
+            detail: chain(&e),
+        };
+        let mode = CgroupAttachMode::Single;
+        // The release hook first, so no steered socket is ever left out of the map's cleanup.
+        let release = self
+            .sock(RELEASE)?
+            .attach(&dir, mode)
+            .map_err(attach_error)?;
+        let mut attachment = Attachment {
+            sock_addr: Vec::with_capacity(SOCK_ADDR.len()),
+            release,
+        };
+        for name in SOCK_ADDR {
+            match self.sock_addr(name)?.attach(&dir, mode) {
+                Ok(link) => attachment.sock_addr.push((name, link)),
+                Err(e) => {
+                    // Nothing half-attached stays behind.
+                    self.undo(attachment);
+                    return Err(attach_error(e));
+                }
+            }
+        }
+        self.attached.insert(cgroup.into(), attachment);
+        Ok(())
+    }
+
+    /// Detaches the programs from a cgroup no listener names any more.
+    pub fn detach(&mut self, cgroup: &Path) {
+        if let Some(a) = self.attached.remove(cgroup) {
+            self.undo(a);
+        }
+    }
+
+    fn undo(&mut self, a: Attachment) {
+        // Errors mean the link is gone already (the cgroup was removed): nothing to undo.
+        for (name, link) in a.sock_addr {
+            if let Ok(p) = self.sock_addr(name) {
+                let _ = p.detach(link);
+            }
+        }
+        if let Ok(p) = self.sock(RELEASE) {
+            let _ = p.detach(a.release);
+        }
+    }
+
+    pub fn attached(&self) -> impl Iterator<Item = &Path> {
+        self.attached.keys().map(PathBuf::as_path)
+    }
+
+    fn sock_addr(&mut self, name: &str) -> Result<&mut CgroupSockAddr, KernelError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| load_error(format!("no program {name}")))?
+            .try_into()
+            .map_err(load_error)
+    }
+
+    fn sock(&mut self, name: &str) -> Result<&mut CgroupSock, KernelError> {
+        self.ebpf
+            .program_mut(name)
+            .ok_or_else(|| load_error(format!("no program {name}")))?
+            .try_into()
+            .map_err(load_error)
+    }
+
+    /// Connects to `listener` go to `backends` (round robin) from now on; empty: to the proxy.
+    pub fn set_route(
+        &mut self,
+        listener: SocketAddrV4,
+        backends: &[SocketAddrV4],
+    ) -> Result<(), KernelError> {
+        let key = layout::addr4(listener);
+        let result = if backends.is_empty() {
+            match self.routes.remove(&key) {
+                Err(MapError::KeyNotFound) => Ok(()),
+                other => other,
+            }
+        } else {
+            for b in backends {
+                match self.totals.insert(layout::pair4(listener, *b), 0, NOEXIST) {
+                    Ok(()) => {}
+                    // EEXIST: the counter is running already.
+                    Err(MapError::SyscallError(e))
+                        if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(source) => {
+                        return Err(KernelError::Map {
+                            map: "steered_total",
+                            source,
+                        })
+                    }
+                }
+            }
+            self.routes.insert(key, layout::route4(backends), 0)
+        };
+        result.map_err(|source| KernelError::Map {
+            map: "routes4",
+            source,
+        })
+    }
+
+    /// Live steered sockets: cookie → (listener address asked for, backend it went to).
+    pub fn steered(&self) -> Vec<(u64, SocketAddrV4, SocketAddrV4)> {
+        self.steered
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(cookie, pair)| {
+                let (l, b) = layout::from_pair4(pair);
+                (cookie, l, b)
+            })
+            .collect()
+    }
+
+    /// The steered socket with this cookie, if it is one.
+    pub fn steered_socket(&self, cookie: u64) -> Option<(SocketAddrV4, SocketAddrV4)> {
+        self.steered.get(&cookie, 0).ok().map(layout::from_pair4)
+    }
+
+    /// Connections steered so far per (listener, backend).
+    pub fn totals(&self) -> Vec<(SocketAddrV4, SocketAddrV4, u64)> {
+        self.totals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(pair, n)| {
+                let (l, b) = layout::from_pair4(pair);
+                (l, b, n)
+            })
+            .collect()
+    }
+}

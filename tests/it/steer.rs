@@ -1,0 +1,680 @@
+//! Steering (listener `steer:`) with real clients in a cgroup v2 child and the lab's servers.
+//!
+//! Clients that must run inside the steered cgroup are this test binary run again
+//! (`steer_client`, ignored as a test) by `sh`, which writes its own pid to the cgroup's
+//! `cgroup.procs` before `exec`, so the client's sockets belong to the cgroup from the start.
+//! It prints `CLIENT key=value` lines that the tests read.
+//!
+//! Needs root, cgroup2 at /sys/fs/cgroup/unified, the lab and a build with steering: without
+//! them each test skips through [`require`] (and fails under `loadtest/test.sh`).
+
+use std::io::{BufRead, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::binary::{self, Rolegate, Start};
+use crate::support::files::ConfigFile;
+use crate::support::lab::{self, Engine};
+use crate::support::{self, http, require};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
+/// How a helper run knows what to do: `MODE ENGINE ADDR`.
+const CLIENT_ENV: &str = "ROLEGATE_STEER_CLIENT";
+
+// === the cgroup ===
+
+/// A cgroup v2 child of our own, removed on drop (after its processes have exited).
+struct Cgroup(PathBuf);
+
+impl Cgroup {
+    fn create(tag: &str) -> Cgroup {
+        let path =
+            Path::new(CGROUP_ROOT).join(format!("rg-steer-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Cgroup(path)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // rmdir fails with EBUSY while a member is still exiting: retry, bounded.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Root, cgroup2 where the tests create their cgroup, and the lab's `engines`.
+fn requirements(engines: &[Engine]) -> Option<require::Met> {
+    let _root = require::root()?;
+    let _cgroup2 = require::cgroup2(CGROUP_ROOT)?;
+    require::lab(engines)
+}
+
+// === rolegate ===
+
+fn cluster_yaml(engine: Engine) -> String {
+    let (protocol, user, database) = match engine {
+        Engine::Pg => (
+            "postgres",
+            "user: rolegate_monitor, ",
+            ", database: postgres",
+        ),
+        Engine::Mysql => ("mysql", "user: rolegate_monitor, ", ""),
+        Engine::Redis => ("redis", "", ""),
+    };
+    format!(
+        "  - name: db\n    protocol: {protocol}\n    check: {{ {user}password: \"{pw}\"{database}, interval: 250ms, rise: 2 }}\n    backends:\n      - {{ name: a, address: \"{a}\" }}\n      - {{ name: b, address: \"{b}\" }}\n",
+        pw = lab::monitor_password(),
+        a = engine.addr('A'),
+        b = engine.addr('B'),
+    )
+}
+
+fn config(engine: Engine, cgroup: &Cgroup) -> ConfigFile {
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nlog: {{ format: json }}\nclusters:\n{}listeners:\n  - name: rw\n    bind: 127.0.0.1:0\n    cluster: db\n    queue_timeout: 20s\n    steer: {{ cgroup: {} }}\n",
+        cluster_yaml(engine),
+        cgroup.0.display()
+    );
+    ConfigFile::new(&yaml)
+}
+
+/// Starts rolegate, waits until the listener routes, and returns it with the listener address.
+async fn start(config: &ConfigFile, opts: Start<'_>) -> (Rolegate, SocketAddr) {
+    let rg = Rolegate::start(&config.path, opts).await;
+    binary::wait_ready(rg.admin()).await;
+    let rw = binary::listener_addr(rg.admin(), "rw").await;
+    (rg, rw)
+}
+
+/// The listener's `steer` object from `/status`.
+async fn steer_status(admin: SocketAddr) -> serde_json::Value {
+    let status = http::get(admin, "/status").await.json();
+    status["listeners"][0]["steer"].clone()
+}
+
+/// Connections steered to `backend` so far, from `/status`.
+async fn steered_total(admin: SocketAddr, backend: &str) -> u64 {
+    steer_status(admin).await["connections_total"][backend]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Skips when this build has no steering (rolegate says so in `/status`).
+async fn built_with_steering(admin: SocketAddr) -> bool {
+    let steer = steer_status(admin).await;
+    let reason = steer["reason"].as_str().unwrap_or("");
+    if reason.contains("built without steering") {
+        return require::steering_built(reason).is_some();
+    }
+    assert_eq!(steer["active"], true, "steering is not active: {steer}");
+    true
+}
+
+// === clients in the cgroup ===
+
+/// A helper client running in `cgroup`; its `CLIENT` lines are read as they come.
+struct Client {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Client {
+    fn spawn(cgroup: &Path, mode: &str, engine: Engine, addr: SocketAddr) -> Client {
+        let exe = std::env::current_exe().expect("test binary path");
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && exec "$2" --ignored --exact steer::steer_client --nocapture --test-threads 1"#)
+            .arg("sh")
+            .arg(cgroup)
+            .arg(exe)
+            .env(CLIENT_ENV, format!("{mode} {} {addr}", engine.as_str()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn the client");
+        let stdout = child.stdout.take().expect("client stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // The harness prints `test steer_client ... ` before the first line.
+                if let Some((_, rest)) = line.split_once("CLIENT ") {
+                    if tx.send(rest.to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Client { child, lines: rx }
+    }
+
+    /// The next `CLIENT` line, within `limit`.
+    fn next(&self, limit: Duration) -> String {
+        self.lines
+            .recv_timeout(limit)
+            .unwrap_or_else(|e| panic!("no line from the client within {limit:?}: {e}"))
+    }
+
+    /// The next line starting with `prefix` (others are skipped), within `limit`.
+    fn until(&self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.next(left);
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// Runs a one-shot client to its end and returns its lines.
+    fn run(cgroup: &Path, mode: &str, engine: Engine, addr: SocketAddr) -> Vec<String> {
+        let mut c = Client::spawn(cgroup, mode, engine, addr);
+        let status = wait_child(&mut c.child, Duration::from_secs(60));
+        // The reader ends at EOF (it drops the sender): every line is in then.
+        let mut lines = Vec::new();
+        while let Ok(line) = c.lines.recv_timeout(Duration::from_secs(10)) {
+            lines.push(line);
+        }
+        assert!(
+            status.success(),
+            "client {mode} failed ({status}): {lines:?}"
+        );
+        lines
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// [`Client::run`] off the runtime threads.
+async fn run_client(cgroup: &Cgroup, mode: &str, engine: Engine, addr: SocketAddr) -> Vec<String> {
+    let (path, mode) = (cgroup.0.clone(), mode.to_string());
+    tokio::task::spawn_blocking(move || Client::run(&path, &mode, engine, addr))
+        .await
+        .expect("client task")
+}
+
+fn wait_child(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for the client") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not finish within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn field<'a>(lines: &'a [String], key: &str) -> &'a str {
+    lines
+        .iter()
+        .flat_map(|l| l.split_whitespace())
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {lines:?}"))
+}
+
+/// What one raw Redis connection to `addr` shows: (own local address, getpeername, the
+/// client address Redis reports). Direct when Redis sees our own address.
+fn redis_identity(addr: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let local = s.local_addr().unwrap();
+    let peer = s.peer_addr().unwrap();
+    let cmd = format!("AUTH {}\r\nCLIENT INFO\r\n", lab::monitor_password());
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains(" laddr=") {
+        let n = s.read(&mut buf).expect("read CLIENT INFO");
+        assert!(
+            n > 0,
+            "closed before CLIENT INFO: {:?}",
+            String::from_utf8_lossy(&reply)
+        );
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let seen = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no addr= in {text:?}"));
+    (local, peer, seen)
+}
+
+/// Not a test: the client the tests run inside the cgroup (see the module doc). Modes:
+/// `identity` (one Redis connection: local, peer, seen), `write` (one new connection, one
+/// write: the server's port), `writer` (one session writing until it fails).
+#[test]
+#[ignore = "helper process of the steer tests, run by them inside a cgroup"]
+fn steer_client() {
+    let Ok(spec) = std::env::var(CLIENT_ENV) else {
+        return;
+    };
+    let mut words = spec.split_whitespace();
+    let (mode, engine, addr) = (
+        words.next().unwrap_or_default().to_string(),
+        words.next().unwrap_or_default(),
+        words
+            .next()
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .expect("address"),
+    );
+    let engine = match engine {
+        "pg" => Engine::Pg,
+        "mysql" => Engine::Mysql,
+        _ => Engine::Redis,
+    };
+    let out = |line: String| {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "CLIENT {line}");
+        let _ = stdout.flush();
+    };
+    if mode == "identity" || mode == "identity6" {
+        // identity6: an AF_INET6 socket to the IPv4-mapped address (a dual-stack client).
+        let addr = match (mode.as_str(), addr) {
+            ("identity6", SocketAddr::V4(a)) => {
+                SocketAddr::new(std::net::IpAddr::V6(a.ip().to_ipv6_mapped()), a.port())
+            }
+            _ => addr,
+        };
+        let (local, peer, seen) = redis_identity(addr);
+        out(format!("local={local} peer={peer} seen={seen}"));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        match mode.as_str() {
+            "write" => match support::db::connect_and_write(engine, addr, "steer").await {
+                Ok(port) => out(format!("wrote={port}")),
+                Err(e) => out(format!("error={}", e.replace(' ', "_"))),
+            },
+            "writer" => {
+                // Writes until the session is gone. A demoted node refuses writes but still
+                // answers a read: the session is closed only when the read fails too.
+                let mut session = support::db::open(engine, addr).await.expect("open");
+                out("open=1".into());
+                for _ in 0..6000 {
+                    match session.write("steer").await {
+                        Ok(port) => out(format!("wrote={port}")),
+                        Err(e) => match session.server_port().await {
+                            Ok(port) => out(format!("refused_on={port}")),
+                            Err(closed) => {
+                                let why = format!("{e} / {closed}").replace(' ', "_");
+                                out(format!("closed={why}"));
+                                return;
+                            }
+                        },
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                out("closed=never".into());
+            }
+            other => panic!("unknown client mode {other}"),
+        }
+    });
+}
+
+// === the tests ===
+
+/// A client in the cgroup reaches the primary directly (Redis sees the client's own address),
+/// `getpeername` shows the listener; a client outside the cgroup is proxied.
+#[tokio::test(flavor = "multi_thread")]
+async fn steered_client_reaches_the_primary_directly_outsider_is_proxied() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("direct");
+    let cfg = config(Engine::Redis, &cgroup);
+    let (rg, rw) = start(&cfg, Start::default()).await;
+    if !built_with_steering(rg.admin()).await {
+        return;
+    }
+    let lines = run_client(&cgroup, "identity", Engine::Redis, rw).await;
+    let local: SocketAddr = field(&lines, "local").parse().unwrap();
+    let peer: SocketAddr = field(&lines, "peer").parse().unwrap();
+    let seen: SocketAddr = field(&lines, "seen").parse().unwrap();
+    assert_eq!(peer, rw, "getpeername shows the listener address");
+    assert_eq!(seen, local, "Redis sees the steered client's own address");
+    assert!(steered_total(rg.admin(), "a").await >= 1);
+
+    // A dual-stack client: AF_INET6 socket, IPv4-mapped listener address (connect6).
+    let lines = run_client(&cgroup, "identity6", Engine::Redis, rw).await;
+    let local: SocketAddr = field(&lines, "local").parse().unwrap();
+    let peer: SocketAddr = field(&lines, "peer").parse().unwrap();
+    let seen: SocketAddr = field(&lines, "seen").parse().unwrap();
+    let SocketAddr::V4(rw4) = rw else {
+        panic!("an IPv4 listener")
+    };
+    assert_eq!(
+        peer,
+        SocketAddr::new(rw4.ip().to_ipv6_mapped().into(), rw.port()),
+        "getpeername6"
+    );
+    assert_eq!(
+        seen.port(),
+        local.port(),
+        "Redis sees the dual-stack client's own port: {lines:?}"
+    );
+
+    let (local, peer, seen) = tokio::task::spawn_blocking(move || redis_identity(rw))
+        .await
+        .unwrap();
+    assert_eq!(peer, rw);
+    assert_ne!(seen, local, "a client outside the cgroup is proxied");
+    rg.stop_cleanly().await;
+}
+
+/// Switchover under a write loop: the steered session on the demoted node is closed, new
+/// connections are steered to the new primary.
+async fn switchover(engine: Engine) {
+    let Some(_met) = requirements(&[engine]) else {
+        return;
+    };
+    let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
+    let cgroup = Cgroup::create(engine.as_str());
+    let cfg = config(engine, &cgroup);
+    let (rg, rw) = start(&cfg, Start::default()).await;
+    if !built_with_steering(rg.admin()).await {
+        return;
+    }
+    let (a, b) = (engine.addr('A').port(), engine.addr('B').port());
+    let writer = Client::spawn(&cgroup.0, "writer", engine, rw);
+    writer.until("open=", Duration::from_secs(20));
+    assert_eq!(
+        writer.until("wrote=", Duration::from_secs(20)),
+        format!("wrote={a}")
+    );
+    assert_eq!(
+        steered_total(rg.admin(), "a").await,
+        1,
+        "the writer was steered"
+    );
+
+    lab::scenario("switchover", engine).await;
+    let end = writer.until("closed=", Duration::from_secs(30));
+    assert_ne!(
+        end, "closed=never",
+        "{engine:?}: the steered session outlived the switchover"
+    );
+
+    let admin = rg.admin();
+    support::eventually(Duration::from_secs(20), "route on b", || async move {
+        steer_status(admin).await["connections_total"]
+            .as_object()
+            .is_some_and(|m| m.contains_key("b"))
+    })
+    .await;
+    let lines = run_client(&cgroup, "write", engine, rw).await;
+    assert_eq!(
+        field(&lines, "wrote"),
+        b.to_string(),
+        "{engine:?}: {lines:?}"
+    );
+    assert!(
+        steered_total(admin, "b").await >= 1,
+        "the new connection was steered to b"
+    );
+    // PostgreSQL's demotion restarts the server, which closes the session itself; Redis and
+    // MariaDB keep it open, so there rolegate must have destroyed it.
+    let metrics = http::get(admin, "/metrics").await.body;
+    let fenced = "rolegate_steer_fenced_total{backend=\"a\",listener=\"rw\"}";
+    assert!(
+        engine == Engine::Pg || support::metric_value(&metrics, fenced).is_some_and(|v| v >= 1.0),
+        "fencing counted; writer ended with {end}; log: {:#?}",
+        rg.lines()
+    );
+    drop(writer);
+    rg.stop_cleanly().await;
+    lab::reset(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_redis() {
+    switchover(Engine::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_pg() {
+    switchover(Engine::Pg).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn switchover_mysql() {
+    switchover(Engine::Mysql).await;
+}
+
+/// `disable` of the primary closes its steered sessions; with no primary a steered client's
+/// connect reaches the proxy, waits in its queue and completes after `enable`.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_primary_falls_back_to_the_proxy_queue() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("queue");
+    let cfg = config(Engine::Redis, &cgroup);
+    let (rg, rw) = start(&cfg, Start::default()).await;
+    let admin = rg.admin();
+    if !built_with_steering(admin).await {
+        return;
+    }
+    let a = Engine::Redis.addr('A').port();
+    let writer = Client::spawn(&cgroup.0, "writer", Engine::Redis, rw);
+    assert_eq!(
+        writer.until("wrote=", Duration::from_secs(20)),
+        format!("wrote={a}")
+    );
+    // A dual-stack one too (AF_INET6 socket, IPv4-mapped address): fenced the same way.
+    let SocketAddr::V4(rw4) = rw else {
+        panic!("an IPv4 listener")
+    };
+    let mapped = SocketAddr::new(rw4.ip().to_ipv6_mapped().into(), rw.port());
+    let writer6 = Client::spawn(&cgroup.0, "writer", Engine::Redis, mapped);
+    assert_eq!(
+        writer6.until("wrote=", Duration::from_secs(20)),
+        format!("wrote={a}")
+    );
+    assert_eq!(
+        steered_total(admin, "a").await,
+        2,
+        "both writers were steered"
+    );
+    let disabled = http::post(admin, "/backends/db/a/disable", None).await;
+    assert_eq!(disabled.status, 200);
+    let end = writer.until("closed=", Duration::from_secs(20));
+    assert_ne!(end, "closed=never", "disable closes steered sessions");
+    let end = writer6.until("closed=", Duration::from_secs(20));
+    assert_ne!(
+        end, "closed=never",
+        "disable closes steered dual-stack sessions"
+    );
+    let before = steered_total(admin, "a").await;
+
+    let queued = Client::spawn(&cgroup.0, "write", Engine::Redis, rw);
+    support::eventually(
+        Duration::from_secs(20),
+        "the connect queued by the proxy",
+        || async move {
+            let m = http::get(admin, "/metrics").await.body;
+            support::metric_value(&m, "rolegate_queued_connections{listener=\"rw\"}")
+                .is_some_and(|v| v >= 1.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        http::post(admin, "/backends/db/a/enable", None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        queued.until("wrote=", Duration::from_secs(30)),
+        format!("wrote={a}")
+    );
+    assert_eq!(
+        steered_total(admin, "a").await,
+        before,
+        "the queued client was proxied"
+    );
+    drop(queued);
+    drop(writer);
+    drop(writer6);
+    rg.stop_cleanly().await;
+}
+
+/// Without the capabilities to load BPF: one warning, `/status` says why, clients in the
+/// cgroup are proxied.
+#[tokio::test(flavor = "multi_thread")]
+async fn load_failure_degrades_to_the_proxy() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let Some(setpriv) = require::tool("setpriv", &[], "util-linux") else {
+        return;
+    };
+    let setpriv = setpriv.display().to_string();
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("nocap");
+    let cfg = config(Engine::Redis, &cgroup);
+    let opts = Start {
+        wrapper: vec![
+            setpriv.as_str(),
+            "--bounding-set=-all",
+            "--inh-caps=-all",
+            "--ambient-caps=-all",
+            "--",
+        ],
+        ..Start::default()
+    };
+    let (rg, rw) = start(&cfg, opts).await;
+    let steer = steer_status(rg.admin()).await;
+    assert_eq!(steer["active"], false, "{steer}");
+    let reason = steer["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("Operation not permitted"),
+        "the reason says why: {steer}"
+    );
+    let metrics = http::get(rg.admin(), "/metrics").await.body;
+    assert_eq!(
+        support::metric_value(&metrics, "rolegate_steer_active{listener=\"rw\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        rg.count(
+            "Steering is off: the listeners with steer: serve their local clients as a proxy."
+        ),
+        1,
+        "one warning: {:#?}",
+        rg.lines()
+    );
+    let lines = run_client(&cgroup, "identity", Engine::Redis, rw).await;
+    assert_ne!(field(&lines, "seen"), field(&lines, "local"), "proxied");
+    rg.stop_cleanly().await;
+}
+
+/// After rolegate exits (SIGTERM, then kill -9 of a second run) nothing is steered: a client in
+/// the cgroup connecting to the listener address is refused (nobody listens there), although
+/// the backend is up.
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_steered_after_exit() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("exit");
+    let a = Engine::Redis.addr('A');
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let cfg = config(Engine::Redis, &cgroup);
+        let (mut rg, rw) = start(&cfg, Start::default()).await;
+        if !built_with_steering(rg.admin()).await {
+            return;
+        }
+        let lines = run_client(&cgroup, "identity", Engine::Redis, rw).await;
+        assert_eq!(
+            field(&lines, "seen"),
+            field(&lines, "local"),
+            "steered while running"
+        );
+        rg.signal(signal);
+        rg.wait(Duration::from_secs(30))
+            .await
+            .expect("rolegate exits");
+        let refused = run_client(&cgroup, "write", Engine::Redis, rw).await;
+        let error = field(&refused, "error");
+        assert!(
+            error.to_lowercase().contains("refused"),
+            "after signal {signal}, a connect to {rw} must not reach {a}: {refused:?}"
+        );
+    }
+}
+
+/// A reload that adds `steer:` loads and attaches the program; one that removes it detaches
+/// it, and the listener's clients are proxied again.
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_turns_steering_on_and_off() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("reload");
+    let steered = config(Engine::Redis, &cgroup);
+    let plain_yaml = std::fs::read_to_string(&steered.path).unwrap().replace(
+        &format!("    steer: {{ cgroup: {} }}\n", cgroup.0.display()),
+        "",
+    );
+    steered.write(&plain_yaml);
+    let (rg, _) = start(&steered, Start::default()).await;
+    let admin = rg.admin();
+    // `bind` stays `127.0.0.1:0` in every file: unchanged, so the socket (and port) stays.
+    let rw = binary::listener_addr(admin, "rw").await;
+    let steer_yaml = plain_yaml.replace(
+        "    queue_timeout: 20s\n",
+        &format!(
+            "    queue_timeout: 20s\n    steer: {{ cgroup: {} }}\n",
+            cgroup.0.display()
+        ),
+    );
+    let direct = |lines: &[String]| field(lines, "seen") == field(lines, "local");
+
+    assert!(
+        !direct(&run_client(&cgroup, "identity", Engine::Redis, rw).await),
+        "no steer: proxied"
+    );
+    steered.write(&steer_yaml);
+    assert_eq!(http::post(admin, "/reload", None).await.status, 200);
+    if !built_with_steering(admin).await {
+        return;
+    }
+    assert!(
+        direct(&run_client(&cgroup, "identity", Engine::Redis, rw).await),
+        "steered after the reload"
+    );
+    steered.write(&plain_yaml);
+    assert_eq!(http::post(admin, "/reload", None).await.status, 200);
+    assert!(
+        !direct(&run_client(&cgroup, "identity", Engine::Redis, rw).await),
+        "proxied again"
+    );
+    rg.stop_cleanly().await;
+}
