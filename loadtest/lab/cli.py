@@ -285,19 +285,19 @@ class Cli:
                   {"command": cmd, "engine": eng.name, "from": frm, "to": to,
                    "start": t0, "demoted": t1, "promoted": t2, "done": t3})
 
-    def cmd_switchover(self, args):
-        eng = self.one_engine(args, "switchover")
+    def move_primary(self, args, cmd):
+        """switchover / kill: the engine's CMD_cmd moves the primary, the timeline is printed."""
+        eng = self.one_engine(args, cmd)
         self.require_state(eng)
-        frm, to, ts = eng.switchover_cmd()
+        frm, to, ts = getattr(eng, f"{cmd}_cmd")()
         eng.roles_changed(to)
-        self.timeline("switchover", eng, frm, to, ts)
+        self.timeline(cmd, eng, frm, to, ts)
+
+    def cmd_switchover(self, args):
+        self.move_primary(args, "switchover")
 
     def cmd_kill(self, args):
-        eng = self.one_engine(args, "kill")
-        self.require_state(eng)
-        frm, to, ts = eng.kill_cmd()
-        eng.roles_changed(to)
-        self.timeline("kill", eng, frm, to, ts)
+        self.move_primary(args, "kill")
 
     def cmd_failover(self, args):
         eng = self.one_engine(args, "failover")

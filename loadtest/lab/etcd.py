@@ -8,7 +8,6 @@ the other two to elect one; `reset etcd` starts every member and waits for a hea
 
 import json
 import os
-import shutil
 import signal
 
 from . import common
@@ -22,12 +21,10 @@ ETCDCTL = "/usr/bin/etcdctl"
 class Etcd(Engine):
     name = "etcd"
     pair = False
+    stop_secs = 20
 
     def dd(self, n):
         return f"{self.state_dir()}/{n}"
-
-    def pidfile(self, n):
-        return f"{self.ctx.run_dir}/etcd-{n}.pid"
 
     def needle(self, n):
         return f"--data-dir={self.dd(n)} "
@@ -45,10 +42,6 @@ class Etcd(Engine):
         return common.run([ETCDCTL, f"--endpoints={self.endpoints(nodes)}", "--dial-timeout=2s",
                            "--command-timeout=5s", *args], timeout=timeout, check=check,
                           env={"ETCDCTL_API": "3"}, what=f"etcdctl {' '.join(args[:2])}")
-
-    def pid(self, n):
-        pid = common.read_pid(self.pidfile(n))
-        return pid if common.proc_matches(pid, self.needle(n)) else None
 
     def member_status(self, n):
         """etcdctl endpoint status of one member: (member id, leader id) or None."""
@@ -105,9 +98,7 @@ class Etcd(Engine):
     def start(self, n):
         if self.pid(n):
             return True
-        for port in (self.ctx.port("etcd", n), self.ctx.port("etcd", n, "peer_port")):
-            if common.port_in_use(port):
-                die(f"etcd {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
+        self.require_free(n, "port", "peer_port")
         self.ctx.owner.mkdir(self.dd(n), 0o700)
         log(f"etcd {n}: starting")
         p = common.spawn_detached(self.argv(n), self.ctx.owner.logfile(f"{self.ctx.log_dir}/etcd-{n}.log"),
@@ -120,22 +111,6 @@ class Etcd(Engine):
             common.tail(f"{self.ctx.log_dir}/etcd-{n}.log", 10)
             return False
         return True
-
-    def stop(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.stop_pid(pid, self.needle(n), f"etcd {n}", term_secs=20)
-        common.unlink(self.pidfile(n))
-
-    def signal(self, n, sig):
-        pid = self.pid(n)
-        if pid:
-            common.signal_pid(pid, sig)
-
-    def kill(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.kill_pid(pid, self.needle(n), f"etcd {n}")
 
     def member_id(self, n):
         st = self.member_status(n)
@@ -182,9 +157,6 @@ class Etcd(Engine):
             die("etcd: no leader")
         return lead
 
-    def tls(self):
-        pass
-
     def reset(self):
         for n in self.nodes:
             self.signal(n, signal.SIGCONT)
@@ -195,12 +167,9 @@ class Etcd(Engine):
         wait_for(30, "the etcd members to agree on a leader", lambda: self.leader() is not None)
 
     def init(self):
-        for n in self.nodes:
-            self.stop(n)
-        shutil.rmtree(self.state_dir(), ignore_errors=True)
-        self.ctx.owner.mkdir(self.state_dir(), 0o750)
+        self.wipe_state()
         self.reset()
-        open(f"{self.state_dir()}/.initialised", "w").close()
+        self.mark_initialised()
 
     def health_cmd(self, cli):
         """etcdctl endpoint health of every member; exit 1 unless all are healthy."""

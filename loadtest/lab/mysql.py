@@ -6,7 +6,6 @@ unix socket (unix_socket auth: we are root)."""
 import os
 import re
 import shutil
-import signal
 import subprocess
 
 from . import common
@@ -22,6 +21,7 @@ ED25519_PLUGIN = "/usr/lib/mysql/plugin/auth_ed25519.so"
 
 class Mysql(Engine):
     name = "mysql"
+    stop_secs = 60
 
     def dd(self, n):
         return f"{self.ctx.lab_dir}/mysql/{n}"
@@ -40,9 +40,8 @@ class Mysql(Engine):
             return []
         return ["mariadb-server", "mariadb-client"]
 
-    def pid(self, n):
-        pid = common.read_pid(f"{self.ctx.run_dir}/mysql-{n}.pid")
-        return pid if common.proc_matches(pid, f"--defaults-file={self.cnf(n)}") else None
+    def needle(self, n):
+        return f"--defaults-file={self.cnf(n)}"
 
     def sql(self, n, query, timeout=30, headers=False):
         """Tab-separated rows, no header (HEADERS keeps column names, which \\G needs)."""
@@ -137,20 +136,7 @@ sync-binlog = 0
     def tls(self):
         """Nodes made by an older lab (or whose certificate was just remade) get TLS: the config
         is regenerated (it does not depend on the role) and a running server restarted once."""
-        for n in ("B", "A"):
-            if not os.path.isfile(self.cnf(n)):
-                continue
-            changed = self.ctx.tls_new
-            with open(self.cnf(n)) as f:
-                has = re.search(r"^ssl-cert", f.read(), re.M)
-            if not has:
-                log(f"mysql {n}: enabling TLS")
-                self.write_cnf(n)
-                changed = True
-            if changed and self.pid(n):
-                self.stop(n)
-                if not self.start(n):
-                    die(f"mysql {n} did not start with TLS (see {self.err(n)})")
+        self.restart_for_tls(self.cnf, r"^ssl-cert", self.write_cnf, self.err)
 
     def start(self, n):
         if self.pid(n):
@@ -158,14 +144,9 @@ sync-binlog = 0
         if not os.path.isdir(f"{self.dd(n)}/mysql"):
             log(f"mysql {n} has no data directory")
             return False
-        port = self.ctx.port("mysql", n)
-        if common.port_in_use(port):
-            die(f"mysql {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
-        for f in (f"{self.ctx.run_dir}/mysql-{n}.pid", self.sock(n)):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+        self.require_free(n)
+        for f in (self.pidfile(n), self.sock(n)):
+            common.unlink(f)
         log(f"mysql {n}: starting")
         proc = common.spawn_detached([MARIADBD, f"--defaults-file={self.cnf(n)}"], f"{self.ctx.log_dir}/mysql-{n}.out")
 
@@ -184,21 +165,6 @@ sync-binlog = 0
             return False
         log(f"mysql {n}: not accepting connections after 60 s (see {self.err(n)})")
         return False
-
-    def stop(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.stop_pid(pid, f"--defaults-file={self.cnf(n)}", f"mysql {n}", term_secs=60)
-
-    def signal(self, n, sig):
-        pid = self.pid(n)
-        if pid:
-            common.signal_pid(pid, sig)
-
-    def kill(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.kill_pid(pid, f"--defaults-file={self.cnf(n)}", f"mysql {n}")
 
     def follow(self, n, up):
         """Makes N a read-only GTID replica of UP, starting at N's gtid_slave_pos."""
@@ -353,15 +319,7 @@ sync-binlog = 0
         self.wait_caught_up(s, t, 60)
 
     def reset(self):
-        for n in self.nodes:
-            self.signal(n, signal.SIGCONT)
-        self.start("A")
-        self.start("B")
-        if self.canonical("A", "B", 10):
-            return
-        if self.canonical("B", "A", 5):
-            log("mysql: B is primary with A following: switching back")
-            self.switchover("B", "A")
+        if self.settle_pair():
             return
         log("mysql: forcing the canonical topology (A authoritative, B re-seeded)")
         self.stop("B")
@@ -372,11 +330,8 @@ sync-binlog = 0
 
     def init(self):
         c = self.ctx
-        for n in self.nodes:
-            self.stop(n)
-        root = f"{c.lab_dir}/mysql"
-        shutil.rmtree(root, ignore_errors=True)
-        c.owner.mkdir(root, 0o750)
+        self.wipe_state()
+        root = self.state_dir()
         log("mysql: mariadb-install-db (pristine template datadir)")
         # The template is copied for A, B and every later re-seed (copying beats re-running install-db).
         c.owner.write(f"{root}/template.cnf", "[mariadbd]\ninnodb-log-file-size = 16M\ninnodb-buffer-pool-size = 64M\n")
@@ -421,5 +376,5 @@ sync-binlog = 0
         # B starts from the same empty template, so replaying A's whole binlog brings it level.
         self.follow("B", "A")
         self.wait_caught_up("A", "B", 60)
-        open(f"{root}/.initialised", "w").close()
+        self.mark_initialised()
 

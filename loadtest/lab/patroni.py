@@ -10,7 +10,6 @@ to promote the other (one TTL, 10 s)."""
 
 import json
 import os
-import shutil
 import signal
 import threading
 import urllib.error
@@ -34,9 +33,6 @@ class Patroni(Engine):
     def data(self, n):
         return f"{self.state_dir()}/{n}/data"
 
-    def pidfile(self, n):
-        return f"{self.ctx.run_dir}/patroni-{n}.pid"
-
     def sockdir(self, n):
         return f"{self.ctx.run_dir}/patroni-{n}"
 
@@ -50,9 +46,8 @@ class Patroni(Engine):
     def addresses(self, n):
         return {"rest_address": f"127.0.0.1:{self.ctx.port('patroni', n, 'rest_port')}"}
 
-    def pid(self, n):
-        pid = common.read_pid(self.pidfile(n))
-        return pid if common.proc_matches(pid, self.conf(n)) else None
+    def needle(self, n):
+        return self.conf(n)
 
     def rest(self, n, path="/patroni", method="GET", body=None, timeout=3):
         """(status, parsed JSON or text) of the node's REST API, None when it does not answer."""
@@ -142,9 +137,7 @@ class Patroni(Engine):
             return True
         c = self.ctx
         self.stop_orphan(n)
-        for port in (c.port("patroni", n), c.port("patroni", n, "rest_port")):
-            if common.port_in_use(port):
-                die(f"patroni {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
+        self.require_free(n, "port", "rest_port")
         c.owner.mkdir(f"{self.state_dir()}/{n}", 0o700)
         c.owner.mkdir(self.sockdir(n), 0o755)
         log(f"patroni {n}: starting")
@@ -268,10 +261,7 @@ class Patroni(Engine):
 
     def init(self):
         c = self.ctx
-        for n in self.nodes:
-            self.stop(n)
-        shutil.rmtree(self.state_dir(), ignore_errors=True)
-        c.owner.mkdir(self.state_dir(), 0o750)
+        self.wipe_state()
         # A stale cluster of the same scope in etcd (a destroyed earlier state) would make A a
         # replica of nothing: remove it.
         from .etcd import Etcd
@@ -300,7 +290,7 @@ CREATE TABLE writes (id bigserial PRIMARY KEY, node text, at timestamptz DEFAULT
         if not self.start("B"):
             die(f"patroni B did not start (see {c.log_dir}/patroni-B.log)")
         wait_for(120, "patroni B to clone and stream from A", self.replica_running, "B")
-        open(f"{self.state_dir()}/.initialised", "w").close()
+        self.mark_initialised()
 
     def list_cmd(self, cli):
         """patronictl list, as text or as the JSON patronictl prints."""

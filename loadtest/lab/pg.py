@@ -28,9 +28,6 @@ class Pg(Engine):
     def logf(self, n):
         return f"{self.ctx.log_dir}/pg-{n}.log"
 
-    def pidfile(self, n):
-        return f"{self.ctx.run_dir}/pg-{n}.pid"
-
     def missing_packages(self):
         v = self.ctx.topo.setting("LAB_PG_VERSION")
         b = self.bin
@@ -49,8 +46,7 @@ class Pg(Engine):
             if not common.proc_matches(pid, needle):
                 return None
             if os.path.isdir(self.ctx.run_dir):
-                with open(self.pidfile(n), "w") as f:
-                    f.write(f"{pid}\n")
+                common.write_pid(self.pidfile(n), pid)
         return pid
 
     def sql(self, n, query, db="postgres", timeout=30):
@@ -139,10 +135,7 @@ class Pg(Engine):
         if role == "standby":
             c.owner.write(f"{dd}/standby.signal", "", 0o600)
         else:
-            try:
-                os.unlink(f"{dd}/standby.signal")
-            except FileNotFoundError:
-                pass
+            common.unlink(f"{dd}/standby.signal")
 
     def write_hba(self, n):
         repl, md5 = self.ctx.user("repl"), self.ctx.user("md5")
@@ -192,15 +185,11 @@ host    all          all          127.0.0.1/32    scram-sha-256
         if not os.path.isfile(f"{dd}/PG_VERSION"):
             log(f"pg {n} has no data directory ({dd})")
             return False
-        if common.port_in_use(port):
-            die(f"pg {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
+        self.require_free(n)
         # Stale lock files: pid() and port_in_use just established that no live postmaster owns
         # them (a killed postmaster can linger as a zombie when PID 1 is slow to reap).
         for f in (f"{dd}/postmaster.pid", f"{self.ctx.run_dir}/.s.PGSQL.{port}", f"{self.ctx.run_dir}/.s.PGSQL.{port}.lock"):
-            try:
-                os.unlink(f)
-            except FileNotFoundError:
-                pass
+            common.unlink(f)
         log(f"pg {n}: starting")
         logf = self.ctx.owner.logfile(self.logf(n))
         if not common.run_detached(self.ctx.owner.argv(f"{self.bin}/pg_ctl", "start", "-D", dd, "-l", logf,
@@ -213,18 +202,14 @@ host    all          all          127.0.0.1/32    scram-sha-256
         pid = self.pid(n)
         if not pid:
             die(f"pg {n}: pg_ctl said started but there is no postmaster")
-        with open(self.pidfile(n), "w") as f:
-            f.write(f"{pid}\n")
+        common.write_pid(self.pidfile(n), pid)
         return True
 
     def stop(self, n):
         """Fast shutdown (falls back to immediate, then SIGKILL of every process)."""
         pid = self.pid(n)
         if not pid:
-            try:
-                os.unlink(self.pidfile(n))
-            except FileNotFoundError:
-                pass
+            common.unlink(self.pidfile(n))
             return
         dd = self.dd(n)
         self.signal(n, signal.SIGCONT)     # a SIGSTOPped server cannot shut down
@@ -234,10 +219,7 @@ host    all          all          127.0.0.1/32    scram-sha-256
             if not common.ok(self.ctx.owner.argv(*ctl, "-m", "immediate", "-w", "-t", "10", "-s"), timeout=30, quiet=False):
                 self.kill(n)
         wait_for(30, f"pg {n} (pid {pid}) to exit", common.pid_gone, pid, f"-D {dd}")
-        try:
-            os.unlink(self.pidfile(n))
-        except FileNotFoundError:
-            pass
+        common.unlink(self.pidfile(n))
 
     def signal(self, n, sig):
         """SIG to the whole instance, postmaster and every child (each backend is its own
@@ -354,15 +336,7 @@ host    all          all          127.0.0.1/32    scram-sha-256
         return self.wait_caught_up(p, r, secs, soft=True)
 
     def reset(self):
-        for n in self.nodes:
-            self.signal(n, signal.SIGCONT)
-        self.start("A")
-        self.start("B")
-        if self.canonical("A", "B", 10):
-            return
-        if self.canonical("B", "A", 5):
-            log("pg: B is primary with A following: switching back")
-            self.switchover("B", "A")
+        if self.settle_pair():
             return
         log("pg: forcing the canonical topology (A authoritative, B re-cloned)")
         self.stop("B")
@@ -375,10 +349,7 @@ host    all          all          127.0.0.1/32    scram-sha-256
 
     def init(self):
         c = self.ctx
-        for n in self.nodes:
-            self.stop(n)
-        shutil.rmtree(f"{c.lab_dir}/pg", ignore_errors=True)
-        c.owner.mkdir(f"{c.lab_dir}/pg", 0o750)
+        self.wipe_state()
         log("pg: initdb")
         with open(f"{c.log_dir}/pg-initdb.log", "a") as lf:
             if subprocess.run(c.owner.argv(f"{self.bin}/initdb", "-D", self.dd("A"), "-U", "postgres",
@@ -411,4 +382,4 @@ GRANT SELECT ON writes TO {u('monitor')};
                     "-p", str(c.port("pg", "A")), "-U", "postgres", "-d", "postgres", "-f", "-"],
                    input=script, timeout=60, env={"PGCONNECT_TIMEOUT": "3"}, what="pg A: creating roles")
         self.rebuild("B", "A")
-        open(f"{c.lab_dir}/pg/.initialised", "w").close()
+        self.mark_initialised()

@@ -6,8 +6,6 @@ When the lab's Sentinels run (`up sentinel`), every command here that changes ro
 them at the new master (sentinel.py), so they never fight the lab over who is master."""
 
 import os
-import re
-import signal
 
 from . import common
 from .base import Engine
@@ -31,10 +29,6 @@ class Redis(Engine):
 
     def needle(self, n):
         return f"127.0.0.1:{self.ctx.port('redis', n)}"
-
-    def pid(self, n):
-        pid = common.read_pid(f"{self.ctx.run_dir}/redis-{n}.pid")
-        return pid if common.proc_matches(pid, self.needle(n)) else None
 
     def cli(self, n, *args, check=True):
         return common.run([REDIS_CLI, "--no-auth-warning", "-h", "127.0.0.1", "-p", str(self.ctx.port("redis", n)),
@@ -114,20 +108,8 @@ shutdown-timeout 2
         """Nodes made by an older lab (or whose certificate was just remade) get TLS: the config
         is regenerated (the role lives in N.role.conf) and a running server restarted once —
         which, without persistence, empties it (a replica resyncs from its master)."""
-        for n in ("B", "A"):
-            if not os.path.isfile(self.conf(n)):
-                continue
-            changed = self.ctx.tls_new
-            with open(self.conf(n)) as f:
-                has = re.search(r"^tls-port", f.read(), re.M)
-            if not has:
-                log(f"redis {n}: enabling TLS on port {self.ctx.port('redis', n, 'tls_port')}")
-                self.write_conf(n)
-                changed = True
-            if changed and self.pid(n):
-                self.stop(n)
-                if not self.start(n):
-                    die(f"redis {n} did not start with TLS (see {self.logf(n)})")
+        self.restart_for_tls(self.conf, r"^tls-port", self.write_conf, self.logf,
+                             note=lambda n: f" on port {self.ctx.port('redis', n, 'tls_port')}")
 
     def start(self, n):
         if self.pid(n):
@@ -135,15 +117,8 @@ shutdown-timeout 2
         if not os.path.isfile(self.conf(n)):
             log(f"redis {n} has no config")
             return False
-        port, tls = self.ctx.port("redis", n), self.ctx.port("redis", n, "tls_port")
-        if common.port_in_use(port):
-            die(f"redis {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
-        if common.port_in_use(tls):
-            die(f"redis {n}: 127.0.0.1:{tls} (TLS) is taken by a process the lab did not start")
-        try:
-            os.unlink(f"{self.ctx.run_dir}/redis-{n}.pid")
-        except FileNotFoundError:
-            pass
+        self.require_free(n, "port", "tls_port")
+        common.unlink(self.pidfile(n))
         log(f"redis {n}: starting")
         if not common.run_detached(self.ctx.owner.argv(REDIS_SERVER, self.conf(n)), f"{self.ctx.log_dir}/redis-{n}.out", timeout=30):
             common.tail(self.logf(n), 10)
@@ -155,25 +130,6 @@ shutdown-timeout 2
             log(f"redis {n}: answers but its pid file does not name it")
             return False
         return True
-
-    def stop(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.stop_pid(pid, self.needle(n), f"redis {n}", term_secs=30)
-        try:
-            os.unlink(f"{self.ctx.run_dir}/redis-{n}.pid")
-        except FileNotFoundError:
-            pass
-
-    def signal(self, n, sig):
-        pid = self.pid(n)
-        if pid:
-            common.signal_pid(pid, sig)
-
-    def kill(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.kill_pid(pid, self.needle(n), f"redis {n}")
 
     def expect_ok(self, n, *args):
         out = (self.cli(n, *args, check=False) or "").strip()
@@ -251,15 +207,7 @@ shutdown-timeout 2
         self.sentinels_follow("A")
 
     def _reset(self):
-        for n in self.nodes:
-            self.signal(n, signal.SIGCONT)
-        self.start("A")
-        self.start("B")
-        if self.canonical("A", "B", 10):
-            return
-        if self.canonical("B", "A", 5):
-            log("redis: B is primary with A following: switching back")
-            self.switchover("B", "A")
+        if self.settle_pair():
             return
         log("redis: forcing the canonical topology (A authoritative, B resynced)")
         if not self.start("A"):
@@ -276,12 +224,7 @@ shutdown-timeout 2
         self.wait_caught_up("A", "B", 60)
 
     def init(self):
-        c = self.ctx
-        for n in self.nodes:
-            self.stop(n)
-        import shutil
-        shutil.rmtree(f"{c.lab_dir}/redis", ignore_errors=True)
-        c.owner.mkdir(f"{c.lab_dir}/redis", 0o750)
+        self.wipe_state()
         for n in self.nodes:
             self.write_conf(n)
         self.write_role("A", "primary")
@@ -290,4 +233,4 @@ shutdown-timeout 2
             if not self.start(n):
                 die(f"redis {n} did not start (see {self.logf(n)})")
         self.wait_caught_up("A", "B", 30)
-        open(f"{c.lab_dir}/redis/.initialised", "w").close()
+        self.mark_initialised()

@@ -8,7 +8,6 @@ pair's roles: every lab command that moves the redis master re-points the Sentin
 records the new roles in the redis nodes' role files afterwards."""
 
 import os
-import shutil
 import signal
 
 from . import common
@@ -22,6 +21,7 @@ REDIS_CLI = "/usr/bin/redis-cli"
 class Sentinel(Engine):
     name = "sentinel"
     pair = False
+    stop_secs = 20
 
     def conf(self, n):
         return f"{self.state_dir()}/{n}.conf"
@@ -37,10 +37,6 @@ class Sentinel(Engine):
 
     def needle(self, n):
         return f"127.0.0.1:{self.ctx.port('sentinel', n)}"
-
-    def pid(self, n):
-        pid = common.read_pid(f"{self.ctx.run_dir}/sentinel-{n}.pid")
-        return pid if common.proc_matches(pid, self.needle(n)) else None
 
     def any_running(self):
         return any(self.pid(n) for n in self.nodes)
@@ -107,10 +103,8 @@ sentinel parallel-syncs {name} 1
         if not os.path.isfile(self.conf(n)):
             log(f"sentinel {n} has no config")
             return False
-        port = self.ctx.port("sentinel", n)
-        if common.port_in_use(port):
-            die(f"sentinel {n}: 127.0.0.1:{port} is taken by a process the lab did not start")
-        common.unlink(f"{self.ctx.run_dir}/sentinel-{n}.pid")
+        self.require_free(n)
+        common.unlink(self.pidfile(n))
         log(f"sentinel {n}: starting")
         if not common.run_detached(self.ctx.owner.argv(REDIS_SENTINEL, self.conf(n)),
                                    f"{self.ctx.log_dir}/sentinel-{n}.out", timeout=30):
@@ -120,22 +114,6 @@ sentinel parallel-syncs {name} 1
             common.tail(f"{self.ctx.log_dir}/sentinel-{n}.log", 10)
             return False
         return True
-
-    def stop(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.stop_pid(pid, self.needle(n), f"sentinel {n}", term_secs=20)
-        common.unlink(f"{self.ctx.run_dir}/sentinel-{n}.pid")
-
-    def signal(self, n, sig):
-        pid = self.pid(n)
-        if pid:
-            common.signal_pid(pid, sig)
-
-    def kill(self, n):
-        pid = self.pid(n)
-        if pid:
-            common.kill_pid(pid, self.needle(n), f"sentinel {n}")
 
     def monitor(self, master):
         """Points every running sentinel at redis node MASTER (the lab moved it), and waits until
@@ -201,15 +179,12 @@ sentinel parallel-syncs {name} 1
         wait_for(60, f"every sentinel to name redis {master} and see its peers", self.settled, master)
 
     def init(self):
-        for n in self.nodes:
-            self.stop(n)
-        shutil.rmtree(self.state_dir(), ignore_errors=True)
-        self.ctx.owner.mkdir(self.state_dir(), 0o750)
+        self.wipe_state()
         master = self.redis_master()
         for n in self.nodes:
             self.write_conf(n, master)
         self.reset()
-        open(f"{self.state_dir()}/.initialised", "w").close()
+        self.mark_initialised()
 
     def failover_cmd(self):
         """SENTINEL FAILOVER: Sentinel promotes the replica and turns the old master into its

@@ -378,7 +378,6 @@ fn check_name(what: &str, name: &str) -> Result<(), ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     fn options() -> ClientOptions {
@@ -485,23 +484,8 @@ listeners: [{ name: l, bind: 127.0.0.1:0, cluster: c }]
 
     /// Answers one request with `answer`; returns the base URL and the request it got.
     fn serve_once(answer: &'static str) -> (String, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let handle = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(answer.as_bytes()).unwrap();
-            String::from_utf8(req).unwrap()
-        });
-        (base, handle)
+        let (addr, handle) = crate::ops::test_http::serve_once(answer.as_bytes());
+        (format!("http://{addr}"), handle)
     }
 
     fn client_for(base: String, token: Option<&str>) -> AdminClient {

@@ -10,3 +10,5 @@ pub mod import_haproxy;
 pub mod notify;
 pub mod probe_cli;
 pub mod status_view;
+#[cfg(test)]
+mod test_http;

@@ -378,23 +378,8 @@ mod tests {
 
     /// Serves one canned answer on a loopback port; returns the port and what was asked.
     fn serve_once(answer: &'static [u8]) -> (u16, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let handle = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.ends_with(b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            s.write_all(answer).unwrap();
-            String::from_utf8(req).unwrap()
-        });
-        (port, handle)
+        let (addr, handle) = crate::ops::test_http::serve_once(answer);
+        (addr.port(), handle)
     }
 
     #[test]

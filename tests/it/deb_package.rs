@@ -16,12 +16,12 @@
 //! (`CARGO_DEB=/path/to/cargo-deb` uses another).
 
 use crate::support;
+use crate::support::script::run_with_deadline;
 use std::fs;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_rolegate");
 const UNIT: &str = "/usr/lib/systemd/system/rolegate.service";
@@ -31,52 +31,13 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// Runs `cmd` within `limit`, draining its output on threads.
-fn run(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let mut out = child.stdout.take().expect("stdout");
-    let mut err = child.stderr.take().expect("stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = out.read_to_end(&mut v);
-        v
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = err.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_reader.join().expect("stdout reader"),
-        stderr: err_reader.join().expect("stderr reader"),
-    }
-}
-
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
 }
 
 /// Runs `cmd` and fails unless it exits 0; returns stdout and stderr.
 fn ok(cmd: &mut Command) -> String {
-    let o = run(cmd, Duration::from_secs(300));
+    let o = run_with_deadline(cmd, Duration::from_secs(300));
     assert!(o.status.success(), "{cmd:?} failed:\n{}", text(&o));
     text(&o)
 }
@@ -88,7 +49,7 @@ fn sh(program: &str, args: &[&str]) -> Command {
 }
 
 fn user_exists() -> bool {
-    run(
+    run_with_deadline(
         &mut sh("getent", &["passwd", "rolegate"]),
         Duration::from_secs(30),
     )
@@ -98,7 +59,7 @@ fn user_exists() -> bool {
 
 /// `dpkg-query`'s status of the package, `None` when dpkg knows nothing of it.
 fn package_status() -> Option<String> {
-    let o = run(
+    let o = run_with_deadline(
         &mut sh("dpkg-query", &["-W", "-f=${Status}", "rolegate"]),
         Duration::from_secs(30),
     );
@@ -114,7 +75,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if package_status().is_some() {
-            let o = run(
+            let o = run_with_deadline(
                 &mut sh("dpkg", &["--purge", "rolegate"]),
                 Duration::from_secs(120),
             );
@@ -123,7 +84,7 @@ impl Drop for Cleanup {
             }
         }
         if self.created_user && user_exists() {
-            let o = run(&mut sh("userdel", &["rolegate"]), Duration::from_secs(30));
+            let o = run_with_deadline(&mut sh("userdel", &["rolegate"]), Duration::from_secs(30));
             if !o.status.success() {
                 eprintln!("cleanup: userdel rolegate failed:\n{}", text(&o));
             }
@@ -331,7 +292,7 @@ fn packaging_scripts_pass_shellcheck() {
         );
         assert_eq!(mode & 0o111, 0o111, "{script} must be executable");
     }
-    let o = run(
+    let o = run_with_deadline(
         Command::new("shellcheck").args(scripts.iter().map(|s| repo(s))),
         Duration::from_secs(120),
     );

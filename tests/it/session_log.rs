@@ -3,33 +3,13 @@
 
 use crate::support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::config::{Check, Cluster, ConfigBuilder, Listener};
+use support::logs::Captured;
 use support::{eventually, fake, Proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 /// Installs a process-wide log subscriber, so it runs alone in a child process: it would
 /// collect the logs of every proxy the tests beside it start.
@@ -43,13 +23,7 @@ fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged() {
 #[tokio::test]
 #[ignore = "installs a global log subscriber; run alone, in a child process, by a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged"]
 async fn a_stalled_stream_is_closed_after_idle_timeout_with_the_reason_logged_alone() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("info")
-        .init();
+    let logs = Captured::install();
 
     let backend = fake::echo().spawn().await;
     let yaml = ConfigBuilder::new()

@@ -17,41 +17,8 @@ pub(super) fn noted<T>(value: T, comment: impl Into<String>) -> Noted<T> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Protocol {
-    Postgres,
-    Mysql,
-    Redis,
-    Tcp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Postgres => "postgres",
-            Protocol::Mysql => "mysql",
-            Protocol::Redis => "redis",
-            Protocol::Tcp => "tcp",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Role {
-    Primary,
-    Replica,
-    Any,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-            Role::Any => "any",
-        }
-    }
-}
+/// The config's own types: what the importer writes is what the config parser reads.
+pub(super) use crate::config::{Protocol, RoleFilter as Role};
 
 /// `check:` of a cluster.
 #[derive(Debug, Clone, Default)]

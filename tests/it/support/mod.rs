@@ -1,6 +1,6 @@
 //! Shared helpers of the integration tests: a proxy in-process on ephemeral ports ([`Proxy`]),
 //! the real binary as a child ([`binary`]), configs ([`config`], [`files`]), fake backends
-//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), network namespaces and
+//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), captured logs ([`logs`]), network namespaces and
 //! relays for fault injection ([`netns`], [`relay`]), HTTP ([`http`]), scripts ([`script`]),
 //! what a test needs to run at all ([`require`]), and condition waits with deadlines (never
 //! sleeps).
@@ -13,6 +13,7 @@ pub mod fake;
 pub mod files;
 pub mod http;
 pub mod lab;
+pub mod logs;
 pub mod netns;
 pub mod relay;
 pub mod require;
