@@ -79,5 +79,9 @@ eval "$(bash "$LAB" env)"
 # did not run.
 export ROLEGATE_TESTS_REQUIRE_ALL=1
 
+# The .deb test packages with cargo-deb (crates.io): installed once here, where a slow first
+# build (minutes on 2 cores) is not held to the test's deadline.
+bash packaging/build-deb.sh --tool-only
+
 [[ ${1:-} == -- ]] && shift
 cargo test --all-targets "$@"

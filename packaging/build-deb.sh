@@ -26,7 +26,8 @@ while (($#)); do
     case $1 in
         --binary) binary=$(realpath "$2"); shift 2 ;;
         --output) output=$2; shift 2 ;;
-        *) echo "usage: $0 [--binary PATH] [--output DIR]" >&2; exit 2 ;;
+        --tool-only) tool_only=1; shift ;;
+        *) echo "usage: $0 [--binary PATH] [--output DIR] | --tool-only" >&2; exit 2 ;;
     esac
 done
 
@@ -38,6 +39,8 @@ if [[ -z $cargo_deb ]]; then
     fi
     cargo_deb="cargo deb"
 fi
+# --tool-only: just make sure cargo-deb is there (loadtest/test.sh, before the tests' deadlines).
+[[ ${tool_only:-0} == 1 ]] && exit 0
 
 # cargo-deb reads the binary from <target dir>/release/rolegate. A prebuilt binary is placed in
 # a target dir of its own, so a real release build in target/release is never overwritten.
