@@ -228,8 +228,9 @@ class Engine:
     def hang_target(self):
         return self.find_pair()[0]
 
-    def roles_changed(self, primary):
-        """Called after a command made PRIMARY the primary (switchover, kill)."""
+    def upstream_moved(self, primary):
+        """An engine this one watches (its topology `needs`) now has PRIMARY as its primary;
+        the CLI calls it after a switchover, kill or reset of that engine."""
 
     def destroy(self):
         shutil.rmtree(self.state_dir(), ignore_errors=True)

@@ -187,6 +187,8 @@ class Cli:
                     eng.tls()
             for eng in level:
                 eng.reset()
+                if eng.pair:
+                    self.primary_moved(eng, "A")
             done.update(eng.name for eng in level)
         lines, obj = self.status(names)
         ends = []
@@ -255,6 +257,8 @@ class Cli:
         for e in names:
             self.require_state(self.engines[e])
             self.engines[e].reset()
+            if self.engines[e].pair:
+                self.primary_moved(self.engines[e], "A")
         lines, obj = self.status(names)
         self.emit("\n".join(lines), obj)
 
@@ -290,8 +294,14 @@ class Cli:
         eng = self.one_engine(args, cmd)
         self.require_state(eng)
         frm, to, ts = getattr(eng, f"{cmd}_cmd")()
-        eng.roles_changed(to)
+        self.primary_moved(eng, to)
         self.timeline(cmd, eng, frm, to, ts)
+
+    def primary_moved(self, eng, primary):
+        """Engines that watch ENG (topology `needs`: sentinel on redis) follow its new PRIMARY."""
+        for name, dep in self.engines.items():
+            if eng.name in self.ctx.topo.engine(name).get("needs", []):
+                dep.upstream_moved(primary)
 
     def cmd_switchover(self, args):
         self.move_primary(args, "switchover")

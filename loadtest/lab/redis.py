@@ -2,8 +2,9 @@
 ..." or empty), which the lab keeps in step with the runtime role. No persistence: a restarted
 node is empty. Admin is the default user, whose password (requirepass) is LAB_MONITOR_PASSWORD.
 
-When the lab's Sentinels run (`up sentinel`), every command here that changes roles re-points
-them at the new master (sentinel.py), so they never fight the lab over who is master."""
+When the lab's Sentinels run (`up sentinel`), the CLI re-points them at the new master after a
+switchover, kill or reset here (cli.primary_moved → sentinel.upstream_moved), so they never fight
+the lab over who is master; this module knows nothing of them."""
 
 import os
 
@@ -184,16 +185,6 @@ shutdown-timeout 2
     def promote(self, n):
         self.make_primary(n)
 
-    def roles_changed(self, master):
-        self.sentinels_follow(master)
-
-    def sentinels_follow(self, master):
-        """Re-points the lab's Sentinels (when they run) at MASTER."""
-        from .sentinel import Sentinel
-        s = Sentinel(self.ctx)
-        if s.initialised() and s.any_running():
-            s.monitor(master)
-
     def canonical(self, p, r, secs):
         if not self.is_(p, "primary"):
             return False
@@ -203,10 +194,6 @@ shutdown-timeout 2
         return self.wait_caught_up(p, r, secs, soft=True)
 
     def reset(self):
-        self._reset()
-        self.sentinels_follow("A")
-
-    def _reset(self):
         if self.settle_pair():
             return
         log("redis: forcing the canonical topology (A authoritative, B resynced)")

@@ -158,6 +158,12 @@ sentinel parallel-syncs {name} 1
                 return False
         return True
 
+    def upstream_moved(self, master):
+        """Re-points the Sentinels (when they run) at the lab's new redis MASTER, so they never
+        fight the lab over who is master."""
+        if self.initialised() and self.any_running():
+            self.monitor(master)
+
     def redis_master(self):
         from .redis import Redis
         r = Redis(self.ctx)
