@@ -133,7 +133,7 @@ impl App {
             .iter()
             .filter_map(|(name, s)| Some((name.clone(), s.first()?.local_addr().ok()?)))
             .collect();
-        let steer = Steer::start(&config, &local, &metrics.registry);
+        let steer = Steer::start(&config, &local, &metrics);
         let (mut writer, router) = new_router();
         writer.observe(steer.clone());
         let supervisor = supervisor::spawn(

@@ -308,6 +308,34 @@ pub(super) const FLEET_PUBLICATIONS_REFUSED_TOTAL: Family = Family {
     buckets: &[],
 };
 
+pub(super) const STEER_ACTIVE: Family = Family {
+    name: "rolegate_steer_active",
+    help: "1 when the listener's local clients are steered to the backend directly, 0 when the proxy serves them (see /status steer.reason).",
+    labels: &["listener"],
+    buckets: &[],
+};
+
+pub(super) const STEER_SESSIONS: Family = Family {
+    name: "rolegate_steer_sessions",
+    help: "Steered sessions open now (client connected to the backend directly).",
+    labels: &["listener", "backend"],
+    buckets: &[],
+};
+
+pub(super) const STEER_CONNECTIONS_TOTAL: Family = Family {
+    name: "rolegate_steer_connections_total",
+    help: "Connections steered to the backend directly.",
+    labels: &["listener", "backend"],
+    buckets: &[],
+};
+
+pub(super) const STEER_FENCED_TOTAL: Family = Family {
+    name: "rolegate_steer_fenced_total",
+    help: "Steered sessions closed because their backend lost its role or was disabled.",
+    labels: &["listener", "backend"],
+    buckets: &[],
+};
+
 pub(super) const BUILD_INFO: Family = Family {
     name: "rolegate_build_info",
     help: "Always 1; labels carry the version.",

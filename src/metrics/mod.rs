@@ -53,6 +53,10 @@ pub struct Metrics {
     pub fleet_connected: IntGauge,
     pub fleet_records_refused_total: IntCounter,
     pub fleet_publications_refused_total: IntCounter,
+    pub steer_active: IntGaugeVec,
+    pub steer_sessions: IntGaugeVec,
+    pub steer_connections_total: IntCounterVec,
+    pub steer_fenced_total: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -110,6 +114,10 @@ impl Metrics {
                 &r,
                 &families::FLEET_PUBLICATIONS_REFUSED_TOTAL,
             ),
+            steer_active: Register::register(&r, &families::STEER_ACTIVE),
+            steer_sessions: Register::register(&r, &families::STEER_SESSIONS),
+            steer_connections_total: Register::register(&r, &families::STEER_CONNECTIONS_TOTAL),
+            steer_fenced_total: Register::register(&r, &families::STEER_FENCED_TOTAL),
             build_info: Register::register(&r, &families::BUILD_INFO),
             registry: r,
         };

@@ -179,7 +179,7 @@ impl Metrics {
     /// empty families; a dashboard check must not), plus the process collector's.
     pub fn family_names(&self) -> BTreeSet<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 27] = [
+        let collectors: [&dyn Collector; 31] = [
             &self.sessions_active,
             &self.sessions_total,
             &self.session_duration,
@@ -206,6 +206,10 @@ impl Metrics {
             &self.config_reloads_total,
             &self.config_last_reload_success,
             &self.admin_auth_failures_total,
+            &self.steer_active,
+            &self.steer_sessions,
+            &self.steer_connections_total,
+            &self.steer_fenced_total,
             &self.build_info,
         ];
         let mut names: BTreeSet<String> = collectors

@@ -30,7 +30,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts};
+use prometheus::{IntCounterVec, IntGaugeVec};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -116,53 +116,14 @@ pub struct Steer {
 }
 
 impl SteerMetrics {
-    fn new(registry: &prometheus::Registry) -> SteerMetrics {
-        let register = |c: Box<dyn prometheus::core::Collector>| {
-            registry
-                .register(c)
-                .expect("steer metric names are unique and valid");
-        };
-        let active = IntGaugeVec::new(
-            Opts::new(
-                "rolegate_steer_active",
-                "1 when the listener's local clients are steered to the backend directly, 0 when the proxy serves them (see /status steer.reason).",
-            ),
-            &["listener"],
-        )
-        .unwrap();
-        let sessions = IntGaugeVec::new(
-            Opts::new(
-                "rolegate_steer_sessions",
-                "Steered sessions open now (client connected to the backend directly).",
-            ),
-            &["listener", "backend"],
-        )
-        .unwrap();
-        let connections = IntCounterVec::new(
-            Opts::new(
-                "rolegate_steer_connections_total",
-                "Connections steered to the backend directly.",
-            ),
-            &["listener", "backend"],
-        )
-        .unwrap();
-        let fenced = IntCounterVec::new(
-            Opts::new(
-                "rolegate_steer_fenced_total",
-                "Steered sessions closed because their backend lost its role or was disabled.",
-            ),
-            &["listener", "backend"],
-        )
-        .unwrap();
-        register(Box::new(active.clone()));
-        register(Box::new(sessions.clone()));
-        register(Box::new(connections.clone()));
-        register(Box::new(fenced.clone()));
+    /// The steering families of the process's metrics (registered with the rest in
+    /// `metrics/families.rs`).
+    fn new(metrics: &crate::metrics::Metrics) -> SteerMetrics {
         SteerMetrics {
-            active,
-            sessions,
-            connections,
-            fenced,
+            active: metrics.steer_active.clone(),
+            sessions: metrics.steer_sessions.clone(),
+            connections: metrics.steer_connections_total.clone(),
+            fenced: metrics.steer_fenced_total.clone(),
         }
     }
 }
@@ -174,7 +135,7 @@ impl Steer {
     pub fn start(
         config: &Config,
         bound: &HashMap<ListenerName, SocketAddr>,
-        registry: &prometheus::Registry,
+        metrics: &crate::metrics::Metrics,
     ) -> Arc<Steer> {
         let steer = Arc::new_cyclic(|me| Steer {
             state: Mutex::new(State {
@@ -189,7 +150,7 @@ impl Steer {
                 names: HashMap::new(),
                 counted: HashMap::new(),
             }),
-            metrics: SteerMetrics::new(registry),
+            metrics: SteerMetrics::new(metrics),
             me: me.clone(),
         });
         steer.configure(config, bound);
