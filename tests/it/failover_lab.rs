@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use support::config::{Cluster, ConfigBuilder, Listener};
 use support::lab::{self, wall, Engine};
-use support::require;
 use support::{db, metric_value, Proxy};
 
 /// Clusters of the lab's pairs with rolegate's default check settings ([`Cluster::lab`]), a
@@ -382,32 +381,6 @@ async fn split_brain_policies(engine: Engine) {
     );
     proxy.stop().await;
     lab::reset(engine).await;
-}
-
-macro_rules! per_engine {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pg() {
-                if require::lab(&[Engine::Pg]).is_some() {
-                    super::$scenario(Engine::Pg).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                if require::lab(&[Engine::Mysql]).is_some() {
-                    super::$scenario(Engine::Mysql).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                if require::lab(&[Engine::Redis]).is_some() {
-                    super::$scenario(Engine::Redis).await
-                }
-            }
-        }
-    };
 }
 
 per_engine!(routes_by_role);

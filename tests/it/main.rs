@@ -13,6 +13,7 @@
 //! Adding a test file: put `NAME.rs` next to this file and add `mod NAME;` below; in it,
 //! `use crate::support;` and the helpers it needs (see `support/mod.rs`).
 
+#[macro_use]
 mod support;
 
 mod admin;

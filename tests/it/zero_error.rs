@@ -490,32 +490,6 @@ async fn hold_times_out_cleanly(engine: Engine) {
     proxy.stop().await;
 }
 
-macro_rules! per_engine {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn pg() {
-                if require::lab(&[Engine::Pg]).is_some() {
-                    super::$scenario(Engine::Pg).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                if require::lab(&[Engine::Mysql]).is_some() {
-                    super::$scenario(Engine::Mysql).await
-                }
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis() {
-                if require::lab(&[Engine::Redis]).is_some() {
-                    super::$scenario(Engine::Redis).await
-                }
-            }
-        }
-    };
-}
-
 per_engine!(frozen_primary_then_promoted);
 per_engine!(planned_switchover_with_hold);
 

@@ -6,6 +6,36 @@
 //! sleeps).
 #![allow(dead_code)]
 
+/// One test per lab engine of `scenario(engine)`, each skipped (or, in the full run, failed) by
+/// `require::lab` when that engine's servers are not up: `per_engine!(switchover)` makes
+/// `switchover::pg`, `switchover::mysql` and `switchover::redis`.
+macro_rules! per_engine {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pg() {
+                if $crate::support::require::lab(&[$crate::support::lab::Engine::Pg]).is_some() {
+                    super::$scenario($crate::support::lab::Engine::Pg).await
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                if $crate::support::require::lab(&[$crate::support::lab::Engine::Mysql]).is_some() {
+                    super::$scenario($crate::support::lab::Engine::Mysql).await
+                }
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                if $crate::support::require::lab(&[$crate::support::lab::Engine::Redis]).is_some() {
+                    super::$scenario($crate::support::lab::Engine::Redis).await
+                }
+            }
+        }
+    };
+}
+
 pub mod binary;
 pub mod config;
 pub mod db;
