@@ -28,20 +28,8 @@ fn rolegate(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove("ROLEGATE_CONFIG")
         .env_remove("ROLEGATE_ADMIN_URL")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run rolegate");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("rolegate {args:?} did not finish within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
+        .envs(env.iter().copied());
+    support::script::run_with_deadline(&mut cmd, Duration::from_secs(30))
 }
 
 fn out(o: &Output) -> String {
