@@ -18,7 +18,7 @@ use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
-use netlink_sys::{Socket, SocketAddr};
+use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
 /// Bound on the messages read for one dump (every TCP socket of the host at worst).
 const MAX_MESSAGES: usize = 1_000_000;
@@ -43,7 +43,7 @@ fn cookie(id: &SocketId) -> u64 {
 fn connect() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
+    socket.connect(&NetlinkAddr::new(0, 0))?;
     Ok(socket)
 }
 
