@@ -266,12 +266,16 @@ fn redis_identity(addr: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
         reply.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&reply);
-    // `addr=IP:PORT`, IPv6 without brackets.
+    // `addr=IP:PORT`; IPv6 in brackets (Redis 7) or without (older versions).
     let seen = text
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(ip, port)| Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?)))
+        .and_then(|a| {
+            a.parse().ok().or_else(|| {
+                let (ip, port) = a.rsplit_once(':')?;
+                Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+            })
+        })
         .unwrap_or_else(|| panic!("no addr= in {text:?}"));
     (local, peer, seen)
 }
@@ -734,7 +738,12 @@ impl Redis6 {
         let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
         let child = std::process::Command::new(server)
             .args(["--bind", "::1", "--port", &port.to_string(), "--save", ""])
-            .args(["--appendonly", "no", "--requirepass", &lab::monitor_password()])
+            .args([
+                "--appendonly",
+                "no",
+                "--requirepass",
+                &lab::monitor_password(),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("start redis-server on [::1]");
@@ -900,7 +909,8 @@ async fn wildcard_binds_steer_every_local_address() {
             "{mode} to {target}: steered (Redis sees the client's port; local {local}, seen {seen})"
         );
     }
-    let total = steered_total_of(admin, "any4", "a").await + steered_total_of(admin, "any6", "a").await;
+    let total =
+        steered_total_of(admin, "any4", "a").await + steered_total_of(admin, "any6", "a").await;
     assert_eq!(total, targets.len() as u64, "every connect was steered");
 
     let outsider: SocketAddr = format!("127.0.0.2:{p4}").parse().unwrap();
@@ -934,7 +944,11 @@ fn demote_a(engine: Engine) {
             let mut buf = [0u8; 256];
             while String::from_utf8_lossy(&reply).matches("\r\n").count() < 2 {
                 let n = s.read(&mut buf).expect("read REPLICAOF's answer");
-                assert!(n > 0, "redis A closed: {:?}", String::from_utf8_lossy(&reply));
+                assert!(
+                    n > 0,
+                    "redis A closed: {:?}",
+                    String::from_utf8_lossy(&reply)
+                );
                 reply.extend_from_slice(&buf[..n]);
             }
             let text = String::from_utf8_lossy(&reply);
@@ -986,13 +1000,20 @@ async fn no_primary_until_promotion(engine: Engine) {
         .await
         .unwrap();
     let end = writer.until("closed=", Duration::from_secs(30));
-    assert_ne!(end, "closed=never", "{engine:?}: the steered session outlived the demotion");
-    support::eventually(Duration::from_secs(20), "no primary routed", || async move {
-        let m = http::get(admin, "/metrics").await.body;
-        support::metric_value(&m, "rolegate_steer_sessions{backend=\"a\",listener=\"rw\"}")
-            .is_none_or(|v| v == 0.0)
-            && http::get(admin, "/readyz").await.status != 200
-    })
+    assert_ne!(
+        end, "closed=never",
+        "{engine:?}: the steered session outlived the demotion"
+    );
+    support::eventually(
+        Duration::from_secs(20),
+        "no primary routed",
+        || async move {
+            let m = http::get(admin, "/metrics").await.body;
+            support::metric_value(&m, "rolegate_steer_sessions{backend=\"a\",listener=\"rw\"}")
+                .is_none_or(|v| v == 0.0)
+                && http::get(admin, "/readyz").await.status != 200
+        },
+    )
     .await;
 
     let queued = Client::spawn(&cgroup.0, "write", engine, rw);

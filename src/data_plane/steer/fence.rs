@@ -105,7 +105,11 @@ pub fn connected_to(peer: SocketAddr) -> io::Result<Vec<TcpSocket>> {
     let queries = match peer.ip() {
         IpAddr::V4(v4) => vec![
             (AF_INET, SocketId::new_v4(), IpAddr::V4(v4)),
-            (AF_INET6, SocketId::new_v6(), IpAddr::V6(v4.to_ipv6_mapped())),
+            (
+                AF_INET6,
+                SocketId::new_v6(),
+                IpAddr::V6(v4.to_ipv6_mapped()),
+            ),
         ],
         IpAddr::V6(v6) => vec![(AF_INET6, SocketId::new_v6(), IpAddr::V6(v6))],
     };

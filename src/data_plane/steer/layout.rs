@@ -35,7 +35,13 @@ pub fn addr(a: SocketAddr) -> Addr {
     let o = ip6(a.ip()).octets();
     let word = |i: usize| u32::from_ne_bytes([o[i], o[i + 1], o[i + 2], o[i + 3]]);
     let [hi, lo] = a.port().to_be_bytes();
-    [word(0), word(4), word(8), word(12), u32::from_ne_bytes([hi, lo, 0, 0])]
+    [
+        word(0),
+        word(4),
+        word(8),
+        word(12),
+        u32::from_ne_bytes([hi, lo, 0, 0]),
+    ]
 }
 
 /// Back to a socket address; an IPv4-mapped one becomes IPv4 (the family rolegate configured).

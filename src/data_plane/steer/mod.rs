@@ -49,8 +49,8 @@ use crate::routing::{RoutingTable, TableObserver};
 
 #[cfg(rolegate_steer)]
 use program::Kernel;
-pub use status::SteerStatus;
 use status::SteerMetrics;
+pub use status::SteerStatus;
 #[cfg(not(rolegate_steer))]
 use unsupported::Kernel;
 

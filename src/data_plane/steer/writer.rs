@@ -147,7 +147,9 @@ impl Steer {
 fn set_route(state: &mut State, key: SocketAddr, id: u32, backends: Vec<SocketAddr>) {
     let entries = &mut state.written.entries;
     if backends.is_empty() && !entries.contains_key(&key)
-        || entries.get(&key).is_some_and(|(i, b)| *i == id && *b == backends)
+        || entries
+            .get(&key)
+            .is_some_and(|(i, b)| *i == id && *b == backends)
     {
         return;
     }
