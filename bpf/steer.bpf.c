@@ -1,16 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 //
 // rolegate steering: cgroup socket-address hooks that send a local client's TCP connect()
-// to a listener's bind address straight to the backend the routing table names, so the bytes
+// to a listener's address straight to the backend the routing table names, so the bytes
 // flow client -> database without the proxy. rolegate (src/data_plane/steer) writes `routes`
 // from the same step that stores a new routing table; an absent entry means "leave the
 // destination alone", so the connection reaches rolegate's own listener (queue, refusal).
 //
 // Built by build.rs with `clang -target bpf -O2 -g` against the uapi headers and libbpf's
 // bpf_helpers.h only (no vmlinux.h), so the object does not depend on the build machine's
-// kernel. Addresses and ports are kept exactly as the hooks see them (network byte order).
-// IPv4 listeners only; `connect6` covers clients that reach them with an IPv4-mapped address
-// on an AF_INET6 socket (the backend is then written mapped too).
+// kernel. Addresses and ports are kept exactly as the hooks see them (network byte order);
+// every address is an IPv6 one, IPv4 as `::ffff:a.b.c.d`, so one map serves both families.
+//
+// Cost per connect: one hash lookup; a second one only for a loopback destination that has
+// no entry of its own (the wildcard listeners' entry, see `wildcard`). No loop over a map.
 
 #include <linux/bpf.h>
 #include <linux/types.h>
@@ -20,37 +22,44 @@
 /* Candidates per steered listener; rolegate writes at most this many. */
 #define STEER_MAX_BACKENDS 8
 
-/* A listener's bind address or a backend's address, as `user_ip4`/`user_port` hold them. */
-struct addr4 {
-	__u32 ip4;
+/* A listener's address or a backend's: `user_ip6` (IPv4 mapped) and `user_port`. */
+struct addr {
+	__u32 ip6[4];
 	__u32 port;
 };
 
-/* Where connects to one listener go now: `count` backends, round robin over them. */
-struct route4 {
+/* Where connects to one listener address go now: `count` backends, round robin over them.
+ * `listener` is rolegate's number for the listener (several addresses share it when the
+ * listener binds a wildcard). */
+struct route {
+	__u32 listener;
 	__u32 count;
 	__u32 turn;
-	struct addr4 backends[STEER_MAX_BACKENDS];
+	struct addr backends[STEER_MAX_BACKENDS];
 };
 
-/* A steered socket: the address its application asked for and where it was sent. */
-struct steered4 {
-	struct addr4 listener;
-	struct addr4 backend;
+/* A steered socket: the address its application asked for, where it was sent, and whose. */
+struct steered {
+	struct addr asked;
+	struct addr backend;
+	__u32 listener;
 };
 
 /* Counter key: one (listener, backend) pair. */
-struct pair4 {
-	struct addr4 listener;
-	struct addr4 backend;
+struct pair {
+	__u32 listener;
+	struct addr backend;
 };
 
+/* Listener address -> route. A wildcard listener (0.0.0.0:P, [::]:P) has one entry per local
+ * address of the host, written by rolegate, plus one under the unspecified address that
+ * loopback destinations (any of 127.0.0.0/8, ::1) fall back to. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 256);
-	__type(key, struct addr4);
-	__type(value, struct route4);
-} routes4 SEC(".maps");
+	__uint(max_entries, 4096);
+	__type(key, struct addr);
+	__type(value, struct route);
+} routes SEC(".maps");
 
 /* Socket cookie -> steered socket. Deleted by the sock_release hook; LRU so that a socket
  * released outside the cgroup's hook (program replaced) cannot fill it for good. */
@@ -58,24 +67,58 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, struct steered4);
-} steered4 SEC(".maps");
+	__type(value, struct steered);
+} steered SEC(".maps");
 
 /* Connections steered per (listener, backend); rolegate creates the entries it wants. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2048);
-	__type(key, struct pair4);
+	__type(key, struct pair);
 	__type(value, __u64);
 } steered_total SEC(".maps");
 
-/* Chooses the backend for a TCP connect to `dst` and records the socket; 0 when the connect
- * is to be left alone (not a steered listener, nothing routable, the socket not recordable). */
-static __always_inline int steer(struct bpf_sock_addr *ctx, struct addr4 dst, struct addr4 *backend)
+#define MAPPED_PREFIX __builtin_bswap32(0x0000ffff)
+
+/* `::ffff:a.b.c.d`: an IPv4 address. */
+static __always_inline int is_v4(const struct addr *a)
 {
-	struct route4 *route = bpf_map_lookup_elem(&routes4, &dst);
-	if (!route)
-		return 0;
+	return a->ip6[0] == 0 && a->ip6[1] == 0 && a->ip6[2] == MAPPED_PREFIX;
+}
+
+/* The wildcard entry a loopback destination falls back to (`0.0.0.0` or `::`, same port);
+ * 0 when `dst` is not a loopback address. Loopback only: every other local address has an
+ * entry of its own, and a remote destination never matches a wildcard listener. */
+static __always_inline int wildcard(const struct addr *dst, struct addr *any)
+{
+	any->ip6[0] = 0;
+	any->ip6[1] = 0;
+	any->ip6[3] = 0;
+	any->port = dst->port;
+	if (is_v4(dst)) {
+		any->ip6[2] = MAPPED_PREFIX;
+		return (dst->ip6[3] & __builtin_bswap32(0xff000000)) == __builtin_bswap32(0x7f000000);
+	}
+	any->ip6[2] = 0;
+	return dst->ip6[0] == 0 && dst->ip6[1] == 0 && dst->ip6[2] == 0 &&
+	       dst->ip6[3] == __builtin_bswap32(1);
+}
+
+/* Chooses the backend for a TCP connect to `dst` and records the socket; 0 when the connect
+ * is to be left alone (not a steered listener, nothing routable, a backend the socket's family
+ * cannot reach, the socket not recordable). */
+static __always_inline int steer(struct bpf_sock_addr *ctx, const struct addr *dst, int v4_socket,
+				 struct addr *backend)
+{
+	struct route *route = bpf_map_lookup_elem(&routes, dst);
+	if (!route) {
+		struct addr any;
+		if (!wildcard(dst, &any))
+			return 0;
+		route = bpf_map_lookup_elem(&routes, &any);
+		if (!route)
+			return 0;
+	}
 	__u32 count = route->count;
 	if (count == 0 || count > STEER_MAX_BACKENDS)
 		return 0;
@@ -87,11 +130,15 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, struct addr4 dst, st
 	asm volatile("" : "+r"(idx));
 	if (idx >= STEER_MAX_BACKENDS)
 		return 0;
-	struct steered4 s = { .listener = dst, .backend = route->backends[idx] };
+	struct steered s = { .asked = *dst, .backend = route->backends[idx],
+			     .listener = route->listener };
+	/* An AF_INET socket cannot connect to an IPv6 backend: the proxy takes this one. */
+	if (v4_socket && !is_v4(&s.backend))
+		return 0;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	if (bpf_map_update_elem(&steered4, &cookie, &s, BPF_ANY) != 0)
+	if (bpf_map_update_elem(&steered, &cookie, &s, BPF_ANY) != 0)
 		return 0; /* untracked sockets could not be fenced: let the proxy take it */
-	struct pair4 pair = { .listener = dst, .backend = s.backend };
+	struct pair pair = { .listener = s.listener, .backend = s.backend };
 	__u64 *total = bpf_map_lookup_elem(&steered_total, &pair);
 	if (total)
 		__sync_fetch_and_add(total, 1);
@@ -104,32 +151,33 @@ int steer_connect4(struct bpf_sock_addr *ctx)
 {
 	if (ctx->type != SOCK_STREAM)
 		return 1;
-	struct addr4 dst = { .ip4 = ctx->user_ip4, .port = ctx->user_port };
-	struct addr4 backend;
-	if (steer(ctx, dst, &backend)) {
-		ctx->user_ip4 = backend.ip4;
+	struct addr dst = { .ip6 = { 0, 0, MAPPED_PREFIX, ctx->user_ip4 }, .port = ctx->user_port };
+	struct addr backend;
+	if (steer(ctx, &dst, 1, &backend)) {
+		ctx->user_ip4 = backend.ip6[3];
 		ctx->user_port = backend.port;
 	}
 	return 1;
 }
 
-/* `::ffff:a.b.c.d`: an IPv4 address on an AF_INET6 socket (dual-stack clients, e.g. Java). */
-static __always_inline int v4_mapped(struct bpf_sock_addr *ctx)
-{
-	return ctx->user_ip6[0] == 0 && ctx->user_ip6[1] == 0 &&
-	       ctx->user_ip6[2] == __builtin_bswap32(0x0000ffff);
-}
-
-/* IPv4 listeners reached through an IPv4-mapped address on an IPv6 socket. */
+/* AF_INET6 sockets: native IPv6 destinations, and IPv4 ones by their mapped address
+ * (dual-stack clients). An IPv4 backend is written mapped, which the kernel connects as IPv4
+ * (unless the socket set IPV6_V6ONLY: see docs/steering.md). */
 SEC("cgroup/connect6")
 int steer_connect6(struct bpf_sock_addr *ctx)
 {
-	if (ctx->type != SOCK_STREAM || !v4_mapped(ctx))
+	if (ctx->type != SOCK_STREAM)
 		return 1;
-	struct addr4 dst = { .ip4 = ctx->user_ip6[3], .port = ctx->user_port };
-	struct addr4 backend;
-	if (steer(ctx, dst, &backend)) {
-		ctx->user_ip6[3] = backend.ip4;
+	struct addr dst = {
+		.ip6 = { ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3] },
+		.port = ctx->user_port,
+	};
+	struct addr backend;
+	if (steer(ctx, &dst, 0, &backend)) {
+		ctx->user_ip6[0] = backend.ip6[0];
+		ctx->user_ip6[1] = backend.ip6[1];
+		ctx->user_ip6[2] = backend.ip6[2];
+		ctx->user_ip6[3] = backend.ip6[3];
 		ctx->user_port = backend.port;
 	}
 	return 1;
@@ -140,12 +188,12 @@ SEC("cgroup/getpeername4")
 int steer_getpeername4(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct steered4 *s = bpf_map_lookup_elem(&steered4, &cookie);
-	if (!s)
+	struct steered *s = bpf_map_lookup_elem(&steered, &cookie);
+	if (!s || !is_v4(&s->backend) || !is_v4(&s->asked))
 		return 1;
-	if (ctx->user_ip4 == s->backend.ip4 && ctx->user_port == s->backend.port) {
-		ctx->user_ip4 = s->listener.ip4;
-		ctx->user_port = s->listener.port;
+	if (ctx->user_ip4 == s->backend.ip6[3] && ctx->user_port == s->backend.port) {
+		ctx->user_ip4 = s->asked.ip6[3];
+		ctx->user_port = s->asked.port;
 	}
 	return 1;
 }
@@ -154,22 +202,27 @@ SEC("cgroup/getpeername6")
 int steer_getpeername6(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
-	struct steered4 *s = bpf_map_lookup_elem(&steered4, &cookie);
-	if (!s || !v4_mapped(ctx))
+	struct steered *s = bpf_map_lookup_elem(&steered, &cookie);
+	if (!s)
 		return 1;
-	if (ctx->user_ip6[3] == s->backend.ip4 && ctx->user_port == s->backend.port) {
-		ctx->user_ip6[3] = s->listener.ip4;
-		ctx->user_port = s->listener.port;
+	if (ctx->user_ip6[0] == s->backend.ip6[0] && ctx->user_ip6[1] == s->backend.ip6[1] &&
+	    ctx->user_ip6[2] == s->backend.ip6[2] && ctx->user_ip6[3] == s->backend.ip6[3] &&
+	    ctx->user_port == s->backend.port) {
+		ctx->user_ip6[0] = s->asked.ip6[0];
+		ctx->user_ip6[1] = s->asked.ip6[1];
+		ctx->user_ip6[2] = s->asked.ip6[2];
+		ctx->user_ip6[3] = s->asked.ip6[3];
+		ctx->user_port = s->asked.port;
 	}
 	return 1;
 }
 
-/* A closed socket is no longer steered: keeps `steered4` equal to the live sessions. */
+/* A closed socket is no longer steered: keeps `steered` equal to the live sessions. */
 SEC("cgroup/sock_release")
 int steer_sock_release(struct bpf_sock *sk)
 {
 	__u64 cookie = bpf_get_socket_cookie(sk);
-	bpf_map_delete_elem(&steered4, &cookie);
+	bpf_map_delete_elem(&steered, &cookie);
 	return 1;
 }
 

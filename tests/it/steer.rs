@@ -91,15 +91,32 @@ async fn start(config: &ConfigFile, opts: Start<'_>) -> (Rolegate, SocketAddr) {
     (rg, rw)
 }
 
-/// The listener's `steer` object from `/status`.
+/// The first listener's `steer` object from `/status`.
 async fn steer_status(admin: SocketAddr) -> serde_json::Value {
     let status = http::get(admin, "/status").await.json();
     status["listeners"][0]["steer"].clone()
 }
 
+/// The `steer` object of listener `name` from `/status`.
+async fn steer_status_of(admin: SocketAddr, name: &str) -> serde_json::Value {
+    let status = http::get(admin, "/status").await.json();
+    status["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["name"] == name))
+        .map(|l| l["steer"].clone())
+        .unwrap_or_else(|| panic!("no listener {name} in /status: {status}"))
+}
+
 /// Connections steered to `backend` so far, from `/status`.
 async fn steered_total(admin: SocketAddr, backend: &str) -> u64 {
     steer_status(admin).await["connections_total"][backend]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Connections of listener `name` steered to `backend` so far, from `/status`.
+async fn steered_total_of(admin: SocketAddr, name: &str, backend: &str) -> u64 {
+    steer_status_of(admin, name).await["connections_total"][backend]
         .as_u64()
         .unwrap_or(0)
 }
@@ -249,10 +266,16 @@ fn redis_identity(addr: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
         reply.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&reply);
+    // `addr=IP:PORT`; IPv6 in brackets (Redis 7) or without (older versions).
     let seen = text
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
-        .and_then(|a| a.parse().ok())
+        .and_then(|a| {
+            a.parse().ok().or_else(|| {
+                let (ip, port) = a.rsplit_once(':')?;
+                Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+            })
+        })
         .unwrap_or_else(|| panic!("no addr= in {text:?}"));
     (local, peer, seen)
 }
@@ -677,4 +700,363 @@ async fn reload_turns_steering_on_and_off() {
         "proxied again"
     );
     rg.stop_cleanly().await;
+}
+
+// === IPv6, wildcard binds ===
+
+/// A config with several steered listeners (`name`, `bind`, `cluster`) and extra clusters.
+fn config_listeners(
+    clusters: &str,
+    listeners: &[(&str, &str, &str)],
+    cgroup: &Cgroup,
+) -> ConfigFile {
+    let mut yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nlog: {{ format: json }}\nclusters:\n{clusters}listeners:\n"
+    );
+    for (name, bind, cluster) in listeners {
+        yaml.push_str(&format!(
+            "  - name: {name}\n    bind: \"{bind}\"\n    cluster: {cluster}\n    queue_timeout: 20s\n    steer: {{ cgroup: {} }}\n",
+            cgroup.0.display()
+        ));
+    }
+    ConfigFile::new(&yaml)
+}
+
+/// A Redis server of this test's own on `[::1]` (the lab's are IPv4), stopped on drop.
+struct Redis6 {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Redis6 {
+    fn start(server: &Path) -> Redis6 {
+        // A free port: bound and released (redis-server fails loudly if it is taken meanwhile).
+        let port = std::net::TcpListener::bind("[::1]:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free IPv6 loopback port")
+            .port();
+        let addr: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        let child = std::process::Command::new(server)
+            .args(["--bind", "::1", "--port", &port.to_string(), "--save", ""])
+            .args([
+                "--appendonly",
+                "no",
+                "--requirepass",
+                &lab::monitor_password(),
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server on [::1]");
+        let redis = Redis6 { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {addr} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        redis
+    }
+}
+
+impl Drop for Redis6 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `identity` client run in the cgroup: (local, peer, seen by Redis).
+async fn identity(
+    cgroup: &Cgroup,
+    mode: &str,
+    addr: SocketAddr,
+) -> (SocketAddr, SocketAddr, SocketAddr) {
+    let lines = run_client(cgroup, mode, Engine::Redis, addr).await;
+    let get = |k: &str| -> SocketAddr { field(&lines, k).parse().unwrap() };
+    (get("local"), get("peer"), get("seen"))
+}
+
+/// Native IPv6 listeners: a client connecting to `[::1]:P` is steered to an IPv6 backend
+/// (Redis sees its own `[::1]` address) and to an IPv4 one (by the mapped address: Redis sees
+/// 127.0.0.1 and the client's port); `getpeername` shows `[::1]:P`. An AF_INET client of an
+/// IPv4 listener whose backend is IPv6 cannot be rewritten across families: it is proxied.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_listeners_steer_to_ipv6_and_ipv4_backends() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let Some(server) = require::tool("redis-server", &[], "redis-server") else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("ipv6");
+    let own = tokio::task::spawn_blocking(move || Redis6::start(&server))
+        .await
+        .unwrap();
+    let clusters = format!(
+        "{}  - name: db6\n    protocol: redis\n    check: {{ password: \"{}\", interval: 250ms, rise: 2 }}\n    backends:\n      - {{ name: c, address: \"{}\" }}\n",
+        cluster_yaml(Engine::Redis),
+        lab::monitor_password(),
+        own.addr
+    );
+    let cfg = config_listeners(
+        &clusters,
+        &[
+            ("to4", "[::1]:0", "db"),
+            ("to6", "[::1]:0", "db6"),
+            ("v4to6", "127.0.0.1:0", "db6"),
+        ],
+        &cgroup,
+    );
+    let rg = Rolegate::start(&cfg.path, Start::default()).await;
+    let admin = rg.admin();
+    binary::wait_ready(admin).await;
+    if !built_with_steering(admin).await {
+        return;
+    }
+    for name in ["to4", "to6", "v4to6"] {
+        let steer = steer_status_of(admin, name).await;
+        assert_eq!(steer["active"], true, "{name}: {steer}");
+    }
+
+    let to4 = binary::listener_addr(admin, "to4").await;
+    let (local, peer, seen) = identity(&cgroup, "identity", to4).await;
+    assert_eq!(peer, to4, "getpeername6 shows the IPv6 listener");
+    assert_eq!(
+        (seen.ip(), seen.port()),
+        ("127.0.0.1".parse().unwrap(), local.port()),
+        "steered to the IPv4 backend by its mapped address (local {local})"
+    );
+    assert!(steered_total_of(admin, "to4", "a").await >= 1);
+
+    let to6 = binary::listener_addr(admin, "to6").await;
+    let (local, peer, seen) = identity(&cgroup, "identity", to6).await;
+    assert_eq!(peer, to6, "getpeername6 shows the IPv6 listener");
+    assert_eq!(seen, local, "Redis on [::1] sees the steered client itself");
+    assert!(steered_total_of(admin, "to6", "c").await >= 1);
+
+    let v4to6 = binary::listener_addr(admin, "v4to6").await;
+    let (local, peer, seen) = identity(&cgroup, "identity", v4to6).await;
+    assert_eq!(peer, v4to6);
+    assert_ne!(seen, local, "an AF_INET socket cannot reach [::1]: proxied");
+    assert_eq!(steered_total_of(admin, "v4to6", "c").await, 0);
+    rg.stop_cleanly().await;
+    drop(own);
+}
+
+/// Wildcard binds: a client in the cgroup connecting to any local address on the port of a
+/// `0.0.0.0` listener (127.0.0.1, another loopback address, the host's own addresses, and the
+/// mapped forms from an AF_INET6 socket) or of a `[::]` listener (`::1`, the host's IPv6
+/// addresses) is steered, and `getpeername` shows the address it asked for. A client outside
+/// the cgroup is proxied.
+#[tokio::test(flavor = "multi_thread")]
+async fn wildcard_binds_steer_every_local_address() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("wildcard");
+    let cfg = config_listeners(
+        &cluster_yaml(Engine::Redis),
+        &[("any4", "0.0.0.0:0", "db"), ("any6", "[::]:0", "db")],
+        &cgroup,
+    );
+    let rg = Rolegate::start(&cfg.path, Start::default()).await;
+    let admin = rg.admin();
+    binary::wait_ready(admin).await;
+    if !built_with_steering(admin).await {
+        return;
+    }
+    for name in ["any4", "any6"] {
+        let steer = steer_status_of(admin, name).await;
+        assert_eq!(steer["active"], true, "{name}: {steer}");
+    }
+    let p4 = binary::listener_addr(admin, "any4").await.port();
+    let p6 = binary::listener_addr(admin, "any6").await.port();
+    // The host's own addresses (traffic to them stays on the host, through `lo`).
+    let own: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+        .expect("list the host's addresses")
+        .iter()
+        .map(|i| i.ip())
+        .filter(|ip| !ip.is_loopback())
+        // A link-local IPv6 address needs a scope id to connect to.
+        .filter(|ip| !matches!(ip, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80))
+        .collect();
+    let mut targets: Vec<(&str, SocketAddr)> = vec![
+        ("identity", format!("127.0.0.1:{p4}").parse().unwrap()),
+        ("identity", format!("127.0.0.2:{p4}").parse().unwrap()),
+        ("identity6", format!("127.0.0.2:{p4}").parse().unwrap()),
+        ("identity", format!("[::1]:{p6}").parse().unwrap()),
+    ];
+    for ip in &own {
+        let port = if ip.is_ipv4() { p4 } else { p6 };
+        targets.push(("identity", SocketAddr::new(*ip, port)));
+    }
+    for (mode, target) in &targets {
+        let (local, peer, seen) = identity(&cgroup, mode, *target).await;
+        let asked = match (*mode, target) {
+            ("identity6", SocketAddr::V4(a)) => {
+                SocketAddr::new(a.ip().to_ipv6_mapped().into(), a.port())
+            }
+            _ => *target,
+        };
+        assert_eq!(peer, asked, "getpeername shows {asked}");
+        assert_eq!(
+            seen.port(),
+            local.port(),
+            "{mode} to {target}: steered (Redis sees the client's port; local {local}, seen {seen})"
+        );
+    }
+    let total =
+        steered_total_of(admin, "any4", "a").await + steered_total_of(admin, "any6", "a").await;
+    assert_eq!(total, targets.len() as u64, "every connect was steered");
+
+    let outsider: SocketAddr = format!("127.0.0.2:{p4}").parse().unwrap();
+    let (local, peer, seen) = tokio::task::spawn_blocking(move || redis_identity(outsider))
+        .await
+        .unwrap();
+    assert_eq!(peer, outsider);
+    assert_ne!(seen, local, "a client outside the cgroup is proxied");
+    rg.stop_cleanly().await;
+}
+
+// === no primary until a real promotion ===
+
+/// Takes the primary role from node A without giving it to anyone: Redis A follows B (both
+/// replicas), MariaDB A turns read-only (B is a read-only replica already).
+fn demote_a(engine: Engine) {
+    match engine {
+        Engine::Redis => {
+            let b = engine.addr('B');
+            let mut s = TcpStream::connect_timeout(&engine.addr('A'), Duration::from_secs(10))
+                .expect("connect to redis A");
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let cmd = format!(
+                "AUTH {}\r\nREPLICAOF {} {}\r\n",
+                lab::monitor_password(),
+                b.ip(),
+                b.port()
+            );
+            s.write_all(cmd.as_bytes()).unwrap();
+            let mut reply = Vec::new();
+            let mut buf = [0u8; 256];
+            while String::from_utf8_lossy(&reply).matches("\r\n").count() < 2 {
+                let n = s.read(&mut buf).expect("read REPLICAOF's answer");
+                assert!(
+                    n > 0,
+                    "redis A closed: {:?}",
+                    String::from_utf8_lossy(&reply)
+                );
+                reply.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&reply);
+            assert_eq!(text.matches("+OK").count(), 2, "REPLICAOF on A: {text:?}");
+        }
+        Engine::Mysql => {
+            let socket = format!("{}/run/mysql-A.sock", lab::dir());
+            let out = std::process::Command::new("mariadb")
+                .args(["--no-defaults", "--protocol=socket", "--user=root"])
+                .arg(format!("--socket={socket}"))
+                .args(["-e", "SET GLOBAL read_only = ON"])
+                .output()
+                .expect("run mariadb");
+            assert!(
+                out.status.success(),
+                "read_only on mysql A: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Engine::Pg => panic!("pg is demoted by a switchover only"),
+    }
+}
+
+/// No primary: the primary loses its role (nobody else has it), its steered session is
+/// closed, a steered client's connect goes to the proxy's queue, and after a real promotion
+/// of B it completes there; the next connect is steered to B.
+async fn no_primary_until_promotion(engine: Engine) {
+    let Some(_met) = requirements(&[engine]) else {
+        return;
+    };
+    let _lock = lab::lock();
+    let _reset = lab::ResetOnPanic(engine);
+    let cgroup = Cgroup::create(&format!("promote-{}", engine.as_str()));
+    let cfg = config(engine, &cgroup);
+    let (rg, rw) = start(&cfg, Start::default()).await;
+    let admin = rg.admin();
+    if !built_with_steering(admin).await {
+        return;
+    }
+    let (a, b) = (engine.addr('A').port(), engine.addr('B').port());
+    let writer = Client::spawn(&cgroup.0, "writer", engine, rw);
+    assert_eq!(
+        writer.until("wrote=", Duration::from_secs(20)),
+        format!("wrote={a}")
+    );
+    assert_eq!(steered_total(admin, "a").await, 1, "the writer was steered");
+
+    tokio::task::spawn_blocking(move || demote_a(engine))
+        .await
+        .unwrap();
+    let end = writer.until("closed=", Duration::from_secs(30));
+    assert_ne!(
+        end, "closed=never",
+        "{engine:?}: the steered session outlived the demotion"
+    );
+    support::eventually(
+        Duration::from_secs(20),
+        "no primary routed",
+        || async move {
+            let m = http::get(admin, "/metrics").await.body;
+            support::metric_value(&m, "rolegate_steer_sessions{backend=\"a\",listener=\"rw\"}")
+                .is_none_or(|v| v == 0.0)
+                && http::get(admin, "/readyz").await.status != 200
+        },
+    )
+    .await;
+
+    let queued = Client::spawn(&cgroup.0, "write", engine, rw);
+    support::eventually(
+        Duration::from_secs(20),
+        "the connect queued by the proxy",
+        || async move {
+            let m = http::get(admin, "/metrics").await.body;
+            support::metric_value(&m, "rolegate_queued_connections{listener=\"rw\"}")
+                .is_some_and(|v| v >= 1.0)
+        },
+    )
+    .await;
+    lab::scenario("promote", engine).await;
+    assert_eq!(
+        queued.until("wrote=", Duration::from_secs(30)),
+        format!("wrote={b}"),
+        "{engine:?}: the queued connect completes on the promoted node"
+    );
+    assert_eq!(
+        steered_total(admin, "b").await,
+        0,
+        "the queued client was proxied"
+    );
+    let lines = run_client(&cgroup, "write", engine, rw).await;
+    assert_eq!(field(&lines, "wrote"), b.to_string(), "{lines:?}");
+    assert_eq!(
+        steered_total(admin, "b").await,
+        1,
+        "the next connect is steered to the new primary"
+    );
+    drop(queued);
+    drop(writer);
+    rg.stop_cleanly().await;
+    lab::reset(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_primary_until_promotion_redis() {
+    no_primary_until_promotion(Engine::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_primary_until_promotion_mysql() {
+    no_primary_until_promotion(Engine::Mysql).await;
 }

@@ -8,7 +8,7 @@
 //! application sees ECONNABORTED and reconnects, through the map, to the new primary.
 
 use std::io;
-use std::net::{IpAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP,
@@ -18,7 +18,7 @@ use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6, IPPROTO_TCP};
 use netlink_packet_sock_diag::inet::{ExtensionFlags, InetRequest, SocketId, StateFlags};
 use netlink_packet_sock_diag::{SockDiagDestroy, SockDiagMessage};
 use netlink_sys::protocols::NETLINK_SOCK_DIAG;
-use netlink_sys::{Socket, SocketAddr};
+use netlink_sys::{Socket, SocketAddr as NetlinkAddr};
 
 /// Bound on the messages read for one dump (every TCP socket of the host at worst).
 const MAX_MESSAGES: usize = 1_000_000;
@@ -26,7 +26,7 @@ const MAX_MESSAGES: usize = 1_000_000;
 /// A TCP socket as the dump reports it.
 #[derive(Debug, Clone)]
 pub struct TcpSocket {
-    /// `AF_INET`, or `AF_INET6` for a socket connected to an IPv4-mapped address.
+    /// `AF_INET`, or `AF_INET6` (an IPv6 peer, or an IPv4 one by its mapped address).
     pub family: u8,
     pub id: SocketId,
     pub cookie: u64,
@@ -43,7 +43,7 @@ fn cookie(id: &SocketId) -> u64 {
 fn connect() -> io::Result<Socket> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG)?;
     socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
+    socket.connect(&NetlinkAddr::new(0, 0))?;
     Ok(socket)
 }
 
@@ -98,18 +98,23 @@ fn receive(socket: &Socket, mut each: impl FnMut(u8, SocketId)) -> io::Result<()
     }
 }
 
-/// TCP sockets of this host (this network namespace) connected to `peer`: AF_INET sockets,
-/// and AF_INET6 sockets connected to its IPv4-mapped form (steered by `connect6`).
-pub fn connected_to(peer: SocketAddrV4) -> io::Result<Vec<TcpSocket>> {
+/// TCP sockets of this host (this network namespace) connected to `peer`. For an IPv4 peer:
+/// AF_INET sockets, and AF_INET6 sockets connected to its IPv4-mapped form (steered by
+/// `connect6`); for an IPv6 peer, AF_INET6 sockets.
+pub fn connected_to(peer: SocketAddr) -> io::Result<Vec<TcpSocket>> {
+    let queries = match peer.ip() {
+        IpAddr::V4(v4) => vec![
+            (AF_INET, SocketId::new_v4(), IpAddr::V4(v4)),
+            (
+                AF_INET6,
+                SocketId::new_v6(),
+                IpAddr::V6(v4.to_ipv6_mapped()),
+            ),
+        ],
+        IpAddr::V6(v6) => vec![(AF_INET6, SocketId::new_v6(), IpAddr::V6(v6))],
+    };
     let mut found = Vec::new();
-    for (family, id, want) in [
-        (AF_INET, SocketId::new_v4(), IpAddr::V4(*peer.ip())),
-        (
-            AF_INET6,
-            SocketId::new_v6(),
-            IpAddr::V6(peer.ip().to_ipv6_mapped()),
-        ),
-    ] {
+    for (family, id, want) in queries {
         let socket = connect()?;
         let mut id = id;
         id.destination_port = peer.port();
@@ -160,11 +165,11 @@ pub fn destroy(target: &TcpSocket) -> io::Result<()> {
 }
 
 /// Destroys the sockets connected to `backend` that `steered` says the program sent there
-/// from `listener`; returns how many were closed.
+/// for listener `listener` (its id); returns how many were closed.
 pub fn fence(
-    listener: SocketAddrV4,
-    backend: SocketAddrV4,
-    steered: impl Fn(u64) -> Option<(SocketAddrV4, SocketAddrV4)>,
+    listener: u32,
+    backend: SocketAddr,
+    steered: impl Fn(u64) -> Option<(u32, SocketAddr)>,
 ) -> io::Result<usize> {
     let mut closed = 0;
     for s in connected_to(backend)? {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap as StdHashMap;
 use std::fs::File;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData, MapError};
@@ -16,7 +16,7 @@ use aya::programs::cgroup_sock_addr::CgroupSockAddrLinkId;
 use aya::programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr};
 use aya::Ebpf;
 
-use super::layout::{self, Addr4, Pair4, Route4};
+use super::layout::{self, Addr, Pair, Route, Steered};
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 
@@ -56,9 +56,9 @@ struct Attachment {
 
 pub struct Kernel {
     ebpf: Ebpf,
-    routes: HashMap<MapData, Addr4, Route4>,
-    steered: HashMap<MapData, u64, Pair4>,
-    totals: HashMap<MapData, Pair4, u64>,
+    routes: HashMap<MapData, Addr, Route>,
+    steered: HashMap<MapData, u64, Steered>,
+    totals: HashMap<MapData, Pair, u64>,
     attached: StdHashMap<PathBuf, Attachment>,
 }
 
@@ -126,8 +126,8 @@ impl Kernel {
             .map_err(load_error)?;
         release.load().map_err(|e| load_error(chain(&e)))?;
         Ok(Kernel {
-            routes: map(&mut ebpf, "routes4")?,
-            steered: map(&mut ebpf, "steered4")?,
+            routes: map(&mut ebpf, "routes")?,
+            steered: map(&mut ebpf, "steered")?,
             totals: map(&mut ebpf, "steered_total")?,
             ebpf,
             attached: StdHashMap::new(),
@@ -212,66 +212,77 @@ impl Kernel {
             .map_err(load_error)
     }
 
-    /// Connects to `listener` go to `backends` (round robin) from now on; empty: to the proxy.
+    /// Connects to `key` (a listener address) go to `backends` (round robin) from now on,
+    /// counted for listener `id`; no backends: to the proxy.
     pub fn set_route(
         &mut self,
-        listener: SocketAddrV4,
-        backends: &[SocketAddrV4],
+        key: SocketAddr,
+        id: u32,
+        backends: &[SocketAddr],
     ) -> Result<(), KernelError> {
-        let key = layout::addr4(listener);
-        let result = if backends.is_empty() {
-            match self.routes.remove(&key) {
-                Err(MapError::KeyNotFound) => Ok(()),
-                other => other,
-            }
-        } else {
-            for b in backends {
-                match self.totals.insert(layout::pair4(listener, *b), 0, NOEXIST) {
-                    Ok(()) => {}
-                    // EEXIST: the counter is running already.
-                    Err(MapError::SyscallError(e))
-                        if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(source) => {
-                        return Err(KernelError::Map {
-                            map: "steered_total",
-                            source,
-                        })
-                    }
+        let map_error = |source| KernelError::Map {
+            map: "routes",
+            source,
+        };
+        let key = layout::addr(key);
+        if backends.is_empty() {
+            return match self.routes.remove(&key) {
+                Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+                Err(source) => Err(map_error(source)),
+            };
+        }
+        for b in backends {
+            match self.totals.insert(layout::pair(id, *b), 0, NOEXIST) {
+                Ok(()) => {}
+                // EEXIST: the counter is running already.
+                Err(MapError::SyscallError(e))
+                    if e.io_error.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(source) => {
+                    return Err(KernelError::Map {
+                        map: "steered_total",
+                        source,
+                    })
                 }
             }
-            self.routes.insert(key, layout::route4(backends), 0)
-        };
-        result.map_err(|source| KernelError::Map {
-            map: "routes4",
-            source,
-        })
+        }
+        self.routes
+            .insert(key, layout::route(id, backends), 0)
+            .map_err(map_error)
     }
 
-    /// Live steered sockets: cookie → (listener address asked for, backend it went to).
-    pub fn steered(&self) -> Vec<(u64, SocketAddrV4, SocketAddrV4)> {
+    /// Live steered sockets: (cookie, listener id, address asked for, backend it went to).
+    pub fn steered(&self) -> Vec<(u64, u32, SocketAddr, SocketAddr)> {
         self.steered
             .iter()
             .filter_map(Result::ok)
-            .map(|(cookie, pair)| {
-                let (l, b) = layout::from_pair4(pair);
-                (cookie, l, b)
+            .map(|(cookie, raw)| {
+                let (id, asked, backend) = layout::from_steered(raw);
+                (cookie, id, asked, backend)
             })
             .collect()
     }
 
-    /// The steered socket with this cookie, if it is one.
-    pub fn steered_socket(&self, cookie: u64) -> Option<(SocketAddrV4, SocketAddrV4)> {
-        self.steered.get(&cookie, 0).ok().map(layout::from_pair4)
+    /// The steered socket with this cookie, if it is one: (listener id, backend).
+    pub fn steered_socket(&self, cookie: u64) -> Option<(u32, SocketAddr)> {
+        self.steered.get(&cookie, 0).ok().map(|raw| {
+            let (id, _, backend) = layout::from_steered(raw);
+            (id, backend)
+        })
     }
 
-    /// Connections steered so far per (listener, backend).
-    pub fn totals(&self) -> Vec<(SocketAddrV4, SocketAddrV4, u64)> {
+    /// Closes the sockets steered to `backend` for listener `id` ([`super::fence`]).
+    pub fn fence(&self, id: u32, backend: SocketAddr) -> std::io::Result<usize> {
+        super::fence::fence(id, backend, |cookie| self.steered_socket(cookie))
+    }
+
+    /// Connections steered so far per (listener id, backend).
+    pub fn totals(&self) -> Vec<(u32, SocketAddr, u64)> {
         self.totals
             .iter()
             .filter_map(Result::ok)
-            .map(|(pair, n)| {
-                let (l, b) = layout::from_pair4(pair);
-                (l, b, n)
+            .map(|(raw, n)| {
+                let (id, backend) = layout::from_pair(raw);
+                (id, backend, n)
             })
             .collect()
     }
