@@ -289,7 +289,7 @@ mod tests {
     use crate::config::Config;
 
     fn cluster() -> (ClusterConfig, PatroniConfig) {
-        let text = "clusters:\n  - name: c\n    protocol: postgres\n    authority: { patroni: { etcd: { endpoints: [http://127.0.0.1:1] }, namespace: /ns/, scope: s } }\n    backends:\n      - { name: a, address: 127.0.0.1:1 }\n      - { name: b, address: 127.0.0.1:2, patroni_member: pg-b }\nlisteners:\n  - { name: l, bind: 127.0.0.1:0, cluster: c }\n";
+        let text = "clusters:\n  - name: c\n    protocol: postgres\n    check: { user: m }\n    authority: { patroni: { etcd: { endpoints: [http://127.0.0.1:1] }, namespace: /ns/, scope: s } }\n    backends:\n      - { name: a, address: 127.0.0.1:1 }\n      - { name: b, address: 127.0.0.1:2, patroni_member: pg-b }\nlisteners:\n  - { name: l, bind: 127.0.0.1:0, cluster: c }\n";
         let c = Config::from_yaml_str(text, None).expect("valid").clusters[0].clone();
         let Some(crate::config::Authority::Patroni(p)) = c.authority.clone() else {
             panic!("no patroni authority")
