@@ -32,6 +32,15 @@ fn unreachable() -> Option<Verdict> {
     })
 }
 
+/// (what, on_authority_lost, verdict, routed backend, gate)
+type Row = (
+    &'static str,
+    OnAuthorityLost,
+    Option<Verdict>,
+    Option<&'static str>,
+    Gate,
+);
+
 #[test]
 fn a_node_is_routed_only_when_the_checks_and_the_authority_agree() {
     use OnAuthorityLost::{FailClosed, TrustChecks};
@@ -41,8 +50,7 @@ fn a_node_is_routed_only_when_the_checks_and_the_authority_agree() {
     let unknown = Some(Verdict::UnknownMember {
         name: "pg-9".into(),
     });
-    // (what, on_lost, verdict, routed, gate)
-    let rows: [(&str, OnAuthorityLost, Option<Verdict>, Option<&str>, Gate); 10] = [
+    let rows: [Row; 10] = [
         ("agree", TrustChecks, leader("a"), Some("a"), Gate::Agrees),
         (
             "agree, fail_closed",
