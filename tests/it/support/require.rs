@@ -128,6 +128,20 @@ pub fn lab(engines: &[Engine]) -> Option<Met> {
     Some(Met)
 }
 
+/// Every node of one of the lab's optional engines (`etcd`, `patroni`, `sentinel`) accepts
+/// TCP connections (`lab.sh up ENGINE` started it).
+pub fn lab_engine(engine: &str) -> Option<Met> {
+    for addr in super::lab::addresses(engine) {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
+            return missing(
+                &format!("the lab's {engine} ({addr} is unreachable)"),
+                &format!("{FULL_RUN} (or: bash loadtest/lab.sh up {engine})"),
+            );
+        }
+    }
+    Some(Met)
+}
+
 /// Root and the lab: the fault-injection tests.
 pub fn root_and_lab(engines: &[Engine]) -> Option<Met> {
     let _root = root()?;
