@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod election;
 pub mod follower;
+pub mod hold;
 pub mod keys;
 pub mod publisher;
 pub mod record;
@@ -86,12 +87,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let keys = Keys::new(&config.prefix);
-    let mut follow = follower::Follower::new(metrics.clone());
-    let mut lost = Lost::default();
+    let mut carry = Carried {
+        follow: follower::Follower::new(metrics.clone()),
+        holds: hold::HoldSync::default(),
+        lost: Lost::default(),
+    };
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&config, &keys, &sup, &mut follow, &metrics, &mut lost, &shutdown) => r,
+            r = session(&config, &keys, &sup, &mut carry, &metrics, &shutdown) => r,
         };
         match result {
             Ok(()) => return,
@@ -99,6 +103,7 @@ pub async fn run(
             Err(e) => warn!(message = "Fleet session ended; starting a new one.", error = %e),
         }
         let _ = sup.fleet_link(false, false).await;
+        let lost = &mut carry.lost;
         let since = *lost.since.get_or_insert_with(Instant::now);
         if config.mode != FleetMode::Observer
             && !lost.applied
@@ -118,11 +123,15 @@ async fn session(
     c: &CoordinationConfig,
     keys: &Keys,
     sup: &SupervisorHandle,
-    follow: &mut follower::Follower,
+    carry: &mut Carried,
     metrics: &Metrics,
-    lost: &mut Lost,
     shutdown: &CancellationToken,
 ) -> Result<(), FleetError> {
+    let Carried {
+        follow,
+        holds: hold_sync,
+        lost,
+    } = carry;
     let mut client = connect(c).await?;
     let ttl = c.lease_ttl.as_secs() as i64;
     let lease = client.lease_grant(ttl, None).await?.id();
@@ -153,6 +162,8 @@ async fn session(
     let mut admins = admin_sync
         .start(&mut client, keys, &c.instance, sup)
         .await?;
+    let mut hold_out = sup.hold_out.subscribe();
+    let mut holds = hold_sync.start(&mut client, keys, sup).await?;
     let mut observing = c.mode == FleetMode::Observer;
     // A fresh observer's checks have not confirmed any role yet: it campaigns only after a
     // lease_ttl of checking, so a warm standby wins a takeover and no cold leader publishes
@@ -243,6 +254,16 @@ async fn session(
                 let Ok((backend, action)) = taken else { continue };
                 admin::AdminSync::write(&mut client, keys, &c.instance, &backend, action, now_ms()).await?;
             }
+            change = hold_out.recv() => {
+                let Ok(change) = change else { continue };
+                hold_sync.write(&mut client, keys, change, term.is_some()).await?;
+            }
+            message = holds.message() => {
+                let Some(resp) = message? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("hold watch ended".into())));
+                };
+                hold_sync.on_watch(resp, keys, sup).await?;
+            }
             message = admins.message() => {
                 let Some(resp) = message? else {
                     return Err(FleetError::Etcd(etcd_client::Error::WatchError("admin watch ended".into())));
@@ -275,6 +296,13 @@ async fn session(
             }
         }
     }
+}
+
+/// What outlives one etcd session: the revisions applied, and how long etcd has been away.
+struct Carried {
+    follow: follower::Follower,
+    holds: hold::HoldSync,
+    lost: Lost,
 }
 
 /// How long etcd has been out of reach, and whether `on_lost` is in force.

@@ -39,7 +39,7 @@ use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 
 pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
-pub use hold::{HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
+pub use hold::{FleetHold, HoldChange, HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
 pub use status::{
     BackendStatus, ClusterStatus, CoordinationStatus, ListenerStatus, StatusSnapshot,
 };
@@ -104,6 +104,13 @@ pub enum Command {
         by: String,
         at_ms: u64,
     },
+    /// Fleet mode: a hold another instance took (`Some`) or the fleet released (`None`).
+    /// Replies with why it was refused (unknown cluster or backend).
+    FleetHold {
+        cluster: ClusterName,
+        hold: Option<FleetHold>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Fleet mode: the etcd session's state, for `/status`.
     FleetLink { connected: bool, leader: bool },
     /// Applies a new, already validated config (reload). Replies when the table is stored.
@@ -128,9 +135,29 @@ pub struct SupervisorHandle {
     /// Fleet mode: operator actions taken on this instance, for the fleet task to write to
     /// etcd so that every instance applies them.
     pub admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
+    /// Fleet mode: holds taken, released or ended on this instance, for the fleet task.
+    pub hold_out: tokio::sync::broadcast::Sender<HoldChange>,
 }
 
 impl SupervisorHandle {
+    /// Applies a hold the fleet carries (see [`Command::FleetHold`]).
+    pub async fn fleet_hold(
+        &self,
+        cluster: ClusterName,
+        hold: Option<FleetHold>,
+    ) -> Result<Result<(), String>, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::FleetHold {
+                cluster,
+                hold,
+                reply,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)
+    }
+
     /// Applies an operator action another instance of the fleet took.
     pub async fn fleet_admin(
         &self,
@@ -308,6 +335,7 @@ pub struct Supervisor {
     fleet_closed: bool,
     unreachable: tokio::sync::broadcast::Sender<BackendKey>,
     admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
+    hold_out: tokio::sync::broadcast::Sender<HoldChange>,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -326,6 +354,7 @@ pub fn spawn(
     let (published_tx, published_rx) = tokio::sync::watch::channel(PublishedSet::default());
     let (unreachable_tx, _) = tokio::sync::broadcast::channel(256);
     let (admin_out_tx, _) = tokio::sync::broadcast::channel(256);
+    let (hold_out_tx, _) = tokio::sync::broadcast::channel(256);
     // Fleet mode: only a fixed observer checks from the start; `auto` and followers wait for
     // the fleet task to say whether they hold an observer slot.
     let observing = config
@@ -357,6 +386,7 @@ pub fn spawn(
         fleet_closed: false,
         unreachable: unreachable_tx.clone(),
         admin_out: admin_out_tx.clone(),
+        hold_out: hold_out_tx.clone(),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -367,6 +397,7 @@ pub fn spawn(
         published: published_rx,
         unreachable: unreachable_tx,
         admin_out: admin_out_tx,
+        hold_out: hold_out_tx,
     }
 }
 
@@ -480,6 +511,13 @@ impl Supervisor {
                     }
                     status::publish(self, &self.router.current());
                 }
+            }
+            Command::FleetHold {
+                cluster,
+                hold,
+                reply,
+            } => {
+                let _ = reply.send(self.on_fleet_hold(&cluster, hold));
             }
             Command::FleetLink { connected, leader } => {
                 self.fleet_link = (connected, leader);
