@@ -172,6 +172,9 @@ async fn session(
     let mut term: Option<i64> = None;
     let mut published = sup.published.clone();
     published.mark_changed();
+    // What this term wrote, per cluster: only a changed decision is written again (each write
+    // wakes every follower).
+    let mut written = std::collections::BTreeMap::new();
     let mut tick = tokio::time::interval(c.lease_ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut keepalive_sent = Instant::now();
@@ -223,25 +226,7 @@ async fn session(
                     return Err(FleetError::Stopped);
                 }
                 let set = published.borrow_and_update().clone();
-                let t = term.unwrap_or_default();
-                for (cluster, p) in set.iter() {
-                    // Stop before the lease could have expired on the server: after that a
-                    // successor may lead, and this write would race it.
-                    if Instant::now() + c.lease_ttl / 10 >= lease_until {
-                        metrics.fleet_publications_refused_total.inc();
-                        lapsed(c, t);
-                        return Err(FleetError::LeaseExpired);
-                    }
-                    let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
-                    match publisher::publish(&mut client, keys, t, &record).await? {
-                        publisher::Published::Written(rev) => info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t, decided_at_ms = record.decided_at_ms),
-                        publisher::Published::Fenced => {
-                            metrics.fleet_publications_refused_total.inc();
-                            error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
-                            return Err(FleetError::LeaseExpired);
-                        }
-                    }
-                }
+                publish_changed(c, keys, &mut client, metrics, &mut written, term.unwrap_or_default(), &set, lease_until).await?;
             }
             key = unreachable.recv() => {
                 let Ok(key) = key else { continue }; // lagged: later reports follow
@@ -256,6 +241,15 @@ async fn session(
             }
             change = hold_out.recv() => {
                 let Ok(change) = change else { continue };
+                if let (Some(t), crate::control_plane::supervisor::HoldChange::NewPrimary(_)) = (term, &change) {
+                    // The decision that ended the hold goes out first (the supervisor offers
+                    // it before it says the hold ended): a follower then ends its hold on the
+                    // new primary, not on the key's removal.
+                    if published.has_changed().unwrap_or(false) {
+                        let set = published.borrow_and_update().clone();
+                        publish_changed(c, keys, &mut client, metrics, &mut written, t, &set, lease_until).await?;
+                    }
+                }
                 hold_sync.write(&mut client, keys, change, term.is_some()).await?;
             }
             message = holds.message() => {
@@ -346,6 +340,46 @@ impl Lost {
             let _ = sup.fleet_closed(false).await;
         }
     }
+}
+
+/// Writes each cluster's decision of `set` that differs from what this term last wrote, fenced
+/// on `term`; stops (the session ends) once the lease could have expired on the server.
+#[allow(clippy::too_many_arguments)]
+async fn publish_changed(
+    c: &CoordinationConfig,
+    keys: &Keys,
+    client: &mut Client,
+    metrics: &Metrics,
+    written: &mut std::collections::BTreeMap<crate::config::ClusterName, crate::control_plane::supervisor::Published>,
+    t: i64,
+    set: &crate::control_plane::supervisor::PublishedSet,
+    lease_until: Instant,
+) -> Result<(), FleetError> {
+    for (cluster, p) in set.iter() {
+        if written.get(cluster) == Some(p) {
+            continue;
+        }
+        // Stop before the lease could have expired on the server: after that a successor
+        // may lead, and this write would race it.
+        if Instant::now() + c.lease_ttl / 10 >= lease_until {
+            metrics.fleet_publications_refused_total.inc();
+            lapsed(c, t);
+            return Err(FleetError::LeaseExpired);
+        }
+        let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
+        match publisher::publish(client, keys, t, &record).await? {
+            publisher::Published::Written(rev) => {
+                info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t, decided_at_ms = record.decided_at_ms);
+                written.insert(cluster.clone(), p.clone());
+            }
+            publisher::Published::Fenced => {
+                metrics.fleet_publications_refused_total.inc();
+                error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
+                return Err(FleetError::LeaseExpired);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The lease may have expired on the server, so a successor may lead: publish nothing more.

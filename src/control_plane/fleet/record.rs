@@ -239,4 +239,18 @@ mod tests {
         n.unavailable = Some("maybe".into());
         assert!(matches!(n.into_fleet(1), Err(RecordError::Unavailable(_))));
     }
+
+    /// A leader holding new primary connections (a suspect primary, an operator hold)
+    /// publishes `held`; followers must apply it, not refuse it as an unknown reason.
+    #[test]
+    fn a_held_decision_round_trips() {
+        let mut p = published();
+        p.decision.primary = Err(Unavailable::Held);
+        p.decision.any = vec!["b".into()];
+        let r = DecisionRecord::new("c", "o", 1, &p, 1);
+        assert_eq!(r.unavailable.as_deref(), Some("held"));
+        let f = r.into_fleet(3).unwrap();
+        assert_eq!(f.published.decision.primary, Err(Unavailable::Held));
+        assert_eq!(f.published.decision.holders, vec![BackendName::from("a")]);
+    }
 }

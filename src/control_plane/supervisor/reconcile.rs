@@ -136,10 +136,12 @@ impl Supervisor {
             .iter()
             .any(|e| matches!(e, DecisionEvent::HoldEnded { .. }));
         cluster.decision = Some(decision);
+        // Offered before the hold's end is told to the fleet task, so the leader writes the
+        // decision that ended it before it removes the hold's key.
+        self.offer_published(ci);
         if hold_ended {
             self.end_hold(ci, super::HoldEnd::NewPrimary);
         }
-        self.offer_published(ci);
         self.publish();
     }
 

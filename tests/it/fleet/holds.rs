@@ -19,7 +19,7 @@ fn hold_of(i: &Instance) -> serde_json::Value {
 
 fn queued(i: &Instance) -> f64 {
     http_get(i.admin, "/metrics")
-        .and_then(|m| crate::support::metric_value(&m, "rolegate_queued_connections{"))
+        .and_then(|m| crate::support::metric_value(&m, "rolegate_queued_connections{listener=\"rw\"}"))
         .unwrap_or(0.0)
 }
 
