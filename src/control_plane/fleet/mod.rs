@@ -350,7 +350,10 @@ async fn publish_changed(
     keys: &Keys,
     client: &mut Client,
     metrics: &Metrics,
-    written: &mut std::collections::BTreeMap<crate::config::ClusterName, crate::control_plane::supervisor::Published>,
+    written: &mut std::collections::BTreeMap<
+        crate::config::ClusterName,
+        crate::control_plane::supervisor::Published,
+    >,
     t: i64,
     set: &crate::control_plane::supervisor::PublishedSet,
     lease_until: Instant,

@@ -59,7 +59,9 @@ pub enum RecordError {
     Version(u32),
     #[error("record names cluster {found:?} but sits under the key of {key:?}")]
     Cluster { key: String, found: String },
-    #[error("unavailable {0:?} is not one of no_primary, split_brain, no_replica, no_backend, held")]
+    #[error(
+        "unavailable {0:?} is not one of no_primary, split_brain, no_replica, no_backend, held"
+    )]
     Unavailable(String),
     #[error("primary is empty and no unavailable reason is given")]
     NoReason,

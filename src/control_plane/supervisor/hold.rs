@@ -183,7 +183,9 @@ impl Supervisor {
             return Ok(());
         };
         if c.config.protocol == crate::config::Protocol::Tcp {
-            return Err(format!("cluster {cluster} is a tcp cluster: it has no primary to hold"));
+            return Err(format!(
+                "cluster {cluster} is a tcp cluster: it has no primary to hold"
+            ));
         }
         if let Some(p) = &fleet.primary {
             if !c.backends.iter().any(|b| &b.key.backend == p) {

@@ -185,8 +185,7 @@ fn from_fleet(cluster: &mut ClusterState, fleet: &super::FleetDecision, closed: 
                     .push(DecisionEvent::HoldEnded { to: p.clone() });
             }
             Some(_) => {
-                if let Ok(held) = std::mem::replace(&mut decision.primary, Err(Unavailable::Held))
-                {
+                if let Ok(held) = std::mem::replace(&mut decision.primary, Err(Unavailable::Held)) {
                     decision.any.retain(|b| !held.contains(b));
                 }
             }

@@ -16,7 +16,11 @@ async fn twelve_instances_two_sessions_per_node_and_a_switchover(engine: Engine)
     };
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
-    let fleet = Fleet::new(endpoints.clone(), &format!("twelve-{}", engine.as_str()), engine);
+    let fleet = Fleet::new(
+        endpoints.clone(),
+        &format!("twelve-{}", engine.as_str()),
+        engine,
+    );
     let keys = fleet.keys();
     let mut client = etcd(&endpoints).await;
 
@@ -25,7 +29,10 @@ async fn twelve_instances_two_sessions_per_node_and_a_switchover(engine: Engine)
         .collect();
     // Both slots held before the followers come, so who observes is known.
     for n in 0..2 {
-        wait_key(&mut client, &keys.observer_slot(n), "observer slot", |_| true).await;
+        wait_key(&mut client, &keys.observer_slot(n), "observer slot", |_| {
+            true
+        })
+        .await;
     }
     let leader = wait_key(&mut client, &keys.leader(), "a leader", |_| true).await;
     assert!(leader.starts_with("obs"), "an observer leads: {leader}");
@@ -37,30 +44,30 @@ async fn twelve_instances_two_sessions_per_node_and_a_switchover(engine: Engine)
         all_route_to(&all, &primary)
     })
     .await;
-    eventually(Duration::from_secs(10), "exactly two observers, one leader", || {
-        let roles: Vec<(String, bool, bool)> = all
-            .iter()
-            .map(|i| {
-                let c = &i.status()["coordination"];
-                (
-                    i.name.clone(),
-                    c["observing"] == true,
-                    c["leader"] == true,
-                )
-            })
-            .collect();
-        let observing = roles.iter().filter(|r| r.1).count();
-        let leading = roles.iter().filter(|r| r.2).count();
-        let followers_follow = roles
-            .iter()
-            .filter(|r| r.0.starts_with('f'))
-            .all(|r| !r.1 && !r.2);
-        if observing == 2 && leading == 1 && followers_follow {
-            Ok(())
-        } else {
-            Err(format!("(name, observing, leader): {roles:?}"))
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "exactly two observers, one leader",
+        || {
+            let roles: Vec<(String, bool, bool)> = all
+                .iter()
+                .map(|i| {
+                    let c = &i.status()["coordination"];
+                    (i.name.clone(), c["observing"] == true, c["leader"] == true)
+                })
+                .collect();
+            let observing = roles.iter().filter(|r| r.1).count();
+            let leading = roles.iter().filter(|r| r.2).count();
+            let followers_follow = roles
+                .iter()
+                .filter(|r| r.0.starts_with('f'))
+                .all(|r| !r.1 && !r.2);
+            if observing == 2 && leading == 1 && followers_follow {
+                Ok(())
+            } else {
+                Err(format!("(name, observing, leader): {roles:?}"))
+            }
+        },
+    )
     .await;
     for node in [engine.addr('A'), engine.addr('B')] {
         crate::support::eventually_detail(
@@ -88,7 +95,12 @@ async fn twelve_instances_two_sessions_per_node_and_a_switchover(engine: Engine)
     for i in all.iter().filter(|i| i.name.starts_with('f')) {
         let s = i.status();
         assert_eq!(s["coordination"]["source"], "etcd", "{}: {s}", i.name);
-        assert_eq!(s["clusters"][0]["decided_by"], leader.as_str(), "{}", i.name);
+        assert_eq!(
+            s["clusters"][0]["decided_by"],
+            leader.as_str(),
+            "{}",
+            i.name
+        );
     }
     // Put the lab back as it was found.
     switchover(engine).await;

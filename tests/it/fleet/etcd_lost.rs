@@ -67,9 +67,11 @@ async fn every_etcd_member_stopped_each_on_lost_policy_then_convergence() {
     let primary = lab_primary(E);
     let replica = other(&primary);
     let all: Vec<&Instance> = std::iter::once(&obs).chain(followers.iter()).collect();
-    eventually(Duration::from_secs(30), "every instance on the primary", || {
-        all_route_to(&all, &primary)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every instance on the primary",
+        || all_route_to(&all, &primary),
+    )
     .await;
 
     etcd_cluster.stop_all();
@@ -101,10 +103,18 @@ async fn every_etcd_member_stopped_each_on_lost_policy_then_convergence() {
     // its primary connections after the queue and keeps serving its replica listener.
     for f in [local, last, &obs] {
         let landed = db::connect_and_write(E, f.listener(), "etcd-gone").await;
-        assert_eq!(landed, Ok(port_of(&primary)), "{} routes to the primary", f.name);
+        assert_eq!(
+            landed,
+            Ok(port_of(&primary)),
+            "{} routes to the primary",
+            f.name
+        );
     }
     let refused = db::connect_and_write(E, closed.listener(), "etcd-gone").await;
-    assert!(refused.is_err(), "fail_closed refuses primary connections: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "fail_closed refuses primary connections: {refused:?}"
+    );
     let mut ro = db::open(E, closed.listener_at(1))
         .await
         .expect("fail_closed's replica listener");
@@ -128,7 +138,10 @@ async fn every_etcd_member_stopped_each_on_lost_policy_then_convergence() {
     .await;
     let landed = db::connect_and_write(E, closed.listener(), "etcd-back").await;
     assert_eq!(landed, Ok(port_of(&primary)), "fail_closed routes again");
-    let leader = wait_key(&mut client, &keys.leader(), "a leader again", |v| v == "obs").await;
+    let leader = wait_key(&mut client, &keys.leader(), "a leader again", |v| {
+        v == "obs"
+    })
+    .await;
     assert_eq!(leader, "obs");
 }
 
@@ -157,33 +170,44 @@ async fn a_follower_cut_off_in_a_netns_goes_local_while_the_fleet_keeps_etcd() {
     let kept = fleet.start("kept", "follower");
     let primary = lab_primary(E);
     let all = [&obs, &cut, &kept];
-    eventually(Duration::from_secs(30), "every instance on the primary", || {
-        all_route_to(&all, &primary)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every instance on the primary",
+        || all_route_to(&all, &primary),
+    )
     .await;
 
     node.partition();
-    eventually(Duration::from_secs(40), "the cut follower goes local", || {
-        let (c, k) = (cut.status(), kept.status());
-        let ok = c["coordination"]["connected"] == false
-            && c["coordination"]["observing"] == true
-            && c["coordination"]["source"] == "local"
-            && c["clusters"][0]["primary"] == primary.as_str()
-            && k["coordination"]["connected"] == true
-            && k["coordination"]["source"] == "etcd";
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "cut {} / kept {}",
-                c["coordination"], k["coordination"]
-            ))
-        }
-    })
+    eventually(
+        Duration::from_secs(40),
+        "the cut follower goes local",
+        || {
+            let (c, k) = (cut.status(), kept.status());
+            let ok = c["coordination"]["connected"] == false
+                && c["coordination"]["observing"] == true
+                && c["coordination"]["source"] == "local"
+                && c["clusters"][0]["primary"] == primary.as_str()
+                && k["coordination"]["connected"] == true
+                && k["coordination"]["source"] == "etcd";
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "cut {} / kept {}",
+                    c["coordination"], k["coordination"]
+                ))
+            }
+        },
+    )
     .await;
     for f in [&cut, &kept] {
         let landed = db::connect_and_write(E, f.listener(), "netns").await;
-        assert_eq!(landed, Ok(port_of(&primary)), "{} routes to the primary", f.name);
+        assert_eq!(
+            landed,
+            Ok(port_of(&primary)),
+            "{} routes to the primary",
+            f.name
+        );
     }
 
     node.heal();

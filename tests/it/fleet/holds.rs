@@ -19,7 +19,9 @@ fn hold_of(i: &Instance) -> serde_json::Value {
 
 fn queued(i: &Instance) -> f64 {
     http_get(i.admin, "/metrics")
-        .and_then(|m| crate::support::metric_value(&m, "rolegate_queued_connections{listener=\"rw\"}"))
+        .and_then(|m| {
+            crate::support::metric_value(&m, "rolegate_queued_connections{listener=\"rw\"}")
+        })
         .unwrap_or(0.0)
 }
 
@@ -44,13 +46,15 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
     let (f0, f1) = (fleet.start("f0", "follower"), fleet.start("f1", "follower"));
     let all = [&obs, &standby, &f0, &f1];
     let primary = lab_primary(E);
-    eventually(Duration::from_secs(30), "every instance on the primary", || {
-        all_route_to(&all, &primary)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every instance on the primary",
+        || all_route_to(&all, &primary),
+    )
     .await;
 
-    let reply = http_post(f0.admin, &format!("/clusters/{CLUSTER}/hold?timeout=60s"))
-        .unwrap_or_default();
+    let reply =
+        http_post(f0.admin, &format!("/clusters/{CLUSTER}/hold?timeout=60s")).unwrap_or_default();
     assert!(is_2xx(&reply), "{reply}");
     eventually(Duration::from_secs(20), "held everywhere, by f0", || {
         let seen: Vec<_> = all.iter().map(|i| (i.name.clone(), hold_of(i))).collect();
@@ -90,7 +94,10 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
         }
     })
     .await;
-    assert!(clients.iter().all(|c| !c.is_finished()), "held, not answered");
+    assert!(
+        clients.iter().all(|c| !c.is_finished()),
+        "held, not answered"
+    );
 
     switchover(E).await;
     let new_primary = other(&primary);
@@ -106,20 +113,24 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
         failed.is_empty(),
         "every held connection completes on {new_primary} (port {port}): {failed:?}"
     );
-    eventually(Duration::from_secs(20), "the hold is over everywhere", || {
-        let seen: Vec<_> = all
-            .iter()
-            .map(|i| (i.name.clone(), hold_of(i), i.primary()))
-            .collect();
-        if seen
-            .iter()
-            .all(|(_, h, p)| h.is_null() && p.as_deref() == Some(new_primary))
-        {
-            Ok(())
-        } else {
-            Err(format!("{seen:?}"))
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the hold is over everywhere",
+        || {
+            let seen: Vec<_> = all
+                .iter()
+                .map(|i| (i.name.clone(), hold_of(i), i.primary()))
+                .collect();
+            if seen
+                .iter()
+                .all(|(_, h, p)| h.is_null() && p.as_deref() == Some(new_primary))
+            {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
     .await;
     for i in [&f0, &f1] {
         let log = i.log_text();
@@ -132,8 +143,8 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
     wait_key_gone(&mut client, &keys.hold(CLUSTER)).await;
 
     // A second hold, released through another instance: released everywhere.
-    let reply = http_post(f1.admin, &format!("/clusters/{CLUSTER}/hold?timeout=60s"))
-        .unwrap_or_default();
+    let reply =
+        http_post(f1.admin, &format!("/clusters/{CLUSTER}/hold?timeout=60s")).unwrap_or_default();
     assert!(is_2xx(&reply), "{reply}");
     eventually(Duration::from_secs(20), "held everywhere, by f1", || {
         let seen: Vec<_> = all.iter().map(|i| hold_of(i)["held_by"].clone()).collect();
@@ -144,7 +155,8 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
         }
     })
     .await;
-    let reply = http_post(standby.admin, &format!("/clusters/{CLUSTER}/release")).unwrap_or_default();
+    let reply =
+        http_post(standby.admin, &format!("/clusters/{CLUSTER}/release")).unwrap_or_default();
     assert!(is_2xx(&reply), "{reply}");
     eventually(Duration::from_secs(20), "released everywhere", || {
         let seen: Vec<_> = all.iter().map(|i| (i.name.clone(), hold_of(i))).collect();

@@ -185,7 +185,13 @@ impl Fleet {
 
     /// An instance of the lab pair of `engine` (backends `A`, `B`; rolegate's default check
     /// timing), one worker thread, its own etcd endpoints and `on_lost`.
-    pub fn start_with(&self, name: &str, mode: &str, endpoints: &[String], on_lost: &str) -> Instance {
+    pub fn start_with(
+        &self,
+        name: &str,
+        mode: &str,
+        endpoints: &[String],
+        on_lost: &str,
+    ) -> Instance {
         self.launch(name, mode, endpoints, on_lost, None)
     }
 
@@ -285,7 +291,11 @@ pub fn is_2xx(reply: &str) -> bool {
 }
 
 /// Polls `cond` until it holds, at most `limit`; panics with `what` and the last detail.
-pub async fn eventually<F: FnMut() -> Result<(), String>>(limit: Duration, what: &str, mut cond: F) {
+pub async fn eventually<F: FnMut() -> Result<(), String>>(
+    limit: Duration,
+    what: &str,
+    mut cond: F,
+) {
     crate::support::eventually_detail(limit, what, || std::future::ready(cond())).await
 }
 
@@ -339,14 +349,25 @@ fn ports_to(node: SocketAddr, instances: &[&Instance]) -> Vec<u16> {
                 .iter()
                 .any(|i| line.contains(&format!("pid={},", i.pid())))
         })
-        .filter_map(|line| line.split_whitespace().nth(2)?.rsplit_once(':')?.1.parse().ok())
+        .filter_map(|line| {
+            line.split_whitespace()
+                .nth(2)?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
         .collect()
 }
 
 /// Monitoring sessions of `instances` on one database node, counted on the server
 /// (`pg_stat_activity`, `information_schema.processlist`, `CLIENT LIST`): the monitor user's
 /// sessions whose client port is a socket of one of these processes.
-pub async fn monitoring_sessions(engine: Engine, node: SocketAddr, instances: &[&Instance]) -> Result<usize, String> {
+pub async fn monitoring_sessions(
+    engine: Engine,
+    node: SocketAddr,
+    instances: &[&Instance],
+) -> Result<usize, String> {
     let ports = ports_to(node, instances);
     if ports.is_empty() {
         return Ok(0);

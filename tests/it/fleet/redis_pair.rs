@@ -15,7 +15,6 @@ use crate::support::lab::{self, Engine};
 
 const E: Engine = Engine::Redis;
 
-
 /// 2 observers (auto) + 4 followers: the Redis nodes see 2 monitoring sessions from the
 /// fleet; a switchover moves every instance; kill -9 of the leader hands leadership to the
 /// standby and the next switchover is followed by everyone left.
@@ -72,10 +71,12 @@ async fn observers_check_followers_follow_and_a_killed_leader_is_replaced() {
         crate::support::eventually_detail(
             Duration::from_secs(10),
             "one session per observer",
-            || async { match monitoring_sessions(E, node, &all).await? {
-                2 => Ok(()),
-                n => Err(format!("{n} monitoring sessions on {node}")),
-            } },
+            || async {
+                match monitoring_sessions(E, node, &all).await? {
+                    2 => Ok(()),
+                    n => Err(format!("{n} monitoring sessions on {node}")),
+                }
+            },
         )
         .await;
     }
@@ -112,10 +113,12 @@ async fn observers_check_followers_follow_and_a_killed_leader_is_replaced() {
         crate::support::eventually_detail(
             Duration::from_secs(15),
             "two observers again",
-            || async { match monitoring_sessions(E, node, &left).await? {
-                2 => Ok(()),
-                n => Err(format!("{n} monitoring sessions on {node}")),
-            } },
+            || async {
+                match monitoring_sessions(E, node, &left).await? {
+                    2 => Ok(()),
+                    n => Err(format!("{n} monitoring sessions on {node}")),
+                }
+            },
         )
         .await;
     }

@@ -87,8 +87,14 @@ impl EtcdCluster {
             let child = Command::new(&self.bin)
                 .arg(format!("--name={}", m.name))
                 .arg(format!("--data-dir={}", data.display()))
-                .arg(format!("--listen-client-urls=http://127.0.0.1:{}", m.client))
-                .arg(format!("--advertise-client-urls=http://127.0.0.1:{}", m.client))
+                .arg(format!(
+                    "--listen-client-urls=http://127.0.0.1:{}",
+                    m.client
+                ))
+                .arg(format!(
+                    "--advertise-client-urls=http://127.0.0.1:{}",
+                    m.client
+                ))
                 .arg(format!("--listen-peer-urls=http://127.0.0.1:{}", m.peer))
                 .arg(format!(
                     "--initial-advertise-peer-urls=http://127.0.0.1:{}",
