@@ -8,6 +8,7 @@
 //! | `PREFIX/leader` | the leader's name | the leader's |
 //! | `PREFIX/reports/INSTANCE/CLUSTER/BACKEND` | wall clock (ms) of a follower's failed connect | the reporter's |
 //! | `PREFIX/admin/CLUSTER/BACKEND` | `{"action":"drain","by":…,"at_ms":…}` | none |
+//! | `PREFIX/hold/CLUSTER` | `{"by":…,"at_ms":…,"until_ms":…,"primary":…}` | none: removed on release or by the leader once another primary is routed |
 //! | `PREFIX/decision/CLUSTER` | a [`super::record::DecisionRecord`] (JSON) | none: it outlives its writer |
 
 pub struct Keys {
@@ -49,6 +50,23 @@ impl Keys {
         let (cluster, backend) = key.strip_prefix(prefix.as_str())?.split_once('/')?;
         (!cluster.is_empty() && !backend.is_empty() && !backend.contains('/'))
             .then_some((cluster, backend))
+    }
+
+    /// Prefix of the fleet-wide operator holds.
+    pub fn holds(&self) -> String {
+        format!("{}/hold/", self.prefix)
+    }
+
+    /// `PREFIX/hold/CLUSTER`.
+    pub fn hold(&self, cluster: &str) -> String {
+        format!("{}{cluster}", self.holds())
+    }
+
+    /// The cluster a hold key names, if it is one.
+    pub fn held_cluster<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let prefix = self.holds();
+        key.strip_prefix(prefix.as_str())
+            .filter(|c| !c.is_empty() && !c.contains('/'))
     }
 
     /// Prefix of the followers' failed-connect reports (the observers watch it).
@@ -109,5 +127,10 @@ mod tests {
         assert_eq!(a, "/rolegate/prod/admin/pg/a");
         assert_eq!(k.admin_target(&a), Some(("pg", "a")));
         assert_eq!(k.admin_target("/rolegate/prod/admin/pg"), None);
+        let h = k.hold("pg");
+        assert_eq!(h, "/rolegate/prod/hold/pg");
+        assert_eq!(k.held_cluster(&h), Some("pg"));
+        assert_eq!(k.held_cluster("/rolegate/prod/hold/"), None);
+        assert_eq!(k.held_cluster("/rolegate/prod/hold/pg/x"), None);
     }
 }

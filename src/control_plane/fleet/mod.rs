@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod election;
 pub mod follower;
+pub mod hold;
 pub mod keys;
 pub mod publisher;
 pub mod record;
@@ -86,12 +87,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let keys = Keys::new(&config.prefix);
-    let mut follow = follower::Follower::new(metrics.clone());
-    let mut lost = Lost::default();
+    let mut carry = Carried {
+        follow: follower::Follower::new(metrics.clone()),
+        holds: hold::HoldSync::default(),
+        lost: Lost::default(),
+    };
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = session(&config, &keys, &sup, &mut follow, &metrics, &mut lost, &shutdown) => r,
+            r = session(&config, &keys, &sup, &mut carry, &metrics, &shutdown) => r,
         };
         match result {
             Ok(()) => return,
@@ -99,6 +103,7 @@ pub async fn run(
             Err(e) => warn!(message = "Fleet session ended; starting a new one.", error = %e),
         }
         let _ = sup.fleet_link(false, false).await;
+        let lost = &mut carry.lost;
         let since = *lost.since.get_or_insert_with(Instant::now);
         if config.mode != FleetMode::Observer
             && !lost.applied
@@ -118,11 +123,15 @@ async fn session(
     c: &CoordinationConfig,
     keys: &Keys,
     sup: &SupervisorHandle,
-    follow: &mut follower::Follower,
+    carry: &mut Carried,
     metrics: &Metrics,
-    lost: &mut Lost,
     shutdown: &CancellationToken,
 ) -> Result<(), FleetError> {
+    let Carried {
+        follow,
+        holds: hold_sync,
+        lost,
+    } = carry;
     let mut client = connect(c).await?;
     let ttl = c.lease_ttl.as_secs() as i64;
     let lease = client.lease_grant(ttl, None).await?.id();
@@ -153,6 +162,8 @@ async fn session(
     let mut admins = admin_sync
         .start(&mut client, keys, &c.instance, sup)
         .await?;
+    let mut hold_out = sup.hold_out.subscribe();
+    let mut holds = hold_sync.start(&mut client, keys, sup).await?;
     let mut observing = c.mode == FleetMode::Observer;
     // A fresh observer's checks have not confirmed any role yet: it campaigns only after a
     // lease_ttl of checking, so a warm standby wins a takeover and no cold leader publishes
@@ -161,6 +172,9 @@ async fn session(
     let mut term: Option<i64> = None;
     let mut published = sup.published.clone();
     published.mark_changed();
+    // What this term wrote, per cluster: only a changed decision is written again (each write
+    // wakes every follower).
+    let mut written = std::collections::BTreeMap::new();
     let mut tick = tokio::time::interval(c.lease_ttl / 3);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut keepalive_sent = Instant::now();
@@ -212,25 +226,7 @@ async fn session(
                     return Err(FleetError::Stopped);
                 }
                 let set = published.borrow_and_update().clone();
-                let t = term.unwrap_or_default();
-                for (cluster, p) in set.iter() {
-                    // Stop before the lease could have expired on the server: after that a
-                    // successor may lead, and this write would race it.
-                    if Instant::now() + c.lease_ttl / 10 >= lease_until {
-                        metrics.fleet_publications_refused_total.inc();
-                        lapsed(c, t);
-                        return Err(FleetError::LeaseExpired);
-                    }
-                    let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
-                    match publisher::publish(&mut client, keys, t, &record).await? {
-                        publisher::Published::Written(rev) => info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t, decided_at_ms = record.decided_at_ms),
-                        publisher::Published::Fenced => {
-                            metrics.fleet_publications_refused_total.inc();
-                            error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
-                            return Err(FleetError::LeaseExpired);
-                        }
-                    }
-                }
+                publish_changed(c, keys, &mut client, metrics, &mut written, term.unwrap_or_default(), &set, lease_until).await?;
             }
             key = unreachable.recv() => {
                 let Ok(key) = key else { continue }; // lagged: later reports follow
@@ -242,6 +238,25 @@ async fn session(
             taken = admin_out.recv() => {
                 let Ok((backend, action)) = taken else { continue };
                 admin::AdminSync::write(&mut client, keys, &c.instance, &backend, action, now_ms()).await?;
+            }
+            change = hold_out.recv() => {
+                let Ok(change) = change else { continue };
+                if let (Some(t), crate::control_plane::supervisor::HoldChange::NewPrimary(_)) = (term, &change) {
+                    // The decision that ended the hold goes out first (the supervisor offers
+                    // it before it says the hold ended): a follower then ends its hold on the
+                    // new primary, not on the key's removal.
+                    if published.has_changed().unwrap_or(false) {
+                        let set = published.borrow_and_update().clone();
+                        publish_changed(c, keys, &mut client, metrics, &mut written, t, &set, lease_until).await?;
+                    }
+                }
+                hold_sync.write(&mut client, keys, change, term.is_some()).await?;
+            }
+            message = holds.message() => {
+                let Some(resp) = message? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("hold watch ended".into())));
+                };
+                hold_sync.on_watch(resp, keys, sup).await?;
             }
             message = admins.message() => {
                 let Some(resp) = message? else {
@@ -275,6 +290,13 @@ async fn session(
             }
         }
     }
+}
+
+/// What outlives one etcd session: the revisions applied, and how long etcd has been away.
+struct Carried {
+    follow: follower::Follower,
+    holds: hold::HoldSync,
+    lost: Lost,
 }
 
 /// How long etcd has been out of reach, and whether `on_lost` is in force.
@@ -318,6 +340,49 @@ impl Lost {
             let _ = sup.fleet_closed(false).await;
         }
     }
+}
+
+/// Writes each cluster's decision of `set` that differs from what this term last wrote, fenced
+/// on `term`; stops (the session ends) once the lease could have expired on the server.
+#[allow(clippy::too_many_arguments)]
+async fn publish_changed(
+    c: &CoordinationConfig,
+    keys: &Keys,
+    client: &mut Client,
+    metrics: &Metrics,
+    written: &mut std::collections::BTreeMap<
+        crate::config::ClusterName,
+        crate::control_plane::supervisor::Published,
+    >,
+    t: i64,
+    set: &crate::control_plane::supervisor::PublishedSet,
+    lease_until: Instant,
+) -> Result<(), FleetError> {
+    for (cluster, p) in set.iter() {
+        if written.get(cluster) == Some(p) {
+            continue;
+        }
+        // Stop before the lease could have expired on the server: after that a successor
+        // may lead, and this write would race it.
+        if Instant::now() + c.lease_ttl / 10 >= lease_until {
+            metrics.fleet_publications_refused_total.inc();
+            lapsed(c, t);
+            return Err(FleetError::LeaseExpired);
+        }
+        let record = record::DecisionRecord::new(cluster.as_str(), &c.instance, t, p, now_ms());
+        match publisher::publish(client, keys, t, &record).await? {
+            publisher::Published::Written(rev) => {
+                info!(message = "Published a decision.", cluster = %cluster, revision = rev, primary = ?record.primary, term = t, decided_at_ms = record.decided_at_ms);
+                written.insert(cluster.clone(), p.clone());
+            }
+            publisher::Published::Fenced => {
+                metrics.fleet_publications_refused_total.inc();
+                error!(message = "Publication refused: this instance no longer leads (its term is over).", cluster = %cluster, term = t, instance = %c.instance);
+                return Err(FleetError::LeaseExpired);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The lease may have expired on the server, so a successor may lead: publish nothing more.

@@ -25,7 +25,9 @@ pub struct DecisionRecord {
     pub term: i64,
     /// Candidates for primary routes, in order; empty with `unavailable` set when none.
     pub primary: Vec<String>,
-    /// `no_primary` | `split_brain` | `no_replica` | `no_backend` when `primary` is empty.
+    /// `no_primary` | `split_brain` | `no_replica` | `no_backend` | `held` when `primary` is
+    /// empty (`held`: the leader holds new primary connections, for a suspect primary or an
+    /// operator hold).
     pub unavailable: Option<String>,
     /// Who holds the primary role, ignoring operator drain/disable.
     pub holders: Vec<String>,
@@ -57,7 +59,9 @@ pub enum RecordError {
     Version(u32),
     #[error("record names cluster {found:?} but sits under the key of {key:?}")]
     Cluster { key: String, found: String },
-    #[error("unavailable {0:?} is not one of no_primary, split_brain, no_replica, no_backend")]
+    #[error(
+        "unavailable {0:?} is not one of no_primary, split_brain, no_replica, no_backend, held"
+    )]
     Unavailable(String),
     #[error("primary is empty and no unavailable reason is given")]
     NoReason,
@@ -77,6 +81,7 @@ fn unavailable(text: &str) -> Result<Unavailable, RecordError> {
         "split_brain" => Unavailable::SplitBrain,
         "no_replica" => Unavailable::NoReplica,
         "no_backend" => Unavailable::NoBackend,
+        "held" => Unavailable::Held,
         other => return Err(RecordError::Unavailable(other.to_string())),
     })
 }
@@ -235,5 +240,19 @@ mod tests {
         n.primary.clear();
         n.unavailable = Some("maybe".into());
         assert!(matches!(n.into_fleet(1), Err(RecordError::Unavailable(_))));
+    }
+
+    /// A leader holding new primary connections (a suspect primary, an operator hold)
+    /// publishes `held`; followers must apply it, not refuse it as an unknown reason.
+    #[test]
+    fn a_held_decision_round_trips() {
+        let mut p = published();
+        p.decision.primary = Err(Unavailable::Held);
+        p.decision.any = vec!["b".into()];
+        let r = DecisionRecord::new("c", "o", 1, &p, 1);
+        assert_eq!(r.unavailable.as_deref(), Some("held"));
+        let f = r.into_fleet(3).unwrap();
+        assert_eq!(f.published.decision.primary, Err(Unavailable::Held));
+        assert_eq!(f.published.decision.holders, vec![BackendName::from("a")]);
     }
 }

@@ -41,7 +41,7 @@ use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 pub use authority_input::AuthorityStatus;
 pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
-pub use hold::{HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
+pub use hold::{FleetHold, HoldChange, HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
 pub use status::{
     BackendStatus, ClusterStatus, CoordinationStatus, ListenerStatus, StatusSnapshot,
 };
@@ -106,6 +106,13 @@ pub enum Command {
         by: String,
         at_ms: u64,
     },
+    /// Fleet mode: a hold another instance took (`Some`) or the fleet released (`None`).
+    /// Replies with why it was refused (unknown cluster or backend).
+    FleetHold {
+        cluster: ClusterName,
+        hold: Option<FleetHold>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Fleet mode: the etcd session's state, for `/status`.
     FleetLink { connected: bool, leader: bool },
     /// What a cluster's authority (Patroni, Sentinel) says now (`control_plane/authority/`).
@@ -132,9 +139,29 @@ pub struct SupervisorHandle {
     /// Fleet mode: operator actions taken on this instance, for the fleet task to write to
     /// etcd so that every instance applies them.
     pub admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
+    /// Fleet mode: holds taken, released or ended on this instance, for the fleet task.
+    pub hold_out: tokio::sync::broadcast::Sender<HoldChange>,
 }
 
 impl SupervisorHandle {
+    /// Applies a hold the fleet carries (see [`Command::FleetHold`]).
+    pub async fn fleet_hold(
+        &self,
+        cluster: ClusterName,
+        hold: Option<FleetHold>,
+    ) -> Result<Result<(), String>, AdminError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::FleetHold {
+                cluster,
+                hold,
+                reply,
+            })
+            .await
+            .map_err(|_| AdminError::Stopped)?;
+        rx.await.map_err(|_| AdminError::Stopped)
+    }
+
     /// Applies an operator action another instance of the fleet took.
     pub async fn fleet_admin(
         &self,
@@ -314,6 +341,7 @@ pub struct Supervisor {
     admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
     /// The authorities' source tasks and what each last said (`authority_input.rs`).
     authorities: authority_input::Authorities,
+    hold_out: tokio::sync::broadcast::Sender<HoldChange>,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -332,6 +360,7 @@ pub fn spawn(
     let (published_tx, published_rx) = tokio::sync::watch::channel(PublishedSet::default());
     let (unreachable_tx, _) = tokio::sync::broadcast::channel(256);
     let (admin_out_tx, _) = tokio::sync::broadcast::channel(256);
+    let (hold_out_tx, _) = tokio::sync::broadcast::channel(256);
     // Fleet mode: only a fixed observer checks from the start; `auto` and followers wait for
     // the fleet task to say whether they hold an observer slot.
     let observing = config
@@ -367,6 +396,7 @@ pub fn spawn(
             crate::control_plane::authority::Reporter::new(cmd_tx.clone()),
             shutdown.child_token(),
         ),
+        hold_out: hold_out_tx.clone(),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -377,6 +407,7 @@ pub fn spawn(
         published: published_rx,
         unreachable: unreachable_tx,
         admin_out: admin_out_tx,
+        hold_out: hold_out_tx,
     }
 }
 
@@ -490,6 +521,13 @@ impl Supervisor {
                     }
                     status::publish(self, &self.router.current());
                 }
+            }
+            Command::FleetHold {
+                cluster,
+                hold,
+                reply,
+            } => {
+                let _ = reply.send(self.on_fleet_hold(&cluster, hold));
             }
             Command::FleetLink { connected, leader } => {
                 self.fleet_link = (connected, leader);

@@ -138,10 +138,12 @@ impl Supervisor {
             .iter()
             .any(|e| matches!(e, DecisionEvent::HoldEnded { .. }));
         cluster.decision = Some(decision);
+        // Offered before the hold's end is told to the fleet task, so the leader writes the
+        // decision that ended it before it removes the hold's key.
+        self.offer_published(ci);
         if hold_ended {
             self.end_hold(ci, super::HoldEnd::NewPrimary);
         }
-        self.offer_published(ci);
         self.publish();
     }
 
@@ -164,25 +166,45 @@ impl Supervisor {
 }
 
 /// A fleet decision as this cluster's decision; the primary change is an event here too, so
-/// followers log and count it like observers do.
-fn from_fleet(cluster: &ClusterState, fleet: &super::FleetDecision, closed: bool) -> Decision {
+/// followers log and count it like observers do. An operator hold in force is weighed as
+/// `decision::decide` weighs it: the fleet's primary is held while it is the one at hold
+/// time, and the hold ends when the fleet routes another one.
+fn from_fleet(cluster: &mut ClusterState, fleet: &super::FleetDecision, closed: bool) -> Decision {
+    use crate::routing::Unavailable;
     let mut decision = fleet.published.decision.clone();
     decision.events.clear();
     if closed {
         // on_lost: fail_closed. Sessions keep their holders (nothing says the primary
         // changed); only new primary connections are held.
-        decision.primary = Err(crate::routing::Unavailable::NoPrimary);
+        decision.primary = Err(Unavailable::NoPrimary);
     }
-    let before = cluster
-        .decision
-        .as_ref()
-        .and_then(|d| d.primary.as_ref().ok()?.first().cloned());
+    if let Some(hold) = &cluster.memory.hold {
+        let fleet_primary = decision.primary.as_ref().ok().and_then(|v| v.first());
+        match fleet_primary {
+            Some(p) if hold.primary.as_ref() != Some(p) => {
+                decision
+                    .events
+                    .push(DecisionEvent::HoldEnded { to: p.clone() });
+            }
+            Some(_) => {
+                if let Ok(held) = std::mem::replace(&mut decision.primary, Err(Unavailable::Held)) {
+                    decision.any.retain(|b| !held.contains(b));
+                }
+            }
+            None if decision.primary == Err(Unavailable::NoPrimary) => {
+                decision.primary = Err(Unavailable::Held);
+            }
+            None => {}
+        }
+    }
+    let before = cluster.memory.routed_primary.clone();
     let after = decision
         .primary
         .as_ref()
         .ok()
         .and_then(|v| v.first().cloned());
     if let Some(to) = after.filter(|a| before.as_ref() != Some(a)) {
+        cluster.memory.routed_primary = Some(to.clone());
         decision
             .events
             .push(DecisionEvent::PrimaryChanged { from: before, to });

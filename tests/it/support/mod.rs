@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: a proxy in-process on ephemeral ports ([`Proxy`]),
 //! the real binary as a child ([`binary`]), configs ([`config`], [`files`]), fake backends
-//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), captured logs ([`logs`]), network namespaces and
+//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), a private etcd cluster
+//! ([`etcd`]), captured logs ([`logs`]), network namespaces and
 //! relays for fault injection ([`netns`], [`relay`]), HTTP ([`http`]), scripts ([`script`]),
 //! what a test needs to run at all ([`require`]), and condition waits with deadlines (never
 //! sleeps).
@@ -39,6 +40,7 @@ macro_rules! per_engine {
 pub mod binary;
 pub mod config;
 pub mod db;
+pub mod etcd;
 pub mod fake;
 pub mod files;
 pub mod http;
@@ -198,6 +200,26 @@ where
             panic!("condition not met within {limit:?}: {what}");
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`eventually`] for a condition that can say what it saw: `Err(detail)` until it holds, and
+/// the panic names the last detail. Polled every 100 ms (it usually asks other processes).
+pub async fn eventually_detail<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match cond().await {
+            Ok(()) => return,
+            Err(detail) => detail,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("condition not met within {limit:?}: {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

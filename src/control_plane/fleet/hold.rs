@@ -1,0 +1,244 @@
+//! Operator holds fleet-wide: `POST /clusters/{c}/hold` sent to any instance is written to
+//! `PREFIX/hold/CLUSTER` and honoured by every instance; `/release` removes the key. The
+//! record carries the deadline as wall clock, so an instance that joins (or reconnects) late
+//! holds only for the time left. When a hold ends because another primary was confirmed, the
+//! leader removes the key (conditional on it still being the hold it applied), so nobody
+//! joining afterwards holds for a switchover already done. A timed-out record is left in
+//! place: every instance ignores a record whose deadline has passed.
+
+use std::collections::{HashMap, HashSet};
+
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, Txn, TxnOp, WatchOptions,
+    WatchResponse, WatchStream,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use super::keys::Keys;
+use super::FleetError;
+use crate::config::{BackendName, ClusterName};
+use crate::control_plane::supervisor::{FleetHold, HoldChange, SupervisorHandle};
+
+/// The JSON under `PREFIX/hold/CLUSTER` (README, "Fleet mode").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldRecord {
+    /// Instance the operator sent the hold to.
+    pub by: String,
+    /// Wall clock of the request, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// Wall clock of the deadline, ms since the Unix epoch.
+    pub until_ms: u64,
+    /// The primary routed when the hold was taken (`null`: none); the hold ends when another
+    /// one is routed.
+    pub primary: Option<String>,
+}
+
+impl HoldRecord {
+    pub fn of(h: &FleetHold) -> HoldRecord {
+        HoldRecord {
+            by: h.by.clone(),
+            at_ms: h.at_ms,
+            until_ms: h.until_ms,
+            primary: h.primary.as_ref().map(|p| p.as_str().to_string()),
+        }
+    }
+
+    fn into_hold(self) -> FleetHold {
+        FleetHold {
+            by: self.by,
+            at_ms: self.at_ms,
+            until_ms: self.until_ms,
+            primary: self.primary.map(|p| BackendName::from(p.as_str())),
+        }
+    }
+}
+
+/// Applies the fleet's holds to this instance and writes this instance's hold changes.
+#[derive(Debug, Default)]
+pub struct HoldSync {
+    /// mod_revision of the record applied, per hold key. Kept across sessions, so a key
+    /// removed while etcd was out of reach is noticed (and released) on the next read.
+    applied: HashMap<String, i64>,
+}
+
+impl HoldSync {
+    /// Reads every hold in force (releasing those whose key went away), then watches from the
+    /// next revision.
+    pub async fn start(
+        &mut self,
+        client: &mut Client,
+        keys: &Keys,
+        sup: &SupervisorHandle,
+    ) -> Result<WatchStream, FleetError> {
+        let resp = client
+            .get(keys.holds(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut present = HashSet::new();
+        for kv in resp.kvs() {
+            present.insert(String::from_utf8_lossy(kv.key()).into_owned());
+            self.apply(kv, keys, sup).await?;
+        }
+        let gone: Vec<String> = self
+            .applied
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.removed(&key, keys, sup).await?;
+        }
+        let from = resp.header().map_or(0, |h| h.revision()) + 1;
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        Ok(client.watch(keys.holds(), Some(options)).await?)
+    }
+
+    pub async fn on_watch(
+        &mut self,
+        resp: WatchResponse,
+        keys: &Keys,
+        sup: &SupervisorHandle,
+    ) -> Result<(), FleetError> {
+        if resp.compact_revision() > 0 || resp.canceled() {
+            // The session starts again and reads every hold afresh.
+            return Err(FleetError::Etcd(etcd_client::Error::WatchError(
+                "hold watch compacted or cancelled".into(),
+            )));
+        }
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            match event.event_type() {
+                EventType::Put => self.apply(kv, keys, sup).await?,
+                EventType::Delete => {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    self.removed(&key, keys, sup).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a change made on this instance. `leading`: whether this instance publishes the
+    /// fleet's decisions (only the leader removes a hold that ended on a new primary).
+    pub async fn write(
+        &mut self,
+        client: &mut Client,
+        keys: &Keys,
+        change: HoldChange,
+        leading: bool,
+    ) -> Result<(), FleetError> {
+        match change {
+            HoldChange::Set(cluster, hold) => {
+                let json = serde_json::to_string(&HoldRecord::of(&hold))
+                    .expect("a hold record always serialises");
+                client.put(keys.hold(cluster.as_str()), json, None).await?;
+                info!(message = "Hold written for the whole fleet.", cluster = %cluster, until_ms = hold.until_ms);
+            }
+            HoldChange::Released(cluster) => {
+                client.delete(keys.hold(cluster.as_str()), None).await?;
+                info!(message = "Release written for the whole fleet.", cluster = %cluster);
+            }
+            HoldChange::NewPrimary(cluster) if leading => {
+                let key = keys.hold(cluster.as_str());
+                let Some(&revision) = self.applied.get(&key) else {
+                    return Ok(());
+                };
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::delete(key.as_str(), None)]);
+                if client.txn(txn).await?.succeeded() {
+                    info!(message = "Hold over on a new primary: removed its key for the fleet.", cluster = %cluster);
+                }
+            }
+            HoldChange::NewPrimary(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn apply(
+        &mut self,
+        kv: &KeyValue,
+        keys: &Keys,
+        sup: &SupervisorHandle,
+    ) -> Result<(), FleetError> {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let Some(cluster) = keys.held_cluster(&key) else {
+            return Ok(());
+        };
+        if self
+            .applied
+            .get(&key)
+            .is_some_and(|&r| r >= kv.mod_revision())
+        {
+            return Ok(());
+        }
+        self.applied.insert(key.clone(), kv.mod_revision());
+        let record: HoldRecord = match serde_json::from_slice(kv.value()) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(message = "Ignored a fleet hold record.", key = %key, reason = %e);
+                return Ok(());
+            }
+        };
+        let refused = sup
+            .fleet_hold(ClusterName::from(cluster), Some(record.into_hold()))
+            .await
+            .map_err(|_| FleetError::Stopped)?;
+        if let Err(reason) = refused {
+            error!(message = "Ignored a fleet hold record.", key = %key, %reason);
+        }
+        Ok(())
+    }
+
+    async fn removed(
+        &mut self,
+        key: &str,
+        keys: &Keys,
+        sup: &SupervisorHandle,
+    ) -> Result<(), FleetError> {
+        if self.applied.remove(key).is_none() {
+            return Ok(());
+        }
+        let Some(cluster) = keys.held_cluster(key) else {
+            return Ok(());
+        };
+        info!(message = "Hold released for the whole fleet.", cluster);
+        let refused = sup
+            .fleet_hold(ClusterName::from(cluster), None)
+            .await
+            .map_err(|_| FleetError::Stopped)?;
+        if let Err(reason) = refused {
+            error!(message = "Ignored a fleet release.", key = %key, %reason);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_refuses_unknown_fields() {
+        let h = FleetHold {
+            by: "f1".into(),
+            at_ms: 1_765_050_000_000,
+            until_ms: 1_765_050_010_000,
+            primary: Some("a".into()),
+        };
+        let json = serde_json::to_string(&HoldRecord::of(&h)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"by":"f1","at_ms":1765050000000,"until_ms":1765050010000,"primary":"a"}"#
+        );
+        let back: HoldRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.into_hold(), h);
+        let extra = r#"{"by":"f1","at_ms":1,"until_ms":2,"primary":null,"x":1}"#;
+        assert!(serde_json::from_str::<HoldRecord>(extra).is_err());
+    }
+}
