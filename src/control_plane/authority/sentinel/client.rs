@@ -19,10 +19,8 @@ use tracing::{debug, info, warn};
 use super::events::{self, Event};
 use super::quorum::{Answer, MasterAddr};
 use crate::config::{BackendAddress, SentinelConfig};
+use crate::control_plane::authority::Backoff;
 
-/// First wait before re-opening a lost connection; it doubles up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often a quiet subscription is pinged: a Sentinel frozen or cut off sends no FIN, and
 /// its events would be lost without anyone noticing.
 const SUBSCRIPTION_PING: Duration = Duration::from_secs(5);
@@ -83,30 +81,30 @@ pub fn targets(config: &SentinelConfig) -> Vec<Target> {
         .collect()
 }
 
-/// Doubling back-off between reconnects, reset by a success.
+/// The framework's back-off, plus the moment before which a querier does not retry (a query
+/// arrives every interval, or sooner on events, and must not hammer a dead Sentinel).
 #[derive(Debug)]
-struct Backoff {
-    next: Duration,
+struct Pace {
+    backoff: Backoff,
     not_before: Option<Instant>,
 }
 
-impl Backoff {
+impl Pace {
     fn new() -> Self {
-        Backoff {
-            next: BACKOFF_MIN,
+        Pace {
+            backoff: Backoff::new(),
             not_before: None,
         }
     }
 
     fn failed(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(BACKOFF_MAX);
+        let wait = self.backoff.next_delay();
         self.not_before = Some(Instant::now() + wait);
         wait
     }
 
     fn succeeded(&mut self) {
-        self.next = BACKOFF_MIN;
+        self.backoff.reset();
         self.not_before = None;
     }
 
@@ -128,7 +126,7 @@ impl Drop for Driver {
 pub struct Querier {
     target: Target,
     connection: Option<(MultiplexedConnection, Driver)>,
-    backoff: Backoff,
+    backoff: Pace,
     /// Why the last attempt failed, repeated while the back-off lasts.
     last_error: String,
 }
@@ -138,7 +136,7 @@ impl Querier {
         Querier {
             target,
             connection: None,
-            backoff: Backoff::new(),
+            backoff: Pace::new(),
             last_error: String::new(),
         }
     }
@@ -154,7 +152,9 @@ impl Querier {
         let mut connection = match self.connection.take() {
             Some(c) => c,
             None if self.backoff.waiting() => {
-                return Answer::Failed(format!("{} (reconnecting)", self.last_error))
+                // The same text as the failure itself, so a verdict does not flap between two
+                // wordings of one outage.
+                return Answer::Failed(self.last_error.clone())
             }
             None => match open_query(&self.target).await {
                 Ok(c) => c,
@@ -229,7 +229,7 @@ pub async fn watch(
     out: mpsc::Sender<Signal>,
     stop: CancellationToken,
 ) {
-    let mut backoff = Backoff::new();
+    let mut backoff = Pace::new();
     let mut was_up = true;
     loop {
         let ended = tokio::select! {
@@ -258,7 +258,7 @@ async fn subscription(
     target: &Target,
     master_name: &str,
     out: &mpsc::Sender<Signal>,
-    backoff: &mut Backoff,
+    backoff: &mut Pace,
     was_up: &mut bool,
 ) -> String {
     let budget = target.timeout;
