@@ -69,6 +69,8 @@ lab_was_up=0
 bash "$LAB" up
 # Fleet mode tests need the optional 3-member etcd too.
 bash "$LAB" up etcd
+# The Patroni authority tests (tests/it/authority_patroni.rs): Patroni's pair on that etcd.
+bash "$LAB" up patroni
 if [[ $lab_was_up == 0 && ${KEEP_LAB:-0} != 1 ]]; then
     trap 'bash "$LAB" down' EXIT
 fi

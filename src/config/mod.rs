@@ -6,6 +6,7 @@
 //! `check-config` share it; `Config::load` only adds the file read. A `Config` is immutable once
 //! built: a reload builds a new one and the supervisor diffs them (`diff.rs`).
 
+mod authority;
 mod coordination;
 mod diff;
 mod duration;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use authority::{Authority, OnAuthorityLost, PatroniConfig};
 pub use coordination::{CoordinationConfig, EtcdConfig, EtcdTls, FleetMode, OnLost};
 pub use diff::ConfigDiff;
 pub(crate) use duration::parse as parse_duration;
@@ -275,6 +277,8 @@ impl fmt::Display for BackendAddress {
 pub struct BackendConfig {
     pub name: BackendName,
     pub address: BackendAddress,
+    /// `patroni_member`: the Patroni member name of this backend (default: its name).
+    pub patroni_member: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -291,6 +295,10 @@ pub struct ClusterConfig {
     /// Other candidates tried when a backend connect fails.
     pub retries: u32,
     pub backends: Vec<BackendConfig>,
+    /// `authority:`: an orchestrator that must agree before a node is routed as primary.
+    pub authority: Option<Authority>,
+    /// `on_authority_lost:` (only meaningful with an authority).
+    pub on_authority_lost: OnAuthorityLost,
 }
 
 /// Which backends a listener serves.

@@ -9,6 +9,7 @@
 
 use serde::Deserialize;
 
+use super::authority::OnAuthorityLost;
 use super::coordination::{FleetMode, OnLost};
 use super::{
     Balance, LogFormat, OnDemote, Protocol, ProxyVersion, RoleFilter, SplitBrainPolicy, TlsMode,
@@ -173,6 +174,26 @@ pub(crate) struct RawCluster {
     pub retries: Option<u32>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    /// Extension: an orchestrator that must agree before a node is routed as primary.
+    pub authority: Option<RawAuthority>,
+    /// Extension: `trust_checks | fail_closed` while the authority is out of reach.
+    pub on_authority_lost: Option<RawOnAuthorityLost>,
+}
+
+/// A cluster's `authority:`; exactly one key is set (each names one kind of authority).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuthority {
+    pub patroni: Option<RawPatroni>,
+}
+
+/// `authority.patroni:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPatroni {
+    pub etcd: Option<RawEtcd>,
+    pub namespace: Option<String>,
+    pub scope: Option<String>,
 }
 
 /// One entry of a cluster's `backends:`.
@@ -181,6 +202,8 @@ pub(crate) struct RawCluster {
 pub(crate) struct RawBackend {
     pub name: Option<String>,
     pub address: Option<String>,
+    /// Extension: the backend's Patroni member name (default: its name).
+    pub patroni_member: Option<String>,
 }
 
 /// One entry of `listeners:`.
@@ -250,6 +273,7 @@ raw_enum!(RawTransfer => TransferMode { Auto => Auto, Copy => Copy });
 raw_enum!(RawProxyVersion => ProxyVersion { V1 => V1, V2 => V2 });
 raw_enum!(RawFleetMode => FleetMode { Auto => Auto, Observer => Observer, Follower => Follower });
 raw_enum!(RawOnLost => OnLost { Local => Local, LastKnown => LastKnown, FailClosed => FailClosed });
+raw_enum!(RawOnAuthorityLost => OnAuthorityLost { TrustChecks => TrustChecks, FailClosed => FailClosed });
 
 /// `trace | debug | info | warn`; `error` is left out on purpose: a session close is never an
 /// error, and logging it at that level would page someone.

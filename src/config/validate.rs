@@ -7,6 +7,7 @@
 //! The typed `Config` is assembled only when no error was reported.
 
 mod address;
+mod authority;
 mod check;
 mod cluster;
 mod coordination;

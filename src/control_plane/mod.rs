@@ -1,6 +1,8 @@
 //! A role change's path, as sources → decision → table (see docs/design.md, "A role change's
 //! path"). Consumers of the table live elsewhere: the data plane's listeners and sessions.
 //!
+//! - [`authority`]: outside sources (Patroni, Sentinel) whose verdict must agree before a
+//!   node is routed as primary.
 //! - [`checks`]: the local source — one probe task per backend producing
 //!   [`checks::Observation`]s.
 //! - [`role`]: the pure per-backend state machine (rise/fall, demotion at first sight).
@@ -10,6 +12,7 @@
 //!   the machines and the decision, builds and stores the [`crate::routing::RoutingTable`],
 //!   fires session guards, publishes status.
 
+pub mod authority;
 pub mod checks;
 pub mod decision;
 pub mod fleet;

@@ -308,6 +308,27 @@ pub(super) const FLEET_PUBLICATIONS_REFUSED_TOTAL: Family = Family {
     buckets: &[],
 };
 
+pub(super) const AUTHORITY_UP: Family = Family {
+    name: "rolegate_authority_up",
+    help: "1 while the cluster's authority (Patroni, Sentinel) answers; 0 while it cannot be asked (on_authority_lost applies).",
+    labels: &["cluster", "kind"],
+    buckets: &[],
+};
+
+pub(super) const AUTHORITY_AGREES: Family = Family {
+    name: "rolegate_authority_agrees",
+    help: "1 while the cluster's authority names the primary rolegate's checks confirm (the AND-gate routes it); 0 otherwise.",
+    labels: &["cluster"],
+    buckets: &[],
+};
+
+pub(super) const AUTHORITY_EVENTS_TOTAL: Family = Family {
+    name: "rolegate_authority_events_total",
+    help: "What a cluster's authority reported, by event: leader, no_leader, unknown_member, unreachable, hold_started, hold_cleared, recheck, disagrees.",
+    labels: &["cluster", "kind", "event"],
+    buckets: &[],
+};
+
 pub(super) const STEER_ACTIVE: Family = Family {
     name: "rolegate_steer_active",
     help: "1 when the listener's local clients are steered to the backend directly, 0 when the proxy serves them (see /status steer.reason).",

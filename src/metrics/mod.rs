@@ -15,7 +15,7 @@ mod series;
 
 use families::Register;
 
-pub use series::{ACCEPT_ERROR_REASONS, CONNECT_ERROR_REASONS, REFUSAL_REASONS};
+pub use series::{ACCEPT_ERROR_REASONS, AUTHORITY_EVENTS, CONNECT_ERROR_REASONS, REFUSAL_REASONS};
 
 /// All metric families. Cheap to clone (every field is an `Arc` inside).
 #[derive(Clone)]
@@ -53,6 +53,9 @@ pub struct Metrics {
     pub fleet_connected: IntGauge,
     pub fleet_records_refused_total: IntCounter,
     pub fleet_publications_refused_total: IntCounter,
+    pub authority_up: IntGaugeVec,
+    pub authority_agrees: IntGaugeVec,
+    pub authority_events_total: IntCounterVec,
     pub steer_active: IntGaugeVec,
     pub steer_sessions: IntGaugeVec,
     pub steer_connections_total: IntCounterVec,
@@ -114,6 +117,9 @@ impl Metrics {
                 &r,
                 &families::FLEET_PUBLICATIONS_REFUSED_TOTAL,
             ),
+            authority_up: Register::register(&r, &families::AUTHORITY_UP),
+            authority_agrees: Register::register(&r, &families::AUTHORITY_AGREES),
+            authority_events_total: Register::register(&r, &families::AUTHORITY_EVENTS_TOTAL),
             steer_active: Register::register(&r, &families::STEER_ACTIVE),
             steer_sessions: Register::register(&r, &families::STEER_SESSIONS),
             steer_connections_total: Register::register(&r, &families::STEER_CONNECTIONS_TOTAL),

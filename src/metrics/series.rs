@@ -41,6 +41,18 @@ pub const CONNECT_ERROR_REASONS: [&str; 6] = [
 /// `reason` values of `rolegate_holds_ended_total` (supervisor/hold.rs `HoldEnd`).
 pub const HOLD_END_REASONS: [&str; 3] = ["new_primary", "released", "timeout"];
 
+/// `event` values of `rolegate_authority_events_total` (supervisor/authority_input.rs).
+pub const AUTHORITY_EVENTS: [&str; 8] = [
+    "leader",
+    "no_leader",
+    "unknown_member",
+    "unreachable",
+    "hold_started",
+    "hold_cleared",
+    "recheck",
+    "disagrees",
+];
+
 /// `reason` values of `rolegate_accept_errors_total` (listener.rs `accept_error_reason`).
 pub const ACCEPT_ERROR_REASONS: [&str; 4] = ["fd_limit", "no_memory", "aborted", "other"];
 
@@ -72,6 +84,14 @@ impl Metrics {
             }
             self.seconds_without_primary_total
                 .with_label_values(&[cluster]);
+            if let Some(a) = &c.authority {
+                self.authority_up.with_label_values(&[cluster, a.kind()]);
+                self.authority_agrees.with_label_values(&[cluster]);
+                for event in AUTHORITY_EVENTS {
+                    self.authority_events_total
+                        .with_label_values(&[cluster, a.kind(), event]);
+                }
+            }
             for b in &c.backends {
                 self.sessions_fenced_total
                     .with_label_values(&[cluster, b.name.as_str()]);
@@ -125,6 +145,14 @@ impl Metrics {
                     self.forget_backend(cluster, b.name.as_str());
                 }
             }
+            if let Some(a) = &c.authority {
+                let kept = new
+                    .cluster(&c.name)
+                    .is_some_and(|n| n.authority.as_ref().map(|n| n.kind()) == Some(a.kind()));
+                if !kept {
+                    self.forget_authority(cluster, a.kind());
+                }
+            }
             if new.cluster(&c.name).is_some() {
                 continue;
             }
@@ -141,6 +169,16 @@ impl Metrics {
             }
             let _ = self.stale_primaries.remove_label_values(&[cluster]);
             let _ = self.primary_candidates.remove_label_values(&[cluster]);
+        }
+    }
+
+    fn forget_authority(&self, cluster: &str, kind: &str) {
+        let _ = self.authority_up.remove_label_values(&[cluster, kind]);
+        let _ = self.authority_agrees.remove_label_values(&[cluster]);
+        for event in AUTHORITY_EVENTS {
+            let _ = self
+                .authority_events_total
+                .remove_label_values(&[cluster, kind, event]);
         }
     }
 

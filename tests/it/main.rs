@@ -21,6 +21,7 @@ mod admin_actions;
 mod admin_client;
 mod admin_server;
 mod alert_rules;
+mod authority_patroni;
 mod authority_sentinel;
 mod config_errors;
 mod config_good;

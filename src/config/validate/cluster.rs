@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::check::{self, InheritedCheck};
-use super::{address, all, builtin, pick, Checked, Validator};
+use super::{address, all, authority, builtin, pick, Checked, Validator};
 use crate::config::error::Problem;
 use crate::config::raw::{RawBackend, RawCheck, RawCluster, RawDefaults};
 use crate::config::{
@@ -101,7 +101,9 @@ fn one_cluster(
     );
     let split_brain = split_brain(v, path, raw, inherited, protocol.ok(), name.as_deref().ok());
     let backends = backends(v, path, &raw.backends);
+    let authority = authority::authority(v, path, raw, protocol.ok());
     let idle_timeout = pick(idle_timeout, inherited.idle_timeout)?;
+    let (authority, on_authority_lost) = authority?;
     Ok(ClusterConfig {
         name: ClusterName::from(name?.as_str()),
         protocol: protocol?,
@@ -113,6 +115,8 @@ fn one_cluster(
         idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
         retries: raw.retries.unwrap_or(inherited.retries),
         backends: backends?,
+        authority,
+        on_authority_lost,
     })
 }
 
@@ -179,6 +183,7 @@ fn backends(
             Ok(BackendConfig {
                 name: BackendName::from(name.as_str()),
                 address: address?,
+                patroni_member: backend.patroni_member.clone(),
             })
         }));
     }

@@ -20,7 +20,12 @@ pub(super) fn coordination(
     v: &mut Validator<'_>,
 ) -> Checked<CoordinationConfig> {
     let default = RawEtcd::default();
-    let etcd = etcd(raw.etcd.as_ref().unwrap_or(&default), raw.etcd.is_none(), v);
+    let etcd = etcd(
+        "coordination.etcd",
+        raw.etcd.as_ref().unwrap_or(&default),
+        raw.etcd.is_none(),
+        v,
+    );
     let prefix = prefix(raw.prefix.as_deref(), v);
     let instance = instance(raw.instance.as_deref(), v);
     let observers = match raw.observers {
@@ -44,11 +49,18 @@ pub(super) fn coordination(
     })
 }
 
-fn etcd(raw: &RawEtcd, missing: bool, v: &mut Validator<'_>) -> Checked<EtcdConfig> {
+/// An etcd client block at `path` (`coordination.etcd`, `clusters[0].authority.patroni.etcd`):
+/// endpoints, TLS and credentials. `missing`: the block was not written at all.
+pub(super) fn etcd(
+    path: &str,
+    raw: &RawEtcd,
+    missing: bool,
+    v: &mut Validator<'_>,
+) -> Checked<EtcdConfig> {
     if missing || raw.endpoints.is_empty() {
         return Err(v.report(
-            "coordination.etcd.endpoints",
-            Problem::new("coordination needs at least one etcd endpoint")
+            format!("{path}.endpoints"),
+            Problem::new(format!("{path} needs at least one etcd endpoint"))
                 .hint("e.g. endpoints: [http://127.0.0.1:2379]"),
         ));
     }
@@ -57,32 +69,30 @@ fn etcd(raw: &RawEtcd, missing: bool, v: &mut Validator<'_>) -> Checked<EtcdConf
     for (i, e) in raw.endpoints.iter().enumerate() {
         match endpoint(e) {
             Ok(()) => endpoints.push(e.trim_end_matches('/').to_string()),
-            Err(problem) => {
-                bad = Some(v.report(format!("coordination.etcd.endpoints[{i}]"), problem))
-            }
+            Err(problem) => bad = Some(v.report(format!("{path}.endpoints[{i}]"), problem)),
         }
     }
-    let tls = raw.tls.as_ref().map(|t| tls(t, v)).transpose();
+    let tls = raw.tls.as_ref().map(|t| tls(path, t, v)).transpose();
     let password = v.secret(
-        "coordination.etcd",
+        path,
         &[
             ("password_env", raw.password_env.as_deref()),
             ("password_file", raw.password_file.as_deref()),
         ],
     );
+    let user_path = format!("{path}.user");
     let user = match (&raw.user, &password) {
-        (Some(u), _) if u.trim().is_empty() => Err(v.report(
-            "coordination.etcd.user",
-            Problem::new("the etcd user is empty"),
-        )),
+        (Some(u), _) if u.trim().is_empty() => {
+            Err(v.report(user_path, Problem::new("the etcd user is empty")))
+        }
         (None, Ok(Some(_))) => Err(v.report(
-            "coordination.etcd.user",
-            Problem::new("an etcd password is set but no user").hint("set coordination.etcd.user"),
+            user_path,
+            Problem::new("an etcd password is set but no user").hint(format!("set {path}.user")),
         )),
         (Some(_), Ok(None)) => Err(v.report(
-            "coordination.etcd.user",
+            user_path,
             Problem::new("an etcd user is set but no password")
-                .hint("set coordination.etcd.password_env or password_file"),
+                .hint(format!("set {path}.password_env or password_file")),
         )),
         (u, _) => Ok(u.clone()),
     };
@@ -114,21 +124,21 @@ fn endpoint(text: &str) -> Result<(), Problem> {
     }
 }
 
-fn tls(raw: &RawEtcdTls, v: &mut Validator<'_>) -> Checked<EtcdTls> {
+fn tls(path: &str, raw: &RawEtcdTls, v: &mut Validator<'_>) -> Checked<EtcdTls> {
     let base = v.base_dir.map(Path::to_path_buf);
     let mut file = |key: &str, value: Option<&str>| -> Checked<Option<PathBuf>> {
         let Some(value) = value else { return Ok(None) };
-        let path = match &base {
+        let file = match &base {
             Some(dir) => dir.join(value),
             None => PathBuf::from(value),
         };
-        if !path.is_file() {
+        if !file.is_file() {
             return Err(v.report(
-                format!("coordination.etcd.tls.{key}"),
-                Problem::new(format!("{} is not a readable file", path.display())),
+                format!("{path}.tls.{key}"),
+                Problem::new(format!("{} is not a readable file", file.display())),
             ));
         }
-        Ok(Some(path))
+        Ok(Some(file))
     };
     let ca_file = file("ca_file", raw.ca_file.as_deref());
     let cert_file = file("cert_file", raw.cert_file.as_deref());
@@ -141,7 +151,7 @@ fn tls(raw: &RawEtcdTls, v: &mut Validator<'_>) -> Checked<EtcdTls> {
             "cert_file"
         };
         return Err(v.report(
-            format!("coordination.etcd.tls.{missing}"),
+            format!("{path}.tls.{missing}"),
             Problem::new("a client certificate needs both cert_file and key_file"),
         ));
     }

@@ -28,6 +28,12 @@
 //!    position has reached the primary's write position has zero lag, whatever its clock says.
 //! 6. **Operator states.** `drain` and `disable` remove a backend from every route; they do not
 //!    change what rolegate believes about its role.
+//! 7. **Authorities** (`authority.rs`). With an `authority:`, the node chosen by 1.–4. is routed
+//!    only when the authority's latest verdict names it (AND-gate); otherwise its routes are
+//!    held and nothing about the handover is observed (no stale marking, no hold ended). An
+//!    unreachable authority is `on_authority_lost`'s case: `trust_checks` routes by the
+//!    checks alone, `fail_closed` holds. A switchover the authority announces holds like an
+//!    operator hold, until a primary other than the one at its start passes the gate.
 //!
 //! `tcp` clusters have no roles: every up backend is a candidate for every listener, in the
 //! order of the config, and two "primaries" are not a split brain.
@@ -35,7 +41,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::config::{BackendName, Protocol, SplitBrainPolicy};
+mod authority;
+
+pub use authority::{gate, AuthorityInput, Gate, Refusal};
+
+use crate::config::{BackendName, OnAuthorityLost, Protocol, SplitBrainPolicy};
 use crate::control_plane::checks::{Facts, ObservedRole};
 use crate::control_plane::role::{Health, Role};
 use crate::routing::Unavailable;
@@ -85,6 +95,8 @@ pub struct ClusterMemory {
     pub stale: BTreeSet<BackendName>,
     /// An operator's planned-switchover hold, if one is in force.
     pub hold: Option<OperatorHold>,
+    /// The cluster's authority: its latest verdict, announced hold and gate (policy 7).
+    pub authority: AuthorityInput,
 }
 
 /// A hold asked by an operator: primary routes are held until a primary other than
@@ -119,6 +131,10 @@ pub enum DecisionEvent {
     HoldEnded {
         to: BackendName,
     },
+    /// The switchover the authority announced ended: `to` passed the gate.
+    AuthorityHoldEnded {
+        to: BackendName,
+    },
 }
 
 /// The routing decision for one cluster.
@@ -148,6 +164,8 @@ pub struct ClusterPolicy {
     pub protocol: Protocol,
     pub split_brain: SplitBrainPolicy,
     pub max_replica_lag: Duration,
+    /// `Some(on_authority_lost)` when the cluster has an authority (policy 7).
+    pub authority: Option<OnAuthorityLost>,
 }
 
 /// Decides the routing of one cluster and updates its memory.
@@ -181,26 +199,35 @@ pub fn decide(
         memory.stale.contains(b.name) && b.health == Health::Up && b.role == Role::Primary
     });
     let chosen = choose_primary(policy, judged, memory);
+    let gated = match (&chosen, policy.authority) {
+        (Ok(b), Some(on_lost)) => Some(gate(on_lost, &memory.authority, b.name)),
+        _ => None,
+    };
+    memory.authority.gate = gated;
+    let refused = gated.is_some_and(|g| !g.routes());
     let mut primary = match &chosen {
-        Ok(b) if b.suspect => Err(Unavailable::Held),
+        Ok(b) if b.suspect || refused => Err(Unavailable::Held),
         Ok(b) if b.admin == AdminMode::Enabled => Ok(vec![b.name.clone()]),
         Ok(_) => Err(Unavailable::NoPrimary),
         Err(u) => Err(*u),
     };
     if let Ok(b) = chosen {
         let new_primary = memory.routed_primary.as_ref() != Some(b.name);
-        let hold_over = memory
-            .hold
-            .as_ref()
-            .is_some_and(|h| h.primary.as_ref() != Some(b.name));
-        if b.suspect {
-            // Held for its answer: no handover is observed.
-        } else if memory.hold.is_some() && !hold_over {
+        // Each hold in force (operator, authority): Some(true) once another primary is here.
+        let over = |h: &Option<OperatorHold>| h.as_ref().map(|h| h.primary.as_ref() != Some(b.name));
+        let (operator_over, authority_over) = (over(&memory.hold), over(&memory.authority.hold));
+        if b.suspect || refused {
+            // Held for its answer or the authority's: no handover is observed.
+        } else if operator_over == Some(false) || authority_over == Some(false) {
             primary = Err(Unavailable::Held);
         } else {
-            if hold_over {
+            if operator_over == Some(true) {
                 memory.hold = None;
                 events.push(DecisionEvent::HoldEnded { to: b.name.clone() });
+            }
+            if authority_over == Some(true) {
+                memory.authority.hold = None;
+                events.push(DecisionEvent::AuthorityHoldEnded { to: b.name.clone() });
             }
             if new_primary {
                 events.push(DecisionEvent::PrimaryChanged {
@@ -222,7 +249,9 @@ pub fn decide(
                 events.push(DecisionEvent::StaleDetected(name));
             }
         }
-    } else if memory.hold.is_some() && primary == Err(Unavailable::NoPrimary) {
+    } else if (memory.hold.is_some() || memory.authority.hold.is_some())
+        && primary == Err(Unavailable::NoPrimary)
+    {
         primary = Err(Unavailable::Held);
     }
 
@@ -348,5 +377,7 @@ fn decide_tcp(backends: &[BackendView<'_>]) -> Decision {
     }
 }
 
+#[cfg(test)]
+mod authority_tests;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::control_plane::checks::{Facts, ReplicaFacts};
 
-struct B {
+pub(super) struct B {
     name: BackendName,
     health: Health,
     role: Role,
@@ -10,7 +10,7 @@ struct B {
     suspect: bool,
 }
 
-fn primary(name: &str) -> B {
+pub(super) fn primary(name: &str) -> B {
     B {
         name: name.into(),
         health: Health::Up,
@@ -26,7 +26,7 @@ fn primary(name: &str) -> B {
     }
 }
 
-fn replica(name: &str, lag: Option<u64>, position: Option<u64>) -> B {
+pub(super) fn replica(name: &str, lag: Option<u64>, position: Option<u64>) -> B {
     B {
         name: name.into(),
         health: Health::Up,
@@ -46,21 +46,22 @@ fn replica(name: &str, lag: Option<u64>, position: Option<u64>) -> B {
     }
 }
 
-fn down(mut b: B) -> B {
+pub(super) fn down(mut b: B) -> B {
     b.health = Health::Down;
     b.facts = None;
     b
 }
 
-fn policy(split_brain: SplitBrainPolicy) -> ClusterPolicy {
+pub(super) fn policy(split_brain: SplitBrainPolicy) -> ClusterPolicy {
     ClusterPolicy {
         protocol: Protocol::Postgres,
         split_brain,
         max_replica_lag: Duration::from_secs(10),
+        authority: None,
     }
 }
 
-fn run(p: ClusterPolicy, bs: &[B], mem: &mut ClusterMemory) -> Decision {
+pub(super) fn run(p: ClusterPolicy, bs: &[B], mem: &mut ClusterMemory) -> Decision {
     let views: Vec<BackendView<'_>> = bs
         .iter()
         .map(|b| BackendView {
@@ -75,7 +76,7 @@ fn run(p: ClusterPolicy, bs: &[B], mem: &mut ClusterMemory) -> Decision {
     decide(p, &views, mem)
 }
 
-fn names(v: &[&str]) -> Vec<BackendName> {
+pub(super) fn names(v: &[&str]) -> Vec<BackendName> {
     v.iter().map(|s| BackendName::from(*s)).collect()
 }
 

@@ -7,7 +7,8 @@
 //! 3. clusters kept: backends removed as in 2; backends whose address changed are a new
 //!    server (removed + added); changed check settings go to the running probe (no gap);
 //! 4. clusters and backends added: new state (Unknown), new probe;
-//! 5. decide every cluster and store the table once.
+//! 5. authorities: start, restart or stop their source tasks (`authority_input.rs`);
+//! 6. decide every cluster and store the table once.
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ impl Supervisor {
                 self.retire(slot, removed.config.on_demote);
             }
         }
+        self.sync_authorities(config);
         for ci in 0..self.clusters.len() {
             self.reconcile(ci);
         }
@@ -93,7 +95,10 @@ impl Supervisor {
         }
         state.backends = kept;
         if new.protocol != state.config.protocol {
+            // What the authority said still holds: its task keeps running.
+            let authority = std::mem::take(&mut state.memory.authority);
             state.memory = ClusterMemory::default();
+            state.memory.authority = authority;
             state.hold = None;
             for slot in &mut state.backends {
                 slot.machine = BackendMachine::default();

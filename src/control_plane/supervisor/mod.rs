@@ -10,7 +10,9 @@
 //! 5. ask the cluster's probes to go fast while it has no primary;
 //! 6. publish the status snapshot and metrics.
 
+mod admin;
 mod apply;
+mod authority_input;
 mod fleet_input;
 mod guards;
 mod hold;
@@ -28,7 +30,6 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 use crate::config::{BackendConfig, ClusterConfig, ClusterName, Config, ListenerConfig};
 use crate::control_plane::checks::{Observation, ProbeCommand, ProbeHandle};
@@ -40,6 +41,7 @@ use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
 pub use hold::{HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
+pub use authority_input::AuthorityStatus;
 pub use status::{
     BackendStatus, ClusterStatus, CoordinationStatus, ListenerStatus, StatusSnapshot,
 };
@@ -106,6 +108,8 @@ pub enum Command {
     },
     /// Fleet mode: the etcd session's state, for `/status`.
     FleetLink { connected: bool, leader: bool },
+    /// What a cluster's authority (Patroni, Sentinel) says now (`control_plane/authority/`).
+    Authority(crate::control_plane::authority::AuthorityReport),
     /// Applies a new, already validated config (reload). Replies when the table is stored.
     Apply {
         config: Arc<Config>,
@@ -308,6 +312,8 @@ pub struct Supervisor {
     fleet_closed: bool,
     unreachable: tokio::sync::broadcast::Sender<BackendKey>,
     admin_out: tokio::sync::broadcast::Sender<(BackendKey, AdminAction)>,
+    /// The authorities' source tasks and what each last said (`authority_input.rs`).
+    authorities: authority_input::Authorities,
 }
 
 /// Starts the supervisor task with `config`. Returns once the initial (empty-state) table is
@@ -357,6 +363,10 @@ pub fn spawn(
         fleet_closed: false,
         unreachable: unreachable_tx.clone(),
         admin_out: admin_out_tx.clone(),
+        authorities: authority_input::Authorities::new(
+            crate::control_plane::authority::Reporter::new(cmd_tx.clone()),
+            shutdown.child_token(),
+        ),
     };
     sup.apply_config(&config);
     tokio::spawn(sup.run(obs_rx, cmd_rx, recheck_rx, shutdown));
@@ -487,48 +497,12 @@ impl Supervisor {
                 self.metrics.fleet_leader.set(i64::from(leader));
                 status::publish(self, &self.router.current());
             }
+            Command::Authority(report) => self.on_authority(report),
             Command::Apply { config, reply } => {
                 self.apply_config(&config);
                 let _ = reply.send(());
             }
         }
-    }
-
-    fn admin_action(&mut self, key: &BackendKey, action: AdminAction) -> Result<(), AdminError> {
-        let ci = self
-            .cluster_index(&key.cluster)
-            .ok_or_else(|| AdminError::UnknownBackend(key.clone()))?;
-        let cluster = &mut self.clusters[ci];
-        let slot = cluster
-            .backends
-            .iter_mut()
-            .find(|b| b.key.backend == key.backend)
-            .ok_or_else(|| AdminError::UnknownBackend(key.clone()))?;
-        let before = slot.admin;
-        match action {
-            AdminAction::Drain => slot.admin = AdminMode::Drain,
-            AdminAction::Disable => {
-                slot.admin = AdminMode::Disabled;
-                slot.guards.fire_all();
-            }
-            AdminAction::Enable => {
-                slot.admin = AdminMode::Enabled;
-                // An operator vouches for the node: forget that it was stale, and let its
-                // checks establish its role again from scratch.
-                cluster.memory.forget(&key.backend);
-                slot.machine.forget_role();
-                slot.probe.send(ProbeCommand::CheckNow);
-            }
-        }
-        info!(
-            message = "Operator changed backend state.",
-            cluster = %key.cluster,
-            backend = %key.backend,
-            from = before.as_str(),
-            to = slot.admin.as_str(),
-        );
-        self.reconcile(ci);
-        Ok(())
     }
 
     fn on_tick(&mut self) {

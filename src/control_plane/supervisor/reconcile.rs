@@ -78,10 +78,12 @@ impl Supervisor {
     pub(super) fn reconcile(&mut self, ci: usize) {
         let fleet = self.fleet_decision_in_force(ci).cloned();
         let cluster = &mut self.clusters[ci];
+        let gate_before = cluster.memory.authority.gate;
         let decision = match &fleet {
             Some(f) => from_fleet(cluster, f, self.fleet_closed),
             None => decide_cluster(cluster),
         };
+        super::authority_input::gate_changed(&self.metrics, cluster, gate_before);
         log_decision(cluster, &decision);
         let on_demote = cluster.config.on_demote;
         for slot in &mut cluster.backends {
@@ -210,6 +212,11 @@ fn decide_cluster(cluster: &mut ClusterState) -> Decision {
         protocol: cluster.config.protocol,
         split_brain: cluster.config.split_brain,
         max_replica_lag: cluster.config.max_replica_lag,
+        authority: cluster
+            .config
+            .authority
+            .as_ref()
+            .map(|_| cluster.config.on_authority_lost),
     };
     decision::decide(policy, &views, &mut cluster.memory)
 }
@@ -231,6 +238,11 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
             ),
             DecisionEvent::HoldEnded { to } => info!(
                 message = "New primary confirmed during a hold: released to it.",
+                cluster = %name,
+                primary = %to,
+            ),
+            DecisionEvent::AuthorityHoldEnded { to } => info!(
+                message = "New primary confirmed by the checks and the authority: the switchover it announced is over.",
                 cluster = %name,
                 primary = %to,
             ),

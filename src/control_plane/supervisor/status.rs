@@ -61,6 +61,9 @@ pub struct ClusterStatus {
     /// Whose decision is in force: the fleet leader's instance name when following,
     /// `local` when this instance's own checks decide.
     pub decided_by: String,
+    /// The cluster's authority (`authority:`), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<super::AuthorityStatus>,
     pub backends: Vec<BackendStatus>,
 }
 
@@ -111,6 +114,7 @@ pub(super) fn publish(sup: &Supervisor, table: &RoutingTable) {
         .enumerate()
         .map(|(ci, c)| {
             export_cluster(&sup.metrics, c);
+            super::authority_input::export(&sup.metrics, c);
             let decided_by = sup
                 .fleet_decision_in_force(ci)
                 .map_or_else(|| "local".to_string(), |f| f.leader.clone());
@@ -157,6 +161,7 @@ fn cluster_status(metrics: &Metrics, c: &ClusterState, decided_by: String) -> Cl
         seconds_without_primary: c.no_primary_since.map(|s| s.elapsed().as_secs_f64()),
         hold: super::hold::hold_status(c),
         decided_by,
+        authority: super::authority_input::status(c),
         backends,
     }
 }

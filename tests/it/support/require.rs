@@ -128,14 +128,14 @@ pub fn lab(engines: &[Engine]) -> Option<Met> {
     Some(Met)
 }
 
-/// Every node of one of the lab's optional engines (`"sentinel"`, `"patroni"`) accepts TCP
-/// connections; `start` is the command that brings them up.
-pub fn lab_nodes(engine: &str, start: &str) -> Option<Met> {
+/// Every node of one of the lab's optional engines (`etcd`, `patroni`, `sentinel`) accepts
+/// TCP connections (`lab.sh up ENGINE` started it).
+pub fn lab_engine(engine: &str) -> Option<Met> {
     for addr in super::lab::addresses(engine) {
         if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err() {
             return missing(
                 &format!("the lab's {engine} ({addr} is unreachable)"),
-                &format!("{FULL_RUN} (or: {start})"),
+                &format!("{FULL_RUN} (or: bash loadtest/lab.sh up {engine})"),
             );
         }
     }
