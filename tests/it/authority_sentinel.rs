@@ -32,7 +32,7 @@ fn sentinels() -> Vec<SocketAddr> {
 /// The redis lab and its Sentinels are up (else SKIPPED, or a failure in the full run).
 fn needs() -> Option<require::Met> {
     let _redis = require::lab(&[Engine::Redis])?;
-    require::lab_nodes("sentinel", "bash loadtest/lab.sh up sentinel")
+    require::lab_engine("sentinel")
 }
 
 /// A rolegate over the lab's redis pair whose authority is the Sentinels at `addresses`
