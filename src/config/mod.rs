@@ -14,6 +14,7 @@ mod error;
 mod locate;
 mod raw;
 mod secret;
+mod sentinel;
 mod validate;
 
 use std::fmt;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use authority::{Authority, OnAuthorityLost, PatroniConfig};
+pub use sentinel::SentinelConfig;
 pub use coordination::{CoordinationConfig, EtcdConfig, EtcdTls, FleetMode, OnLost};
 pub use diff::ConfigDiff;
 pub(crate) use duration::parse as parse_duration;

@@ -7,7 +7,7 @@
 //! (`lab.sh reset redis` re-points the Sentinels at A too), also when they fail.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

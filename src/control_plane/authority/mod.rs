@@ -15,6 +15,7 @@
 //! - never panic on what the authority sends: garbage is a verdict or a logged error.
 
 pub mod patroni;
+pub mod sentinel;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -166,6 +167,7 @@ pub fn spawn(
     };
     Some(match authority {
         Authority::Patroni(config) => tokio::spawn(patroni::run(source, config)),
+        Authority::Sentinel(config) => tokio::spawn(sentinel::run(source, config)),
     })
 }
 
