@@ -200,10 +200,7 @@ impl Writer {
 async fn spawn_event_clock(sentinel: SocketAddr) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<(String, f64)>>>) {
     let client = redis::Client::open(format!("redis://{sentinel}/")).expect("sentinel url");
     let mut pubsub = client.get_async_pubsub().await.expect("subscribe to a sentinel");
-    pubsub
-        .subscribe(&["+try-failover", "+switch-master"])
-        .await
-        .expect("SUBSCRIBE");
+    pubsub.psubscribe("*").await.expect("PSUBSCRIBE");
     let log = Arc::new(Mutex::new(Vec::new()));
     let out = log.clone();
     let task = tokio::spawn(async move {
@@ -215,6 +212,34 @@ async fn spawn_event_clock(sentinel: SocketAddr) -> (tokio::task::JoinHandle<()>
         }
     });
     (task, log)
+}
+
+/// What rolegate thinks over time (authority leader, hold, gate, the rw route), each change
+/// with its time in ms after `t0`: the test's diagnostics.
+fn spawn_view_log(proxy: &Proxy, t0: f64) -> Arc<Mutex<Vec<String>>> {
+    let (app, log) = (proxy.app.clone(), Arc::new(Mutex::new(Vec::new())));
+    let out = log.clone();
+    tokio::spawn(async move {
+        let mut last = String::new();
+        for _ in 0..3000 {
+            let s = app.supervisor().status.load_full();
+            let a = s.clusters.iter().find(|c| c.name == "db").and_then(|c| c.authority.clone());
+            let route = support::route_names(app.router(), &"rw".into());
+            let view = format!(
+                "leader={:?} hold={:?} gate={:?} err={:?} route={route:?}",
+                a.as_ref().and_then(|a| a.leader.clone()),
+                a.as_ref().map(|a| a.hold),
+                a.as_ref().and_then(|a| a.gate),
+                a.as_ref().and_then(|a| a.last_error.clone()),
+            );
+            if view != last {
+                out.lock().unwrap().push(format!("{:+.0} ms {view}", (wall() - t0) * 1e3));
+                last = view;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    log
 }
 
 /// `SENTINEL FAILOVER` under a write loop: the Sentinels' push makes rolegate ask the quorum
@@ -235,6 +260,7 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
     writer.wait_for_writes(10, a.port(), 0.0, "10 writes on A").await;
 
     let ordered = wall();
+    let views = spawn_view_log(&proxy, ordered);
     assert_eq!(cli(s[0], &["SENTINEL", "FAILOVER", &master_name()]), "OK");
     proxy.wait_route("rw", "b routed", |n| n == ["b"]).await;
     let routed = wall();
@@ -256,7 +282,21 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
     clock.abort();
 
     let failed: Vec<_> = attempts.iter().filter(|x| x.result.is_err()).collect();
-    assert!(failed.is_empty(), "new connections failed: {failed:?}");
+    let timeline: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(c, t)| format!("{c} {:+.0} ms", (t - ordered) * 1e3))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} new connections failed, started {:+.0}..{:+.0} ms after SENTINEL FAILOVER (routed {:+.0} ms); events: {timeline:?}; rolegate: {:?}",
+        failed.len(),
+        (failed[0].started - ordered) * 1e3,
+        (failed[failed.len() - 1].started - ordered) * 1e3,
+        (routed - ordered) * 1e3,
+        views.lock().unwrap(),
+    );
     // A write acknowledged by A after B was routed would be lost when A resyncs from B.
     let late_on_a: Vec<_> = attempts
         .iter()

@@ -312,6 +312,13 @@ fn choose_primary<'v, 'a>(
     match claimers {
         [] => Err(Unavailable::NoPrimary),
         [only] => Ok(only),
+        // An authority naming one of the claimers observed the handover: Sentinel promotes
+        // the replica and reconfigures the old master ~10 s later (it waits for the old one
+        // to keep reporting the wrong role), so both answer master meanwhile. The named one
+        // is chosen; the other is not routed (the gate would refuse it anyway).
+        several if named_by_authority(policy, several, memory).is_some() => {
+            named_by_authority(policy, several, memory).ok_or(Unavailable::SplitBrain)
+        }
         several => match policy.split_brain {
             SplitBrainPolicy::FailClosed => Err(Unavailable::SplitBrain),
             SplitBrainPolicy::KeepCurrent => several
@@ -332,6 +339,21 @@ fn choose_primary<'v, 'a>(
             }
         },
     }
+}
+
+/// The claimer the cluster's authority names as leader, if it has an authority that does.
+fn named_by_authority<'v, 'a>(
+    policy: ClusterPolicy,
+    claimers: &[&'v BackendView<'a>],
+    memory: &ClusterMemory,
+) -> Option<&'v BackendView<'a>> {
+    policy.authority?;
+    let Some(crate::control_plane::authority::Verdict::Leader(leader)) =
+        &memory.authority.verdict
+    else {
+        return None;
+    };
+    claimers.iter().find(|b| b.name == leader).copied()
 }
 
 /// A replica's lag, preferring position over time: a replica that has applied everything the
