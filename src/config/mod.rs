@@ -25,12 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use authority::{Authority, OnAuthorityLost, PatroniConfig};
-pub use sentinel::SentinelConfig;
 pub use coordination::{CoordinationConfig, EtcdConfig, EtcdTls, FleetMode, OnLost};
 pub use diff::ConfigDiff;
 pub(crate) use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use secret::{read_secret_file, Secret};
+pub use sentinel::SentinelConfig;
 
 /// A validated configuration. Every name is unique within its kind, every listener points at an
 /// existing cluster, every duration is non-zero where zero would be meaningless.

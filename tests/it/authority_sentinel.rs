@@ -87,7 +87,10 @@ impl TempMaster {
             let _ = cli(s, &["SENTINEL", "REMOVE", name]);
             let port = addr.port().to_string();
             let ip = addr.ip().to_string();
-            assert_eq!(cli(s, &["SENTINEL", "MONITOR", name, &ip, &port, "2"]), "OK");
+            assert_eq!(
+                cli(s, &["SENTINEL", "MONITOR", name, &ip, &port, "2"]),
+                "OK"
+            );
             assert_eq!(
                 cli(
                     s,
@@ -197,9 +200,14 @@ impl Writer {
 
 /// Wall-clock times of the `+try-failover` and `+switch-master` events as one Sentinel
 /// publishes them (the test's own subscription, for the figures only).
-async fn spawn_event_clock(sentinel: SocketAddr) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<(String, f64)>>>) {
+async fn spawn_event_clock(
+    sentinel: SocketAddr,
+) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<(String, f64)>>>) {
     let client = redis::Client::open(format!("redis://{sentinel}/")).expect("sentinel url");
-    let mut pubsub = client.get_async_pubsub().await.expect("subscribe to a sentinel");
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .expect("subscribe to a sentinel");
     pubsub.psubscribe("*").await.expect("PSUBSCRIBE");
     let log = Arc::new(Mutex::new(Vec::new()));
     let out = log.clone();
@@ -223,7 +231,11 @@ fn spawn_view_log(proxy: &Proxy, t0: f64) -> Arc<Mutex<Vec<String>>> {
         let mut last = String::new();
         for _ in 0..3000 {
             let s = app.supervisor().status.load_full();
-            let a = s.clusters.iter().find(|c| c.name == "db").and_then(|c| c.authority.clone());
+            let a = s
+                .clusters
+                .iter()
+                .find(|c| c.name == "db")
+                .and_then(|c| c.authority.clone());
             let route = support::route_names(app.router(), &"rw".into());
             let view = format!(
                 "leader={:?} hold={:?} gate={:?} err={:?} route={route:?}",
@@ -233,7 +245,9 @@ fn spawn_view_log(proxy: &Proxy, t0: f64) -> Arc<Mutex<Vec<String>>> {
                 a.as_ref().and_then(|a| a.last_error.clone()),
             );
             if view != last {
-                out.lock().unwrap().push(format!("{:+.0} ms {view}", (wall() - t0) * 1e3));
+                out.lock()
+                    .unwrap()
+                    .push(format!("{:+.0} ms {view}", (wall() - t0) * 1e3));
                 last = view;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -257,7 +271,9 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
     let rw = proxy.addr("rw").await;
     let (clock, events) = spawn_event_clock(s[1]).await;
     let writer = Writer::spawn(rw);
-    writer.wait_for_writes(10, a.port(), 0.0, "10 writes on A").await;
+    writer
+        .wait_for_writes(10, a.port(), 0.0, "10 writes on A")
+        .await;
 
     let ordered = wall();
     let views = spawn_view_log(&proxy, ordered);
@@ -302,7 +318,10 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
         .iter()
         .filter(|x| x.started >= routed && x.result == Ok(a.port()))
         .collect();
-    assert!(late_on_a.is_empty(), "writes on the old master: {late_on_a:?}");
+    assert!(
+        late_on_a.is_empty(),
+        "writes on the old master: {late_on_a:?}"
+    );
     assert_eq!(authority_error(&proxy), None);
     let at = |channel: &str| {
         events
@@ -334,13 +353,27 @@ async fn sentinels_naming_a_replica_route_no_one() {
     let _reset = lab::ResetOnPanic(Engine::Redis);
     let b = Engine::Redis.addr('B');
     let _temp = TempMaster::monitor("rolegate-test-replica", b);
-    let proxy = Proxy::start(&proxy_yaml(&sentinels(), "rolegate-test-replica", "", "200ms")).await;
+    let proxy = Proxy::start(&proxy_yaml(
+        &sentinels(),
+        "rolegate-test-replica",
+        "",
+        "200ms",
+    ))
+    .await;
     let rw = proxy.addr("rw").await;
-    support::eventually(Duration::from_secs(20), "A checked primary, B replica", || {
-        let (sa, sb) = (proxy.try_backend_status("db", "a"), proxy.try_backend_status("db", "b"));
-        let ok = sa.is_some_and(|s| s.role == "primary") && sb.is_some_and(|s| s.role == "replica");
-        async move { ok }
-    })
+    support::eventually(
+        Duration::from_secs(20),
+        "A checked primary, B replica",
+        || {
+            let (sa, sb) = (
+                proxy.try_backend_status("db", "a"),
+                proxy.try_backend_status("db", "b"),
+            );
+            let ok =
+                sa.is_some_and(|s| s.role == "primary") && sb.is_some_and(|s| s.role == "replica");
+            async move { ok }
+        },
+    )
     .await;
     support::eventually(Duration::from_secs(20), "the authority names b", || {
         let s = proxy.app.supervisor().status.load_full();
@@ -354,7 +387,10 @@ async fn sentinels_naming_a_replica_route_no_one() {
     })
     .await;
     let names = support::route_names(proxy.app.router(), &"rw".into());
-    assert!(names.is_empty(), "routed although ROLE and the quorum disagree: {names:?}");
+    assert!(
+        names.is_empty(),
+        "routed although ROLE and the quorum disagree: {names:?}"
+    );
     let write = db::connect_and_write(Engine::Redis, rw, "sentinel-deny").await;
     assert!(write.is_err(), "a write went through: {write:?}");
     proxy.stop().await;
@@ -372,20 +408,37 @@ async fn a_quorum_naming_no_backend_is_not_routed() {
         l.local_addr().unwrap()
     };
     let _temp = TempMaster::monitor("rolegate-test-nowhere", nowhere);
-    let proxy = Proxy::start(&proxy_yaml(&sentinels(), "rolegate-test-nowhere", "", "200ms")).await;
-    support::eventually(Duration::from_secs(20), "the authority's error names the address", || {
-        let e = authority_error(&proxy);
-        let ok = e.as_deref().is_some_and(|e| e.contains(&nowhere.to_string()));
-        async move { ok }
-    })
+    let proxy = Proxy::start(&proxy_yaml(
+        &sentinels(),
+        "rolegate-test-nowhere",
+        "",
+        "200ms",
+    ))
+    .await;
+    support::eventually(
+        Duration::from_secs(20),
+        "the authority's error names the address",
+        || {
+            let e = authority_error(&proxy);
+            let ok = e
+                .as_deref()
+                .is_some_and(|e| e.contains(&nowhere.to_string()));
+            async move { ok }
+        },
+    )
     .await;
     support::eventually(Duration::from_secs(20), "A checked primary", || {
-        let ok = proxy.try_backend_status("db", "a").is_some_and(|s| s.role == "primary");
+        let ok = proxy
+            .try_backend_status("db", "a")
+            .is_some_and(|s| s.role == "primary");
         async move { ok }
     })
     .await;
     let names = support::route_names(proxy.app.router(), &"rw".into());
-    assert!(names.is_empty(), "routed a backend the quorum does not name: {names:?}");
+    assert!(
+        names.is_empty(),
+        "routed a backend the quorum does not name: {names:?}"
+    );
     proxy.stop().await;
 }
 
@@ -393,32 +446,50 @@ async fn a_quorum_naming_no_backend_is_not_routed() {
 /// checks, `fail_closed` routes no primary; both report the authority unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_sentinels_follow_on_authority_lost() {
-    let Some(_) = require::lab(&[Engine::Redis]) else { return };
+    let Some(_) = require::lab(&[Engine::Redis]) else {
+        return;
+    };
     let _lock = lab::lock_read_only();
     // Two refused ports and one that accepts and never answers.
     let refused: Vec<SocketAddr> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap())
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        })
         .collect();
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addresses = [refused[0], refused[1], silent.local_addr().unwrap()];
     for (policy, routed) in [("trust_checks", true), ("fail_closed", false)] {
         let extra = format!("    on_authority_lost: {policy}\n");
         let proxy = Proxy::start(&proxy_yaml(&addresses, &master_name(), &extra, "200ms")).await;
-        support::eventually(Duration::from_secs(20), "the authority reported unreachable", || {
-            let ok = authority_error(&proxy).is_some_and(|e| e.contains("unreachable"));
-            async move { ok }
-        })
+        support::eventually(
+            Duration::from_secs(20),
+            "the authority reported unreachable",
+            || {
+                let ok = authority_error(&proxy).is_some_and(|e| e.contains("unreachable"));
+                async move { ok }
+            },
+        )
         .await;
         support::eventually(Duration::from_secs(20), "A checked primary", || {
-            let ok = proxy.try_backend_status("db", "a").is_some_and(|s| s.role == "primary");
+            let ok = proxy
+                .try_backend_status("db", "a")
+                .is_some_and(|s| s.role == "primary");
             async move { ok }
         })
         .await;
         if routed {
-            proxy.wait_route("rw", "a routed by the checks", |n| n == ["a"]).await;
+            proxy
+                .wait_route("rw", "a routed by the checks", |n| n == ["a"])
+                .await;
         } else {
             let names = support::route_names(proxy.app.router(), &"rw".into());
-            assert!(names.is_empty(), "{policy}: routed without the authority: {names:?}");
+            assert!(
+                names.is_empty(),
+                "{policy}: routed without the authority: {names:?}"
+            );
         }
         let e = authority_error(&proxy).unwrap_or_default();
         assert!(e.contains("0 of 3 sentinels answered"), "{policy}: {e}");

@@ -20,7 +20,9 @@ pub(super) fn authority(
     raw: &RawCluster,
     protocol: Option<Protocol>,
 ) -> Checked<(Option<Authority>, OnAuthorityLost)> {
-    let on_lost = raw.on_authority_lost.map_or(OnAuthorityLost::default(), Into::into);
+    let on_lost = raw
+        .on_authority_lost
+        .map_or(OnAuthorityLost::default(), Into::into);
     let authority = match &raw.authority {
         None => Ok(None),
         Some(a) => one_of(v, &format!("{path}.authority"), a).map(Some),
@@ -186,7 +188,10 @@ mod tests {
     fn absent_means_checks_alone() {
         let c = load(&cluster("", "      - { name: a, address: 127.0.0.1:1 }\n")).unwrap();
         assert_eq!(c.clusters[0].authority, None);
-        assert_eq!(c.clusters[0].on_authority_lost, OnAuthorityLost::TrustChecks);
+        assert_eq!(
+            c.clusters[0].on_authority_lost,
+            OnAuthorityLost::TrustChecks
+        );
     }
 
     #[test]

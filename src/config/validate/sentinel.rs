@@ -101,7 +101,9 @@ fn addresses(
                 ));
             }
             Ok(addr) => out.push(addr),
-            Err(problem) => bad = Err(v.report(field, problem.hint("write HOST:PORT, e.g. 127.0.0.1:26379"))),
+            Err(problem) => {
+                bad = Err(v.report(field, problem.hint("write HOST:PORT, e.g. 127.0.0.1:26379")))
+            }
         }
     }
     bad.map(|()| out)
@@ -149,20 +151,53 @@ mod tests {
         let f = "clusters[0].authority.sentinel";
         let cases = [
             ("{ master_name: m }".to_string(), format!("{f}.addresses")),
-            ("{ addresses: [127.0.0.1:26379] }".into(), format!("{f}.master_name")),
-            ("{ addresses: [127.0.0.1:26379], master_name: 'a b' }".into(), format!("{f}.master_name")),
-            ("{ addresses: [nope], master_name: m }".into(), format!("{f}.addresses[0]")),
-            ("{ addresses: [127.0.0.1:1, 127.0.0.1:1], master_name: m }".into(), format!("{f}.addresses[1]")),
-            ("{ addresses: [127.0.0.1:1], master_name: m, user: u }".into(), format!("{f}.user")),
-            ("{ addresses: [127.0.0.1:1], master_name: m, password_env: UNSET_VAR }".into(), format!("{f}.password_env")),
-            ("{ addresses: [127.0.0.1:1], master_name: m, timeout: 0s }".into(), format!("{f}.timeout")),
-            ("{ addresses: [127.0.0.1:1], master_name: m, interval: soon }".into(), format!("{f}.interval")),
-            ("{ addresses: [127.0.0.1:1], master_name: m, hold_timeout: 0s }".into(), format!("{f}.hold_timeout")),
-            ("{ addresses: [127.0.0.1:1], master_name: m, quorum: 2 }".into(), "quorum".into()),
+            (
+                "{ addresses: [127.0.0.1:26379] }".into(),
+                format!("{f}.master_name"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:26379], master_name: 'a b' }".into(),
+                format!("{f}.master_name"),
+            ),
+            (
+                "{ addresses: [nope], master_name: m }".into(),
+                format!("{f}.addresses[0]"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1, 127.0.0.1:1], master_name: m }".into(),
+                format!("{f}.addresses[1]"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1], master_name: m, user: u }".into(),
+                format!("{f}.user"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1], master_name: m, password_env: UNSET_VAR }".into(),
+                format!("{f}.password_env"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1], master_name: m, timeout: 0s }".into(),
+                format!("{f}.timeout"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1], master_name: m, interval: soon }".into(),
+                format!("{f}.interval"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1], master_name: m, hold_timeout: 0s }".into(),
+                format!("{f}.hold_timeout"),
+            ),
+            (
+                "{ addresses: [127.0.0.1:1], master_name: m, quorum: 2 }".into(),
+                "quorum".into(),
+            ),
         ];
         for (text, field) in cases {
             let err = load(&text).expect_err(&text);
-            assert!(err.contains(&field), "{text}: error does not name {field}: {err}");
+            assert!(
+                err.contains(&field),
+                "{text}: error does not name {field}: {err}"
+            );
         }
     }
 }

@@ -214,7 +214,8 @@ pub fn decide(
     if let Ok(b) = chosen {
         let new_primary = memory.routed_primary.as_ref() != Some(b.name);
         // Each hold in force (operator, authority): Some(true) once another primary is here.
-        let over = |h: &Option<OperatorHold>| h.as_ref().map(|h| h.primary.as_ref() != Some(b.name));
+        let over =
+            |h: &Option<OperatorHold>| h.as_ref().map(|h| h.primary.as_ref() != Some(b.name));
         let (operator_over, authority_over) = (over(&memory.hold), over(&memory.authority.hold));
         if b.suspect || refused {
             // Held for its answer or the authority's: no handover is observed.
@@ -348,8 +349,7 @@ fn named_by_authority<'v, 'a>(
     memory: &ClusterMemory,
 ) -> Option<&'v BackendView<'a>> {
     policy.authority?;
-    let Some(crate::control_plane::authority::Verdict::Leader(leader)) =
-        &memory.authority.verdict
+    let Some(crate::control_plane::authority::Verdict::Leader(leader)) = &memory.authority.verdict
     else {
         return None;
     };

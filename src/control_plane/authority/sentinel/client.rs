@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ErrorKind, ProtocolVersion, RedisConnectionInfo, RedisError, Value};
+use redis::{
+    AsyncConnectionConfig, ErrorKind, ProtocolVersion, RedisConnectionInfo, RedisError, Value,
+};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -154,7 +156,7 @@ impl Querier {
             None if self.backoff.waiting() => {
                 // The same text as the failure itself, so a verdict does not flap between two
                 // wordings of one outage.
-                return Answer::Failed(self.last_error.clone())
+                return Answer::Failed(self.last_error.clone());
             }
             None => match open_query(&self.target).await {
                 Ok(c) => c,
@@ -176,7 +178,10 @@ impl Querier {
                 Answer::Failed(describe(&error))
             }
             Ok(Err(error)) => self.failed(describe(&error)),
-            Err(_) => self.failed(format!("no answer within {}", humantime::format_duration(budget))),
+            Err(_) => self.failed(format!(
+                "no answer within {}",
+                humantime::format_duration(budget)
+            )),
         }
     }
 
@@ -267,11 +272,14 @@ async fn subscription(
         Ok(s) => s,
         Err(why) => return why,
     };
-    let pubsub = match tokio::time::timeout_at(deadline, redis::aio::PubSub::new(&target.login.0, stream)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return login_error(&e, &target.login.0),
-        Err(_) => return "accepted the connection but did not answer the login in time".into(),
-    };
+    let pubsub =
+        match tokio::time::timeout_at(deadline, redis::aio::PubSub::new(&target.login.0, stream))
+            .await
+        {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return login_error(&e, &target.login.0),
+            Err(_) => return "accepted the connection but did not answer the login in time".into(),
+        };
     let (mut sink, mut messages) = pubsub.split();
     let subscribe = async {
         sink.subscribe(events::CHANNELS).await?;
@@ -287,7 +295,11 @@ async fn subscription(
         info!(message = "Sentinel subscription restored.", sentinel = %target.label);
     }
     *was_up = true;
-    if out.send(Signal::Subscribed { from: target.index }).await.is_err() {
+    if out
+        .send(Signal::Subscribed { from: target.index })
+        .await
+        .is_err()
+    {
         return "the authority stopped".into();
     }
     let mut ping = tokio::time::interval_at(Instant::now() + SUBSCRIPTION_PING, SUBSCRIPTION_PING);
@@ -362,14 +374,18 @@ fn is_error_reply(error: &RedisError) -> bool {
 fn describe(error: &RedisError) -> String {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or_default();
-    let hint = if first.contains("unknown command") && first.to_ascii_lowercase().contains("sentinel") {
-        " (is this a Sentinel port? a Redis server does not know SENTINEL)"
-    } else {
-        ""
-    };
+    let hint =
+        if first.contains("unknown command") && first.to_ascii_lowercase().contains("sentinel") {
+            " (is this a Sentinel port? a Redis server does not know SENTINEL)"
+        } else {
+            ""
+        };
     match error.kind() {
         ErrorKind::ParseError => "the reply is not RESP".into(),
-        _ => format!("{}{hint}", crate::control_plane::checks::parse::shorten(first, 160)),
+        _ => format!(
+            "{}{hint}",
+            crate::control_plane::checks::parse::shorten(first, 160)
+        ),
     }
 }
 
@@ -388,7 +404,12 @@ pub async fn resolve(addr: &MasterAddr, budget: Duration) -> Result<Vec<SocketAd
     if let Ok(ip) = addr.host.parse::<std::net::IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, addr.port)]);
     }
-    match timeout(budget, tokio::net::lookup_host((addr.host.as_str(), addr.port))).await {
+    match timeout(
+        budget,
+        tokio::net::lookup_host((addr.host.as_str(), addr.port)),
+    )
+    .await
+    {
         Ok(Ok(found)) => Ok(found.collect()),
         Ok(Err(e)) => Err(format!("resolve {}: {e}", addr.host)),
         Err(_) => Err(format!("resolve {}: no answer in time", addr.host)),

@@ -152,7 +152,10 @@ mod tests {
         assert_eq!(effect("+sdown", master), Ok(Effect::Recheck));
         assert_eq!(effect("-odown", master), Ok(Effect::Recheck));
         assert_eq!(effect("+try-failover", master), Ok(Effect::FailoverStarted));
-        assert_eq!(effect("+elected-leader", master), Ok(Effect::FailoverStarted));
+        assert_eq!(
+            effect("+elected-leader", master),
+            Ok(Effect::FailoverStarted)
+        );
         assert_eq!(
             effect("+failover-state-wait-promotion", master),
             Ok(Effect::FailoverStarted)
@@ -163,7 +166,10 @@ mod tests {
         );
         assert_eq!(effect("+failover-end", master), Ok(Effect::Recheck));
         assert_eq!(
-            effect("+switch-master", "labmaster 127.0.0.1 16379 127.0.0.1 16380"),
+            effect(
+                "+switch-master",
+                "labmaster 127.0.0.1 16379 127.0.0.1 16380"
+            ),
             Ok(Effect::Recheck)
         );
     }
@@ -179,7 +185,10 @@ mod tests {
     fn replica_events_count_only_for_the_conversion_and_promotion() {
         let replica = "slave 127.0.0.1:16380 127.0.0.1 16380 @ labmaster 127.0.0.1 16379";
         assert_eq!(effect("+convert-to-slave", replica), Ok(Effect::Recheck));
-        assert_eq!(effect("+promoted-slave", replica), Ok(Effect::FailoverStarted));
+        assert_eq!(
+            effect("+promoted-slave", replica),
+            Ok(Effect::FailoverStarted)
+        );
         assert!(matches!(
             effect("+sdown", replica),
             Err(Ignored::NotTheMaster { .. })
@@ -201,7 +210,13 @@ mod tests {
             effect("+switch-master", "other 10.0.0.1 1 10.0.0.2 2"),
             Err(Ignored::OtherMaster { .. })
         ));
-        for payload in ["", "master", "master labmaster 127.0.0.1 port", "\u{0}\u{ff}", "a b c d e f g h i"] {
+        for payload in [
+            "",
+            "master",
+            "master labmaster 127.0.0.1 port",
+            "\u{0}\u{ff}",
+            "a b c d e f g h i",
+        ] {
             assert!(
                 matches!(effect("+sdown", payload), Err(Ignored::Malformed { .. })),
                 "{payload:?}"

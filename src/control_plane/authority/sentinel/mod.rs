@@ -98,7 +98,12 @@ pub async fn run(source: Source, config: SentinelConfig) {
         }
         let fast = holding || !matches!(verdict, Verdict::Leader(_));
         last = Some((verdict, holding));
-        next = now + if fast { FAST_INTERVAL.min(config.interval) } else { config.interval };
+        next = now
+            + if fast {
+                FAST_INTERVAL.min(config.interval)
+            } else {
+                config.interval
+            };
     }
 }
 
@@ -129,7 +134,9 @@ fn log_change(source: &Source, verdict: &Verdict, holding: bool, tally: &Tally) 
             };
             info!(message = "Sentinel quorum names the master.", cluster = %cluster, backend = %name, votes, hold = holding);
         }
-        other => warn!(message = "Sentinel quorum names no backend.", cluster = %cluster, reason = %other.error().unwrap_or_default(), hold = holding),
+        other => {
+            warn!(message = "Sentinel quorum names no backend.", cluster = %cluster, reason = %other.error().unwrap_or_default(), hold = holding)
+        }
     }
 }
 
@@ -137,8 +144,16 @@ fn log_change(source: &Source, verdict: &Verdict, holding: bool, tally: &Tally) 
 async fn verdict(tally: &Tally, cluster: &ClusterConfig, budget: Duration) -> Verdict {
     let addr = match tally {
         Tally::Agreed { addr, .. } => addr,
-        Tally::Disagreed(reason) => return Verdict::NoLeader { reason: reason.clone() },
-        Tally::Unreachable(reason) => return Verdict::Unreachable { reason: reason.clone() },
+        Tally::Disagreed(reason) => {
+            return Verdict::NoLeader {
+                reason: reason.clone(),
+            }
+        }
+        Tally::Unreachable(reason) => {
+            return Verdict::Unreachable {
+                reason: reason.clone(),
+            }
+        }
     };
     let reported = match client::resolve(addr, budget).await {
         Ok(r) => r,
@@ -171,7 +186,9 @@ async fn backend_addrs(address: &BackendAddress, budget: Duration) -> Vec<Socket
     match address {
         BackendAddress::Ip(a) => vec![*a],
         BackendAddress::Dns { host, port } => {
-            match tokio::time::timeout(budget, tokio::net::lookup_host((host.as_str(), *port))).await {
+            match tokio::time::timeout(budget, tokio::net::lookup_host((host.as_str(), *port)))
+                .await
+            {
                 Ok(Ok(found)) => found.collect(),
                 _ => Vec::new(),
             }
@@ -275,8 +292,11 @@ mod tests {
         let mut h = HoldState::new(Duration::from_secs(10));
         assert!(!h.on_tally(&agreed(1), t0, "c"));
         assert!(h.on_event(&Effect::FailoverStarted, t0));
-        assert!(!h.on_event(&Effect::FailoverStarted, t0), "one hold at a time");
-        assert!(h.on_event(&Effect::Recheck, t0) == false && h.holding());
+        assert!(
+            !h.on_event(&Effect::FailoverStarted, t0),
+            "one hold at a time"
+        );
+        assert!(!h.on_event(&Effect::Recheck, t0) && h.holding());
         // The leader switched, the majority not yet: still the old master, still holding.
         assert!(h.on_tally(&agreed(1), t0 + Duration::from_millis(500), "c"));
         assert!(h.on_tally(&Tally::Disagreed("1 vs 2".into()), t0, "c"));
@@ -316,11 +336,11 @@ mod tests {
                 name: "127.0.0.1:9".into()
             }
         );
-        let v = to_verdict(
-            &addr(9),
-            Mapping::Ambiguous(vec!["a".into(), "b".into()]),
+        let v = to_verdict(&addr(9), Mapping::Ambiguous(vec!["a".into(), "b".into()]));
+        assert!(
+            matches!(v, Verdict::NoLeader { ref reason } if reason.contains("backends a, b")),
+            "{v:?}"
         );
-        assert!(matches!(v, Verdict::NoLeader { ref reason } if reason.contains("backends a, b")), "{v:?}");
         assert_eq!(
             to_verdict(&addr(9), Mapping::Backend("a".into())),
             Verdict::Leader("a".into())

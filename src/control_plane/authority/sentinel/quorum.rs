@@ -216,7 +216,10 @@ mod tests {
         let Tally::Disagreed(why) = t(&[Answer::Unknown, Answer::Unknown, m(1)]) else {
             panic!()
         };
-        assert!(why.contains("do not monitor a master named \"mymaster\""), "{why}");
+        assert!(
+            why.contains("do not monitor a master named \"mymaster\""),
+            "{why}"
+        );
     }
 
     #[test]
