@@ -295,6 +295,15 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
         async move { all }
     })
     .await;
+    // And until Sentinel turned the old master into B's replica (it waits ~10 s for that):
+    // a conversion still pending when the lab is reset would undo the reset.
+    support::eventually(Duration::from_secs(40), "A converted to a replica", || {
+        let ok = proxy
+            .try_backend_status("db", "a")
+            .is_some_and(|s| s.role == "replica");
+        async move { ok }
+    })
+    .await;
     clock.abort();
 
     let failed: Vec<_> = attempts.iter().filter(|x| x.result.is_err()).collect();
