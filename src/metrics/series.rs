@@ -217,7 +217,7 @@ impl Metrics {
     /// empty families; a dashboard check must not), plus the process collector's.
     pub fn family_names(&self) -> BTreeSet<String> {
         use prometheus::core::Collector;
-        let collectors: [&dyn Collector; 31] = [
+        let collectors: [&dyn Collector; 34] = [
             &self.sessions_active,
             &self.sessions_total,
             &self.session_duration,
@@ -244,6 +244,9 @@ impl Metrics {
             &self.config_reloads_total,
             &self.config_last_reload_success,
             &self.admin_auth_failures_total,
+            &self.authority_up,
+            &self.authority_agrees,
+            &self.authority_events_total,
             &self.steer_active,
             &self.steer_sessions,
             &self.steer_connections_total,

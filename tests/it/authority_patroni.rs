@@ -266,14 +266,18 @@ async fn a_patroni_switchover_is_followed_with_no_failed_connection() {
 
     let rw = proxy.addr("rw_pat").await;
     let writer = Writer::spawn(rw);
-    writer.wait_for_writes(20, a.port(), "writes on A before").await;
+    writer
+        .wait_for_writes(20, a.port(), "writes on A before")
+        .await;
     let t = lab_sh(&["switchover", "patroni", "--json"]).await;
     let done = serde_json::from_str::<serde_json::Value>(&t)
         .ok()
         .and_then(|v| v["done"].as_f64())
         .unwrap_or_else(wall);
     proxy.wait_route("rw_pat", "b leads", |n| n == ["b"]).await;
-    writer.wait_for_writes(20, b.port(), "writes on B after").await;
+    writer
+        .wait_for_writes(20, b.port(), "writes on B after")
+        .await;
     let attempts = writer.finish().await;
 
     let bad = failed(&attempts);
@@ -288,13 +292,19 @@ async fn a_patroni_switchover_is_followed_with_no_failed_connection() {
         .iter()
         .filter(|x| x.started > done && x.result == Ok(a.port()))
         .count();
-    assert_eq!(late_on_a, 0, "writes acknowledged by A after the switchover");
+    assert_eq!(
+        late_on_a, 0,
+        "writes acknowledged by A after the switchover"
+    );
     assert!(
         events(&proxy, "pat", "hold_started") >= 1.0,
         "the failover key held new connections"
     );
     assert!(events(&proxy, "pat", "hold_cleared") >= 1.0);
-    assert!(events(&proxy, "pat", "recheck") >= 1.0, "a leader change re-checks");
+    assert!(
+        events(&proxy, "pat", "recheck") >= 1.0,
+        "a leader change re-checks"
+    );
     let s = authority(&proxy, "pat");
     assert_eq!(s.leader.as_deref(), Some("b"));
     assert!(!s.hold);
@@ -329,7 +339,9 @@ async fn a_killed_patroni_primary_is_followed() {
     proxy.wait_route("rw_pat", "a leads", |n| n == ["a"]).await;
     let rw = proxy.addr("rw_pat").await;
     let writer = Writer::spawn(rw);
-    writer.wait_for_writes(10, a.port(), "writes on A before").await;
+    writer
+        .wait_for_writes(10, a.port(), "writes on A before")
+        .await;
     let killed = wall();
     lab_sh(&["kill", "patroni", "--json"]).await;
     proxy.wait_route("rw_pat", "b leads", |n| n == ["b"]).await;
@@ -337,7 +349,9 @@ async fn a_killed_patroni_primary_is_followed() {
         s.leader.as_deref() == Some("b") && s.gate == Some("agrees")
     })
     .await;
-    writer.wait_for_writes(10, b.port(), "writes on B after").await;
+    writer
+        .wait_for_writes(10, b.port(), "writes on B after")
+        .await;
     let attempts = writer.finish().await;
     let on_a_after = attempts
         .iter()
@@ -420,21 +434,33 @@ async fn the_leader_key_must_agree_with_the_checks() {
     proxy.wait_candidates("ro_db", 1).await;
     let held = proxy.app.router().load();
     let route = held.route(&"rw_db".into()).expect("rw_db route");
-    assert!(route.candidates.is_empty(), "disagreeing: a must not be routed");
+    assert!(
+        route.candidates.is_empty(),
+        "disagreeing: a must not be routed"
+    );
     assert!(events(&proxy, "db", "disagrees") >= 1.0);
     assert_eq!(
-        metric_value(&proxy.metrics(), "rolegate_authority_agrees{cluster=\"db\"}"),
+        metric_value(
+            &proxy.metrics(),
+            "rolegate_authority_agrees{cluster=\"db\"}"
+        ),
         Some(0.0)
     );
     let refused = db::connect_and_write(Engine::Pg, proxy.addr("rw_db").await, "x").await;
-    assert!(refused.is_err(), "a new primary connection is not placed: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a new primary connection is not placed: {refused:?}"
+    );
 
     // The authority moves to a: routed at once (the watch, not a poll).
     keys.put("leader", "A").await;
     proxy.wait_route("rw_db", "a agreed", |n| n == ["a"]).await;
     assert_eq!(authority(&proxy, "db").gate, Some("agrees"));
     assert_eq!(
-        metric_value(&proxy.metrics(), "rolegate_authority_agrees{cluster=\"db\"}"),
+        metric_value(
+            &proxy.metrics(),
+            "rolegate_authority_agrees{cluster=\"db\"}"
+        ),
         Some(1.0)
     );
     let port = db::connect_and_write(Engine::Pg, proxy.addr("rw_db").await, "y")
@@ -444,23 +470,39 @@ async fn the_leader_key_must_agree_with_the_checks() {
 
     // A member no backend stands for: not routed, a clear error.
     keys.put("leader", "pg-nobody").await;
-    proxy.wait_route("rw_db", "unknown member held", |n| n.is_empty()).await;
+    proxy
+        .wait_route("rw_db", "unknown member held", |n| n.is_empty())
+        .await;
     let s = authority(&proxy, "db");
     assert_eq!(s.gate, Some("unknown_member"));
     let error = s.last_error.unwrap_or_default();
-    assert!(error.contains("pg-nobody") && error.contains("patroni_member"), "{error}");
+    assert!(
+        error.contains("pg-nobody") && error.contains("patroni_member"),
+        "{error}"
+    );
     assert!(events(&proxy, "db", "unknown_member") >= 1.0);
 
     // No leader key: no one.
     keys.delete("leader").await;
     wait_authority(&proxy, "db", "no leader", |s| s.gate == Some("no_leader")).await;
-    assert!(proxy.app.router().load().route(&"rw_db".into()).unwrap().candidates.is_empty());
+    assert!(proxy
+        .app
+        .router()
+        .load()
+        .route(&"rw_db".into())
+        .unwrap()
+        .candidates
+        .is_empty());
 
     // A switchover announced while a leads: held until it is cleared.
     keys.put("leader", "A").await;
-    proxy.wait_route("rw_db", "a agreed again", |n| n == ["a"]).await;
+    proxy
+        .wait_route("rw_db", "a agreed again", |n| n == ["a"])
+        .await;
     keys.put("failover", r#"{"leader":"A","member":"B"}"#).await;
-    proxy.wait_route("rw_db", "held by the failover key", |n| n.is_empty()).await;
+    proxy
+        .wait_route("rw_db", "held by the failover key", |n| n.is_empty())
+        .await;
     assert!(authority(&proxy, "db").hold);
     assert!(events(&proxy, "db", "hold_started") >= 1.0);
     keys.put("failover", "{}").await; // Patroni's "done"
@@ -505,11 +547,16 @@ async fn an_unreachable_authority_follows_on_authority_lost() {
     let proxy = Proxy::start(&yaml).await;
     for cluster in ["trust", "closed"] {
         wait_authority(&proxy, cluster, "unreachable reported", |s| {
-            !s.reachable && s.last_error.as_deref().is_some_and(|e| e.contains("unreachable"))
+            !s.reachable
+                && s.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("unreachable"))
         })
         .await;
     }
-    proxy.wait_route("rw_trust", "trust_checks routes a", |n| n == ["a"]).await;
+    proxy
+        .wait_route("rw_trust", "trust_checks routes a", |n| n == ["a"])
+        .await;
     assert_eq!(authority(&proxy, "trust").gate, Some("trust_checks"));
     let port = db::connect_and_write(Engine::Pg, proxy.addr("rw_trust").await, "t")
         .await
@@ -520,10 +567,16 @@ async fn an_unreachable_authority_follows_on_authority_lost() {
     assert_eq!(authority(&proxy, "closed").gate, Some("fail_closed"));
     let table = proxy.app.router().load();
     let rw = table.route(&"rw_closed".into()).expect("route");
-    assert!(rw.candidates.is_empty(), "fail_closed: the primary is not routed");
+    assert!(
+        rw.candidates.is_empty(),
+        "fail_closed: the primary is not routed"
+    );
     assert_eq!(rw.unavailable, Some(rolegate::routing::Unavailable::Held));
     let refused = db::connect_and_write(Engine::Pg, proxy.addr("rw_closed").await, "f").await;
-    assert!(refused.is_err(), "fail_closed: queued, then refused: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "fail_closed: queued, then refused: {refused:?}"
+    );
     let mut replica = db::open(Engine::Pg, proxy.addr("ro_closed").await)
         .await
         .expect("fail_closed keeps the replica route");

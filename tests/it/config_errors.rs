@@ -212,7 +212,7 @@ const CASES: &[(&str, &[&str])] = &[
     (
         "unknown_key.yaml",
         &[
-            "unknown_key.yaml:3:5: clusters[0].protocl: unknown field `protocl`, expected one of `name`, `protocol`, `check`, `max_replica_lag`, `split_brain`, `on_demote`, `connect_timeout`, `idle_timeout`, `retries`, `backends`; did you mean `protocol`?",
+            "unknown_key.yaml:3:5: clusters[0].protocl: unknown field `protocl`, expected one of `name`, `protocol`, `check`, `max_replica_lag`, `split_brain`, `on_demote`, `connect_timeout`, `idle_timeout`, `retries`, `backends`, `authority`, `on_authority_lost`; did you mean `protocol`?",
         ],
     ),
     (

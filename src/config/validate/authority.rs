@@ -174,7 +174,7 @@ mod tests {
 
     fn cluster(extra: &str, backends: &str) -> String {
         format!(
-            "clusters:\n  - name: c\n    protocol: postgres\n{extra}    backends:\n{backends}listeners:\n  - {{ name: l, bind: 127.0.0.1:0, cluster: c }}\n"
+            "clusters:\n  - name: c\n    protocol: postgres\n    check: {{ user: m }}\n{extra}    backends:\n{backends}listeners:\n  - {{ name: l, bind: 127.0.0.1:0, cluster: c }}\n"
         )
     }
 

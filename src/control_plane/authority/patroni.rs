@@ -183,8 +183,9 @@ impl Keys {
     fn verdict(&self, members: &Members) -> Verdict {
         match self.leader.as_deref() {
             None | Some("") => Verdict::NoLeader {
-                reason: "Patroni's leader key is absent (a leader race, or no member holds the lock)"
-                    .to_string(),
+                reason:
+                    "Patroni's leader key is absent (a leader race, or no member holds the lock)"
+                        .to_string(),
             },
             Some(name) => match members.backend(name) {
                 Some(b) => Verdict::Leader(b),
@@ -213,7 +214,11 @@ fn switchover_pending(value: &[u8]) -> bool {
     }
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(o)) => {
-            let named = |k: &str| o.get(k).and_then(|v| v.as_str()).is_some_and(|s| !s.is_empty());
+            let named = |k: &str| {
+                o.get(k)
+                    .and_then(|v| v.as_str())
+                    .is_some_and(|s| !s.is_empty())
+            };
             let scheduled = o.get("scheduled_at").is_some_and(|v| !v.is_null());
             (named("leader") || named("member")) && !scheduled
         }
@@ -284,7 +289,7 @@ mod tests {
     use crate::config::Config;
 
     fn cluster() -> (ClusterConfig, PatroniConfig) {
-        let text = "clusters:\n  - name: c\n    protocol: postgres\n    authority: { patroni: { etcd: { endpoints: [http://127.0.0.1:1] }, namespace: /ns/, scope: s } }\n    backends:\n      - { name: a, address: 127.0.0.1:1 }\n      - { name: b, address: 127.0.0.1:2, patroni_member: pg-b }\nlisteners:\n  - { name: l, bind: 127.0.0.1:0, cluster: c }\n";
+        let text = "clusters:\n  - name: c\n    protocol: postgres\n    check: { user: m }\n    authority: { patroni: { etcd: { endpoints: [http://127.0.0.1:1] }, namespace: /ns/, scope: s } }\n    backends:\n      - { name: a, address: 127.0.0.1:1 }\n      - { name: b, address: 127.0.0.1:2, patroni_member: pg-b }\nlisteners:\n  - { name: l, bind: 127.0.0.1:0, cluster: c }\n";
         let c = Config::from_yaml_str(text, None).expect("valid").clusters[0].clone();
         let Some(crate::config::Authority::Patroni(p)) = c.authority.clone() else {
             panic!("no patroni authority")
@@ -343,7 +348,10 @@ mod tests {
             (b"{}", false),
             (b"", false),
             (br#"{"leader":"","member":""}"#, false),
-            (br#"{"leader":"a","scheduled_at":"2030-01-01T00:00:00+00:00"}"#, false),
+            (
+                br#"{"leader":"a","scheduled_at":"2030-01-01T00:00:00+00:00"}"#,
+                false,
+            ),
             (b"null", false),
             (b"[1,2]", false),
             (b"a:b", true),

@@ -32,6 +32,15 @@ fn unreachable() -> Option<Verdict> {
     })
 }
 
+/// (what, on_authority_lost, verdict, routed backend, gate)
+type Row = (
+    &'static str,
+    OnAuthorityLost,
+    Option<Verdict>,
+    Option<&'static str>,
+    Gate,
+);
+
 #[test]
 fn a_node_is_routed_only_when_the_checks_and_the_authority_agree() {
     use OnAuthorityLost::{FailClosed, TrustChecks};
@@ -41,10 +50,15 @@ fn a_node_is_routed_only_when_the_checks_and_the_authority_agree() {
     let unknown = Some(Verdict::UnknownMember {
         name: "pg-9".into(),
     });
-    // (what, on_lost, verdict, routed, gate)
-    let rows: [(&str, OnAuthorityLost, Option<Verdict>, Option<&str>, Gate); 10] = [
+    let rows: [Row; 10] = [
         ("agree", TrustChecks, leader("a"), Some("a"), Gate::Agrees),
-        ("agree, fail_closed", FailClosed, leader("a"), Some("a"), Gate::Agrees),
+        (
+            "agree, fail_closed",
+            FailClosed,
+            leader("a"),
+            Some("a"),
+            Gate::Agrees,
+        ),
         (
             "authority names the replica",
             TrustChecks,
@@ -106,7 +120,11 @@ fn a_node_is_routed_only_when_the_checks_and_the_authority_agree() {
         let mut mem = told(verdict);
         let d = run(
             with(on_lost),
-            &[primary("a"), replica("b", Some(0), None), down(primary("c"))],
+            &[
+                primary("a"),
+                replica("b", Some(0), None),
+                down(primary("c")),
+            ],
             &mut mem,
         );
         match routed {
@@ -115,7 +133,11 @@ fn a_node_is_routed_only_when_the_checks_and_the_authority_agree() {
                 assert_eq!(mem.routed_primary, Some(b.into()), "{what}");
             }
             None => {
-                assert_eq!(d.primary, Err(Unavailable::Held), "{what}: held, not routed");
+                assert_eq!(
+                    d.primary,
+                    Err(Unavailable::Held),
+                    "{what}: held, not routed"
+                );
                 assert_eq!(mem.routed_primary, None, "{what}: nothing observed");
                 assert!(d.events.is_empty(), "{what}: {:?}", d.events);
             }
@@ -174,7 +196,11 @@ fn an_announced_switchover_holds_until_another_primary_passes_the_gate() {
         primary: mem.routed_primary.clone(),
     });
     let d = run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
-    assert_eq!(d.primary, Err(Unavailable::Held), "old primary still claims");
+    assert_eq!(
+        d.primary,
+        Err(Unavailable::Held),
+        "old primary still claims"
+    );
     assert_eq!(d.holders, names(&["a"]), "its sessions stay");
     // a demotes: nobody is primary; still held (queue), not no_primary.
     mem.authority.verdict = Some(Verdict::NoLeader {
@@ -195,7 +221,10 @@ fn an_announced_switchover_holds_until_another_primary_passes_the_gate() {
         .events
         .contains(&DecisionEvent::AuthorityHoldEnded { to: "b".into() }));
     assert!(mem.authority.hold.is_none());
-    assert!(mem.hold.is_none(), "an operator hold is not the authority's");
+    assert!(
+        mem.hold.is_none(),
+        "an operator hold is not the authority's"
+    );
 }
 
 #[test]
@@ -230,7 +259,11 @@ fn a_disagreement_observes_no_handover() {
     let mut mem = told(leader("a"));
     run(p, &[primary("a"), replica("b", Some(0), None)], &mut mem);
     // a goes down; b claims primary, but the authority still names a.
-    run(p, &[down(primary("a")), replica("b", Some(0), None)], &mut mem);
+    run(
+        p,
+        &[down(primary("a")), replica("b", Some(0), None)],
+        &mut mem,
+    );
     let d = run(p, &[down(primary("a")), primary("b")], &mut mem);
     assert_eq!(d.primary, Err(Unavailable::Held));
     assert!(mem.stale.is_empty(), "no handover observed: a is not stale");

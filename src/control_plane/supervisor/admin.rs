@@ -9,7 +9,11 @@ use crate::control_plane::decision::AdminMode;
 use crate::routing::BackendKey;
 
 impl Supervisor {
-    pub(super) fn admin_action(&mut self, key: &BackendKey, action: AdminAction) -> Result<(), AdminError> {
+    pub(super) fn admin_action(
+        &mut self,
+        key: &BackendKey,
+        action: AdminAction,
+    ) -> Result<(), AdminError> {
         let ci = self
             .cluster_index(&key.cluster)
             .ok_or_else(|| AdminError::UnknownBackend(key.clone()))?;

@@ -38,10 +38,10 @@ use crate::control_plane::role::BackendMachine;
 use crate::metrics::Metrics;
 use crate::routing::{BackendEntry, BackendKey, RouterWriter};
 
+pub use authority_input::AuthorityStatus;
 pub use fleet_input::{FleetDecision, Published, PublishedSet};
 pub use guards::Held;
 pub use hold::{HoldEnd, HoldStatus, DEFAULT_HOLD, MAX_HOLD};
-pub use authority_input::AuthorityStatus;
 pub use status::{
     BackendStatus, ClusterStatus, CoordinationStatus, ListenerStatus, StatusSnapshot,
 };
