@@ -23,6 +23,8 @@
 //!    (default) routes no one; `keep_current` keeps the primary routed before, if it is one of
 //!    them; `highest_timeline` (PostgreSQL) follows the unique newest timeline. Anything
 //!    undecidable fails closed. Only answering primaries are judged when one answers.
+//!    With an authority naming one of them (policy 7), that one is chosen: the authority saw
+//!    the handover.
 //! 5. **Replicas** qualify when up, confirmed replica, and within `max_replica_lag` (a replica
 //!    whose lag is unknown — replication stopped — does not qualify). A replica whose applied
 //!    position has reached the primary's write position has zero lag, whatever its clock says.
