@@ -68,7 +68,7 @@ impl Verdict {
             Verdict::Leader(_) => None,
             Verdict::NoLeader { reason } => Some(format!("no leader: {reason}")),
             Verdict::UnknownMember { name } => Some(format!(
-                "the authority names {name:?}, which is no backend of this cluster (set patroni_member)"
+                "the authority names {name:?}, which is no backend of this cluster (Patroni: set patroni_member; Sentinel: a backend needs that address)"
             )),
             Verdict::Unreachable { reason } => Some(format!("unreachable: {reason}")),
         }
