@@ -2,7 +2,7 @@
 //! Sentinel) and must agree before a node is routed as primary (README, "Authorities").
 //! Absent means rolegate's own checks decide alone, exactly as before.
 
-use super::EtcdConfig;
+use super::{EtcdConfig, SentinelConfig};
 
 /// The orchestrator a cluster takes its truth from; exactly one per cluster. Each variant is
 /// one source in `control_plane/authority/` (the dispatcher matches on it).
@@ -10,6 +10,8 @@ use super::EtcdConfig;
 pub enum Authority {
     /// Patroni's leader key in its etcd (v3) DCS.
     Patroni(PatroniConfig),
+    /// The master a majority of Redis Sentinels names.
+    Sentinel(SentinelConfig),
 }
 
 impl Authority {
@@ -17,6 +19,7 @@ impl Authority {
     pub fn kind(&self) -> &'static str {
         match self {
             Authority::Patroni(_) => "patroni",
+            Authority::Sentinel(_) => "sentinel",
         }
     }
 }

@@ -14,6 +14,7 @@ mod error;
 mod locate;
 mod raw;
 mod secret;
+mod sentinel;
 mod validate;
 
 use std::fmt;
@@ -29,6 +30,7 @@ pub use diff::ConfigDiff;
 pub(crate) use duration::parse as parse_duration;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use secret::{read_secret_file, Secret};
+pub use sentinel::SentinelConfig;
 
 /// A validated configuration. Every name is unique within its kind, every listener points at an
 /// existing cluster, every duration is non-zero where zero would be meaningless.

@@ -185,6 +185,23 @@ pub(crate) struct RawCluster {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAuthority {
     pub patroni: Option<RawPatroni>,
+    pub sentinel: Option<RawSentinel>,
+}
+
+/// `authority.sentinel:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSentinel {
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    pub master_name: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub timeout: Option<String>,
+    pub interval: Option<String>,
+    pub hold_timeout: Option<String>,
 }
 
 /// `authority.patroni:`.

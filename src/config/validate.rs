@@ -12,6 +12,7 @@ mod check;
 mod cluster;
 mod coordination;
 mod listener;
+mod sentinel;
 mod tls;
 
 use std::collections::HashMap;

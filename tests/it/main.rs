@@ -22,6 +22,7 @@ mod admin_client;
 mod admin_server;
 mod alert_rules;
 mod authority_patroni;
+mod authority_sentinel;
 mod config_errors;
 mod config_good;
 mod data_plane;

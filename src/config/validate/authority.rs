@@ -39,6 +39,14 @@ pub(super) fn authority(
                 .hint("add authority: { patroni: ... }, or remove on_authority_lost"),
         ));
     }
+    let sentinel = raw.authority.as_ref().is_some_and(|a| a.sentinel.is_some());
+    if sentinel && protocol.is_some_and(|p| p != Protocol::Redis) {
+        return Err(v.report(
+            format!("{path}.authority.sentinel"),
+            Problem::new("Redis Sentinel is the authority of a Redis cluster only")
+                .hint("set protocol: redis, or use another authority"),
+        ));
+    }
     if raw.authority.is_some() && protocol == Some(Protocol::Tcp) {
         return Err(v.report(
             format!("{path}.authority"),
@@ -51,12 +59,21 @@ pub(super) fn authority(
 }
 
 fn one_of(v: &mut Validator<'_>, path: &str, raw: &RawAuthority) -> Checked<Authority> {
-    match &raw.patroni {
-        Some(p) => patroni(v, &format!("{path}.patroni"), p).map(Authority::Patroni),
-        None => Err(v.report(
+    match (&raw.patroni, &raw.sentinel) {
+        (Some(_), Some(_)) => Err(v.report(
+            format!("{path}.sentinel"),
+            Problem::new("patroni and sentinel are alternatives; a cluster has one authority"),
+        )),
+        (Some(p), None) => patroni(v, &format!("{path}.patroni"), p).map(Authority::Patroni),
+        (None, Some(s)) => {
+            super::sentinel::sentinel(v, &format!("{path}.sentinel"), s).map(Authority::Sentinel)
+        }
+        (None, None) => Err(v.report(
             path,
-            Problem::new("the authority names no kind")
-                .hint("write authority: { patroni: { etcd: ..., namespace: ..., scope: ... } }"),
+            Problem::new("the authority names no kind").hint(
+                "write authority: { patroni: { etcd: ..., namespace: ..., scope: ... } } or \
+                 authority: { sentinel: { addresses: [...], master_name: ... } }",
+            ),
         )),
     }
 }

@@ -15,6 +15,7 @@
 //! - never panic on what the authority sends: garbage is a verdict or a logged error.
 
 pub mod patroni;
+pub mod sentinel;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -67,7 +68,7 @@ impl Verdict {
             Verdict::Leader(_) => None,
             Verdict::NoLeader { reason } => Some(format!("no leader: {reason}")),
             Verdict::UnknownMember { name } => Some(format!(
-                "the authority names {name:?}, which is no backend of this cluster (set patroni_member)"
+                "the authority names {name:?}, which is no backend of this cluster (Patroni: set patroni_member; Sentinel: a backend needs that address)"
             )),
             Verdict::Unreachable { reason } => Some(format!("unreachable: {reason}")),
         }
@@ -166,6 +167,7 @@ pub fn spawn(
     };
     Some(match authority {
         Authority::Patroni(config) => tokio::spawn(patroni::run(source, config)),
+        Authority::Sentinel(config) => tokio::spawn(sentinel::run(source, config)),
     })
 }
 

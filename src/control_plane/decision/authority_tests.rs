@@ -173,8 +173,13 @@ fn the_authority_never_makes_a_primary_of_a_node_the_checks_do_not_confirm() {
         );
         assert_eq!(d.primary, Err(Unavailable::NoPrimary));
         assert_eq!(mem.authority.gate, None);
-        // Two primaries: still the split-brain policy's case, not the authority's.
+        // Two primaries, the authority naming one: it saw the handover (Sentinel leaves the
+        // old master answering master ~10 s after the promotion), the named one is routed.
         let mut mem = told(leader("b"));
+        let d = run(with(on_lost), &[primary("a"), primary("b")], &mut mem);
+        assert_eq!(d.primary, Ok(names(&["b"])));
+        // Naming neither: still the split-brain policy's case.
+        let mut mem = told(Some(Verdict::NoLeader { reason: "r".into() }));
         let d = run(with(on_lost), &[primary("a"), primary("b")], &mut mem);
         assert_eq!(d.primary, Err(Unavailable::SplitBrain));
     }

@@ -23,6 +23,8 @@
 //!    (default) routes no one; `keep_current` keeps the primary routed before, if it is one of
 //!    them; `highest_timeline` (PostgreSQL) follows the unique newest timeline. Anything
 //!    undecidable fails closed. Only answering primaries are judged when one answers.
+//!    With an authority naming one of them (policy 7), that one is chosen: the authority saw
+//!    the handover.
 //! 5. **Replicas** qualify when up, confirmed replica, and within `max_replica_lag` (a replica
 //!    whose lag is unknown — replication stopped — does not qualify). A replica whose applied
 //!    position has reached the primary's write position has zero lag, whatever its clock says.
@@ -313,6 +315,13 @@ fn choose_primary<'v, 'a>(
     match claimers {
         [] => Err(Unavailable::NoPrimary),
         [only] => Ok(only),
+        // An authority naming one of the claimers observed the handover: Sentinel promotes
+        // the replica and reconfigures the old master ~10 s later (it waits for the old one
+        // to keep reporting the wrong role), so both answer master meanwhile. The named one
+        // is chosen; the other is not routed (the gate would refuse it anyway).
+        several if named_by_authority(policy, several, memory).is_some() => {
+            named_by_authority(policy, several, memory).ok_or(Unavailable::SplitBrain)
+        }
         several => match policy.split_brain {
             SplitBrainPolicy::FailClosed => Err(Unavailable::SplitBrain),
             SplitBrainPolicy::KeepCurrent => several
@@ -333,6 +342,20 @@ fn choose_primary<'v, 'a>(
             }
         },
     }
+}
+
+/// The claimer the cluster's authority names as leader, if it has an authority that does.
+fn named_by_authority<'v, 'a>(
+    policy: ClusterPolicy,
+    claimers: &[&'v BackendView<'a>],
+    memory: &ClusterMemory,
+) -> Option<&'v BackendView<'a>> {
+    policy.authority?;
+    let Some(crate::control_plane::authority::Verdict::Leader(leader)) = &memory.authority.verdict
+    else {
+        return None;
+    };
+    claimers.iter().find(|b| b.name == leader).copied()
 }
 
 /// A replica's lag, preferring position over time: a replica that has applied everything the
