@@ -71,6 +71,8 @@ bash "$LAB" up
 bash "$LAB" up etcd
 # The Patroni authority tests (tests/it/authority_patroni.rs): Patroni's pair on that etcd.
 bash "$LAB" up patroni
+# The Sentinel authority tests (tests/it/authority_sentinel.rs): three sentinels over the redis pair.
+bash "$LAB" up sentinel
 if [[ $lab_was_up == 0 && ${KEEP_LAB:-0} != 1 ]]; then
     trap 'bash "$LAB" down' EXIT
 fi
