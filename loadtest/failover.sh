@@ -10,7 +10,7 @@
 # loadtest/results/<date>-<rev>-failover.md/.json.
 #
 #   loadtest/failover.sh                         every row x engine x setup that applies (~20 min)
-#   loadtest/failover.sh --smoke                 switchover x every engine x {rolegate default, HAProxy}, short windows (CI)
+#   loadtest/failover.sh --smoke                 switchover x every engine x {rolegate default, HAProxy} + hang, split on redis (CI)
 #   loadtest/failover.sh --rows hang,split --engines redis --setups "rolegate default,HAProxy"
 #   loadtest/failover.sh --rows patroni,sentinel   (starts `lab.sh up patroni|sentinel` if down)
 #   loadtest/failover/failover.py --help         every option (--detect, --split-for, --after-resume)

@@ -932,7 +932,8 @@ def main():
     ap.add_argument("--rolegate", required=True)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--rows", default=None, help="comma-separated: " + ", ".join(r.name for r in ROWS)
-                    + " (aliases: patroni, sentinel); default all (smoke: switchover)")
+                    + " (aliases: patroni, sentinel); default all (smoke: switchover, plus hang and split"
+                    " on redis with rolegate default)")
     ap.add_argument("--engines", default="pg,mysql,redis,patroni,sentinel",
                     help="comma-separated lab engines; pg also selects the Patroni rows, redis the Sentinel row")
     ap.add_argument("--setups", default=None, help="comma-separated subset of: " + ", ".join(SETUPS))
@@ -965,6 +966,11 @@ def main():
     plan = [(row, lab_name, setup) for row in rows for lab_name in row.labs
             if lab_name in wanted or DRIVER[lab_name] in wanted
             for setup in row.setups if setup in setups]
+    if args.smoke and args.rows is None:
+        # CI also runs the unplanned rows once, on the quickest engine, so they cannot rot.
+        extra = select_rows("hang,split")
+        plan += [(row, "redis", DEFAULT) for row in extra if "redis" in wanted and DEFAULT in setups]
+        rows += extra
     if not plan:
         sys.exit("nothing to run: no row applies to these engines and setups")
 
