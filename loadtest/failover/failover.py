@@ -996,6 +996,8 @@ def main():
                     r = {"row": row.name, "engine": lab_name, "setup": setup, "error": f"{type(e).__name__}: {e}"}
                 log(json.dumps({k: v for k, v in r.items() if k not in ("errors",)}, default=str))
                 results.append(r)
+            # Still under the lock: what every scenario's reset left, not what other tests do next.
+            log("lab after the run:\n" + lab("status"))
     finally:
         stop_all()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -1031,8 +1033,6 @@ def main():
     with open(os.path.join(out, stem + ".json"), "w") as f:
         json.dump({"date": date, "rev": rev, "load": load, "rows": results}, f, indent=1, default=str)
     log(f"wrote {os.path.join(out, stem)}.md and .json")
-    status = lab("status")
-    log("lab after the run:\n" + status)
     ok = all("error" not in r for r in results)
     sys.exit(0 if ok else 1)
 
