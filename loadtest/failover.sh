@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # loadtest/failover.sh — failover figures: real clients writing through a proxy (a new connection
-# every 20 ms + one long-lived session) during `lab.sh switchover <engine>`, for PostgreSQL,
-# MariaDB and Redis, against rolegate (default config; `interval: 1s`) and HAProxy configured the
-# common way (Redis tcp-check on `role:master`; PostgreSQL/MariaDB httpchk against a Patroni-style
-# role responder). Prints a markdown table and writes loadtest/results/<date>-<rev>-failover.md/.json.
+# every 20 ms + one long-lived session) while the lab moves the primary, for PostgreSQL, MariaDB
+# and Redis, against rolegate (default config) and HAProxy configured the common way (Redis
+# tcp-check on `role:master`; PostgreSQL/MariaDB httpchk `OPTIONS /primary`, against Patroni's
+# REST API for the Patroni rows and a Patroni-style role responder for the plain pairs).
+# Rows: switchover (without and with `rolegate hold`), hang (SIGSTOP + promote + resume), split
+# (promote with the primary up, then demote it), patroni-switchover, patroni-kill,
+# sentinel-failover. Prints one markdown table per row and writes
+# loadtest/results/<date>-<rev>-failover.md/.json.
 #
-#   loadtest/failover.sh                         every engine x {rolegate default, rolegate 1s, HAProxy} (~2 min)
-#   loadtest/failover.sh --smoke                 every engine x {rolegate default, HAProxy}, short windows (CI)
-#   loadtest/failover.sh --engines redis --setups "rolegate default"
+#   loadtest/failover.sh                         every row x engine x setup that applies (~20 min)
+#   loadtest/failover.sh --smoke                 switchover x every engine x {rolegate default, HAProxy} + hang, split on redis (CI)
+#   loadtest/failover.sh --rows hang,split --engines redis --setups "rolegate default,HAProxy"
+#   loadtest/failover.sh --rows patroni,sentinel   (starts `lab.sh up patroni|sentinel` if down)
+#   loadtest/failover/failover.py --help         every option (--detect, --split-for, --after-resume)
 #
 # Needs root (apt-get: haproxy, python3-psycopg, python3-pymysql, python3-redis; lab.sh up).
 # Takes the lab tests' lock (${TMPDIR:-/tmp}/rolegate-lab-tests.lock) for the whole run, and puts
-# every engine back with `lab.sh reset <engine>` after each scenario, also on failure.
+# the engine back with `lab.sh reset <engine>` before and after each scenario, also on failure.
 # Environment: CARGO_TARGET_DIR, ROLEGATE_BIN (+ BENCH_REV to label it), FAILOVER_PORT_BASE (default 27600), BENCH_OUT, LAB_DIR.
 set -euo pipefail
 

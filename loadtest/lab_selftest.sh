@@ -140,6 +140,10 @@ for_engine() {
     timed "$LAB" promote "$e"
     expect_primary "$e" promote split
     expect "$e" promote A=rw B=rw
+    # the end of the split brain: the old primary fenced, the promoted one stays
+    timed "$LAB" demote "$e" A
+    expect_primary "$e" demote B
+    expect "$e" demote A=ro B=rw
     timed "$LAB" reset "$e"
     expect_primary "$e" promote+reset A
     expect "$e" promote+reset A=rw B=ro

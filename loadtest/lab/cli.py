@@ -30,6 +30,9 @@ Usage: lab.py <command> [engine...] [args] [--json]
                             cluster to elect one); prints the same timestamps
   hang <engine>             SIGSTOP the primary             resume <engine>   SIGCONT any stopped node
   promote <engine>          promote the replica, leave the primary alone (split brain)
+  demote <engine> <node>    NODE stops being primary (the end of a split brain): PG fast shutdown
+                            and rejoin as a standby of the other node, MariaDB read_only=ON,
+                            Redis REPLICAOF the other node; prints "demote pg node=A at=.. done=.."
   stop|start <engine> <node>  stop / start one node (start keeps the node's current role)
   patroni switchover|kill|list   the same as `switchover patroni` etc.; list = patronictl list
   sentinel failover|master       SENTINEL FAILOVER (timestamps like switchover) / the master now
@@ -67,7 +70,8 @@ from .topology import ConfigError, load
 ORDER = ["pg", "mysql", "redis", "etcd", "patroni", "sentinel"]
 CLASSES = {"pg": Pg, "mysql": Mysql, "redis": Redis, "etcd": Etcd, "patroni": Patroni, "sentinel": Sentinel}
 ALIASES = {"postgres": "pg", "postgresql": "pg", "mariadb": "mysql"}
-MUTATING = {"up", "down", "destroy", "reset", "switchover", "kill", "hang", "resume", "promote", "stop", "start"}
+MUTATING = {"up", "down", "destroy", "reset", "switchover", "kill", "hang", "resume", "promote", "demote", "stop",
+            "start"}
 LAB_SH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab.sh")
 LAB_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab.py")
 
@@ -353,8 +357,32 @@ class Cli:
             die(f"{eng.name}: no running replica to promote")
         eng.promote(r)
         at = now()
+        # The lab's new primary: watching engines (sentinel) follow it rather than turn it back
+        # into a replica of the old one. After `at`: the promotion is timed without them.
+        self.primary_moved(eng, r)
         self.emit(f"promote {eng.name} node={r} at={stamp(at)}",
                   {"command": "promote", "engine": eng.name, "node": r, "at": at})
+
+    def cmd_demote(self, args):
+        """Ends a split brain the way an orchestrator fences the old primary: NODE no longer
+        accepts writes (at=), then follows the other node where the engine can (done=)."""
+        eng = self.one_engine(args, "demote")
+        n = self.one_node(eng, args[1] if len(args) > 1 else None, "demote")
+        self.require_state(eng)
+        if not eng.pair or eng.name == "patroni":
+            die(f"'demote' is for pg | mysql | redis, not {eng.name}")
+        st, _pid, role = eng.node_state(n)
+        if st != "up" or role != "primary":
+            die(f"{eng.name} {n} is not a running primary ({st}/{role or '-'})")
+        o = common.other(n)
+        ost, _opid, orole = eng.node_state(o)
+        if ost != "up" or orole != "primary":
+            die(f"{eng.name}: {o} is not a running primary ({ost}/{orole or '-'}); demoting {n} would leave none")
+        at = eng.demote(n, o)
+        done = now()
+        self.primary_moved(eng, o)
+        self.emit(f"demote {eng.name} node={n} at={stamp(at)} done={stamp(done)}",
+                  {"command": "demote", "engine": eng.name, "node": n, "primary": o, "at": at, "done": done})
 
     def cmd_stop(self, args):
         eng = self.one_engine(args, "stop")
@@ -488,7 +516,8 @@ def main(argv):
         simple = {"up": cli.cmd_up, "down": cli.cmd_down, "destroy": cli.cmd_destroy, "reset": cli.cmd_reset,
                   "status": cli.cmd_status, "switchover": cli.cmd_switchover, "kill": cli.cmd_kill,
                   "failover": cli.cmd_failover, "hang": cli.cmd_hang, "resume": cli.cmd_resume,
-                  "promote": cli.cmd_promote, "stop": cli.cmd_stop, "start": cli.cmd_start}
+                  "promote": cli.cmd_promote, "demote": cli.cmd_demote, "stop": cli.cmd_stop,
+                  "start": cli.cmd_start}
         if cmd in simple:
             return simple[cmd](args) or 0
         if cmd == "primary":

@@ -253,6 +253,17 @@ sync-binlog = 0
                 pass
         self.make_primary(n)
 
+    def demote(self, n, primary):
+        """The end of a split brain: N turns read-only (the returned time). It is not pointed at
+        PRIMARY: after a split both have written, and GTID replication would stop on the
+        conflict; `reset` re-seeds it."""
+        try:
+            self.sql(n, "SET GLOBAL read_only = ON")
+        except common.LabError:
+            die(f"mysql {n}: cannot set read_only")
+        self.write_role(n, "replica")
+        return now()
+
     def canonical(self, p, r, secs):
         if not (self.is_(p, "primary") and self.is_(r, "replica")):
             return False

@@ -255,6 +255,14 @@ host    all          all          127.0.0.1/32    scram-sha-256
             die(f"pg {n}: pg_ctl promote failed")
         wait_for(30, f"pg {n} to leave recovery", self.is_, n, "primary")
 
+    def demote(self, n, primary):
+        """The end of a split brain: N is shut down (fast: it refuses connections from then on,
+        the returned time), then rewound and restarted as a standby of PRIMARY."""
+        self.stop(n)
+        at = now()
+        self.rejoin(n, primary)
+        return at
+
     # --- replication -----------------------------------------------------------------------
     def caught_up(self, p, r, lsn):
         """R streams from P and has replayed LSN."""

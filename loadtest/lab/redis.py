@@ -185,6 +185,12 @@ shutdown-timeout 2
     def promote(self, n):
         self.make_primary(n)
 
+    def demote(self, n, primary):
+        """The end of a split brain: N replicates from PRIMARY (it refuses writes from the
+        returned time on, and drops what it alone had written at the full resync)."""
+        self.follow(n, primary)
+        return now()
+
     def canonical(self, p, r, secs):
         if not self.is_(p, "primary"):
             return False
