@@ -24,7 +24,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Authority, BackendName, ClusterConfig, ClusterName, Config};
-use crate::control_plane::supervisor::Command;
 
 /// One fact from a cluster's authority.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +74,10 @@ impl Verdict {
     }
 }
 
-/// Where a source sends its reports: the supervisor's command queue.
+/// Where a source sends its reports. The supervisor owns the receiving end (and turns each report
+/// into one of its commands), so a source depends on nothing of the supervisor's.
 #[derive(Clone)]
-pub struct Reporter(mpsc::Sender<Command>);
+pub struct Reporter(mpsc::Sender<AuthorityReport>);
 
 /// The supervisor is gone (shutdown): the source ends.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -85,15 +85,12 @@ pub struct Reporter(mpsc::Sender<Command>);
 pub struct Stopped;
 
 impl Reporter {
-    pub fn new(commands: mpsc::Sender<Command>) -> Reporter {
-        Reporter(commands)
+    pub fn new(reports: mpsc::Sender<AuthorityReport>) -> Reporter {
+        Reporter(reports)
     }
 
     pub async fn send(&self, report: AuthorityReport) -> Result<(), Stopped> {
-        self.0
-            .send(Command::Authority(report))
-            .await
-            .map_err(|_| Stopped)
+        self.0.send(report).await.map_err(|_| Stopped)
     }
 }
 

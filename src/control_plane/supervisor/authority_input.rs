@@ -214,3 +214,22 @@ pub(super) fn export(metrics: &Metrics, c: &ClusterState) {
         .with_label_values(&[name])
         .set(i64::from(c.memory.authority.gate == Some(Gate::Agrees)));
 }
+
+/// The sources' reporter: their reports become [`Command::Authority`] in the supervisor's queue
+/// (a forwarding task, so the sources do not name the supervisor's command type). Reports are
+/// rare (a leader change, a hold), so one hop more costs nothing.
+pub(super) fn reporter(commands: tokio::sync::mpsc::Sender<super::Command>) -> Reporter {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(report) = rx.recv().await {
+            if commands
+                .send(super::Command::Authority(report))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    Reporter::new(tx)
+}

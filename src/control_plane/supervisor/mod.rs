@@ -393,7 +393,7 @@ pub fn spawn(
         unreachable: unreachable_tx.clone(),
         admin_out: admin_out_tx.clone(),
         authorities: authority_input::Authorities::new(
-            crate::control_plane::authority::Reporter::new(cmd_tx.clone()),
+            authority_input::reporter(cmd_tx.clone()),
             shutdown.child_token(),
         ),
         hold_out: hold_out_tx.clone(),
