@@ -13,6 +13,11 @@
 //!   takeover. The README puts no release in `PostGracefulTakeoverProcesses` (it could end the
 //!   hold before the new primary is confirmed); the test checks that it still does not.
 //!
+//! There is no Sentinel hook test: a hold around `SENTINEL FAILOVER` without the Sentinel
+//! authority was tried against the lab's Sentinels and fails new connections (both nodes
+//! answer `ROLE` master until Sentinel reconfigures the old one), so the README recommends the
+//! authority instead (tests/it/authority_sentinel.rs tests that).
+//!
 //! Each asserts zero failed new connections and zero writes on the old primary once the hold
 //! began — without the hold a switchover fails new connections (docs/performance.md, failover
 //! rows) — and that the hold was ended by the new primary. Both take the lab lock and put the
