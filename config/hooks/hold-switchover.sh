@@ -5,6 +5,9 @@
 # by itself when rolegate confirms the new primary. If COMMAND fails, the hold is released at
 # once so connections go back to the old primary.
 #
+# Redis Sentinel: prefer rolegate's Sentinel authority; around a bare SENTINEL FAILOVER both
+# nodes answer ROLE master for a while, and the hold cannot end before Sentinel fixes that (README).
+#
 # Environment: ROLEGATE (the binary, default rolegate), ROLEGATE_ADMIN_URL (default: admin.listen
 # of ROLEGATE_CONFIG, else http://127.0.0.1:9813), HOLD_TIMEOUT (default 10s; keep it below the
 # listeners' queue_timeout, which bounds how long a held connection waits).

@@ -37,6 +37,7 @@ mod faults_restart;
 mod fleet;
 mod fuzz_smoke;
 mod grafana;
+mod hook_recipes;
 mod import_haproxy;
 mod keepalived;
 mod loadtest_smoke;
