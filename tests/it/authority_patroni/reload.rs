@@ -225,6 +225,7 @@ async fn reloads_start_change_and_stop_the_authority() {
     assert!(tcp_connections_to(rg.pid, &etcd_ports) > 0);
 
     // A reload removes it: no authority block, the checks alone route, the task is gone.
+    let mark = rg.lines().len();
     reload(&rg, &file, &pat_yaml(String::new()), Ask::Sighup, 3.0).await;
     wait_status(admin, "the authority is gone", |s| {
         let (r, a) = (routed(s, "rw_pat"), cluster(s, "pat").get("authority"));
@@ -233,17 +234,28 @@ async fn reloads_start_change_and_stop_the_authority() {
             .ok_or(format!("rw_pat {r:?}, authority {a:?}"))
     })
     .await;
-    let pid = rg.pid;
-    eventually_detail(
-        Duration::from_secs(30),
-        "no etcd connection left",
-        || async move {
-            match tcp_connections_to(pid, ports) {
-                0 => Ok(()),
-                n => Err(format!("{n} connections from rolegate to etcd {ports:?}")),
+    // No connection, twice in a row (100 ms apart, the first reconnect pause), and no line
+    // from a Patroni source since the reload: a task left running could be between two
+    // connections (its watch broke), but it logs that before it reconnects.
+    let mut clean = 0;
+    eventually_detail(Duration::from_secs(30), "no etcd connection left", || {
+        let n = tcp_connections_to(rg.pid, ports);
+        let source_lines: Vec<String> = rg.lines()[mark..]
+            .iter()
+            .filter(|l| l.contains("\"message\":\"Patroni "))
+            .cloned()
+            .collect();
+        clean = if n == 0 && source_lines.is_empty() { clean + 1 } else { 0 };
+        let done = clean >= 2;
+        async move {
+            match done {
+                true => Ok(()),
+                false => Err(format!(
+                    "{n} connections from rolegate to etcd {ports:?}; source lines {source_lines:#?}"
+                )),
             }
-        },
-    )
+        }
+    })
     .await;
     let port = db::connect_and_write(Engine::Pg, rw, "reload-none")
         .await
