@@ -16,10 +16,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, Identity, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions,
-};
+use etcd_client::{Client, EventType, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use tracing::{info, warn};
 
 use super::{Backoff, Source, Stopped, Verdict};
@@ -253,34 +250,13 @@ impl Members {
     }
 }
 
-/// An etcd client for Patroni's DCS; watches require a leader, so a member cut off from the
-/// quorum cancels them instead of going silent.
+/// An etcd client for Patroni's DCS (`control_plane/etcd.rs`).
 async fn connect(etcd: &EtcdConfig) -> Result<Client, SessionError> {
-    let mut options = ConnectOptions::new()
-        .with_require_leader(true)
-        .with_connect_timeout(TIMEOUT)
-        .with_timeout(TIMEOUT)
-        .with_keep_alive(TIMEOUT, TIMEOUT);
-    if let (Some(user), Some(password)) = (&etcd.user, &etcd.password) {
-        options = options.with_user(user.clone(), password.expose().to_string());
-    }
-    if let Some(tls) = &etcd.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| SessionError::File {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let mut t = TlsOptions::new();
-        if let Some(ca) = &tls.ca_file {
-            t = t.ca_certificate(Certificate::from_pem(read(ca)?));
-        }
-        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        options = options.with_tls(t);
-    }
-    Ok(Client::connect(&etcd.endpoints, Some(options)).await?)
+    use crate::control_plane::etcd::{self, ConnectError};
+    etcd::connect(etcd, TIMEOUT).await.map_err(|e| match e {
+        ConnectError::Etcd(e) => SessionError::Etcd(e),
+        ConnectError::File { path, source } => SessionError::File { path, source },
+    })
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub mod keys;
 pub mod publisher;
 pub mod record;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, TlsOptions};
+use etcd_client::Client;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -45,37 +45,21 @@ pub enum FleetError {
     Stopped,
 }
 
-/// Connects to etcd with the config's endpoints, credentials and TLS. Watches require a
-/// leader, so a member cut off from the quorum cancels them instead of going silent.
+/// Connects to etcd (`control_plane/etcd.rs`) with `lease_ttl` as the bound of every wait: a
+/// tighter bound cuts healthy sessions on a loaded host, and the lease's own keep-alive already
+/// ends a session whose answers stop.
 pub async fn connect(c: &CoordinationConfig) -> Result<Client, FleetError> {
-    let mut options = ConnectOptions::new()
-        .with_require_leader(true)
-        .with_connect_timeout(c.lease_ttl)
-        .with_timeout(c.lease_ttl)
-        // HTTP/2 pings find a dead connection; they may take as long as the lease (a tighter
-        // bound cuts healthy sessions on a loaded host, and the lease's own keep-alive already
-        // ends a session whose answers stop).
-        .with_keep_alive(c.lease_ttl, c.lease_ttl);
-    if let (Some(user), Some(password)) = (&c.etcd.user, &c.etcd.password) {
-        options = options.with_user(user.clone(), password.expose().to_string());
-    }
-    if let Some(tls) = &c.etcd.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|source| FleetError::File {
-                path: p.display().to_string(),
-                source,
-            })
-        };
-        let mut t = TlsOptions::new();
-        if let Some(ca) = &tls.ca_file {
-            t = t.ca_certificate(Certificate::from_pem(read(ca)?));
+    Ok(crate::control_plane::etcd::connect(&c.etcd, c.lease_ttl).await?)
+}
+
+impl From<crate::control_plane::etcd::ConnectError> for FleetError {
+    fn from(e: crate::control_plane::etcd::ConnectError) -> Self {
+        use crate::control_plane::etcd::ConnectError;
+        match e {
+            ConnectError::Etcd(e) => FleetError::Etcd(e),
+            ConnectError::File { path, source } => FleetError::File { path, source },
         }
-        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-            t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
-        }
-        options = options.with_tls(t);
     }
-    Ok(Client::connect(&c.etcd.endpoints, Some(options)).await?)
 }
 
 /// Runs the instance's fleet membership until `shutdown`; every lost session (etcd down,

@@ -19,6 +19,7 @@
 mod following;
 mod leader_key;
 mod reload;
+mod session;
 mod unreachable;
 mod write_loop;
 
@@ -32,6 +33,48 @@ use support::{db, metric_value, require, Proxy};
 use rolegate::control_plane::supervisor::AuthorityStatus;
 
 // === the lab's pieces ===
+
+/// The TCP connections process `pid` holds to any of `ports`, as socket inodes: its
+/// `/proc/PID/fd` sockets matched against `/proc/PID/net/tcp{,6}` by remote port. Only that
+/// process's connections, not the test's own etcd client.
+fn tcp_sockets_to(pid: u32, ports: &[u16]) -> std::collections::HashSet<String> {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter_map(|target| {
+                    let t = target.to_string_lossy();
+                    Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ["tcp", "tcp6"]
+        .iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    let remote_port = f
+                        .get(2)
+                        .and_then(|r| r.rsplit(':').next())
+                        .and_then(|p| u16::from_str_radix(p, 16).ok());
+                    let inode = f.get(9).filter(|i| inodes.contains(**i))?;
+                    remote_port
+                        .is_some_and(|p| ports.contains(&p))
+                        .then(|| inode.to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// How many of those connections there are.
+fn tcp_connections_to(pid: u32, ports: &[u16]) -> usize {
+    tcp_sockets_to(pid, ports).len()
+}
 
 fn etcd_endpoints() -> Vec<String> {
     lab::addresses("etcd")

@@ -2,8 +2,6 @@
 //! outside the real binary: the route, `/status`, and the process's own TCP connections to
 //! the lab's etcd.
 
-use std::collections::HashSet;
-
 use serde_json::Value;
 use support::binary::{self, Rolegate, Start};
 use support::files::ConfigFile;
@@ -97,42 +95,6 @@ async fn wait_status(admin: SocketAddr, what: &str, pred: impl Fn(&Value) -> Res
         pred(&status(admin).await)
     })
     .await;
-}
-
-/// The TCP connections process `pid` holds to any of `ports`: its socket inodes (from
-/// `/proc/PID/fd`) matched against `/proc/PID/net/tcp{,6}` by remote port. Counts
-/// connections only that process owns, not the test's own etcd client.
-fn tcp_connections_to(pid: u32, ports: &[u16]) -> usize {
-    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|dir| {
-            dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                .filter_map(|target| {
-                    let t = target.to_string_lossy();
-                    Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    ["tcp", "tcp6"]
-        .iter()
-        .filter_map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).ok())
-        .flat_map(|table| {
-            table
-                .lines()
-                .skip(1)
-                .filter(|line| {
-                    let f: Vec<&str> = line.split_whitespace().collect();
-                    let remote_port = f
-                        .get(2)
-                        .and_then(|r| r.rsplit(':').next())
-                        .and_then(|p| u16::from_str_radix(p, 16).ok());
-                    remote_port.is_some_and(|p| ports.contains(&p))
-                        && f.get(9).is_some_and(|i| inodes.contains(*i))
-                })
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .count()
 }
 
 /// Started with no authority, the binary gains one by a reload (a hand-written scope whose
