@@ -297,7 +297,10 @@ mod tests {
         assert_eq!(effect("+new-epoch", "12"), Ok(Effect::NewEpoch(12)));
         for payload in ["", "x", "1 2", "-1"] {
             assert!(
-                matches!(effect("+new-epoch", payload), Err(Ignored::Malformed { .. })),
+                matches!(
+                    effect("+new-epoch", payload),
+                    Err(Ignored::Malformed { .. })
+                ),
                 "{payload:?}"
             );
         }

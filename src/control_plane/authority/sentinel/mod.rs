@@ -55,6 +55,12 @@ use crate::config::{BackendAddress, BackendName, ClusterConfig, SentinelConfig};
 /// expected any moment, and the held connections wait for it.
 const FAST_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How often, while a candidate is named, the quorum is asked and the backends re-checked:
+/// the old master acknowledges writes (lost at its conversion) until the candidate's own
+/// `ROLE` says master and it is routed, and Sentinel only publishes `+promoted-slave` up to a
+/// second after the promotion. Lasts until the quorum's switch (~1 s), so ~40 checks at most.
+const CANDIDATE_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Runs the Sentinel source of one cluster until its shutdown token fires.
 pub async fn run(source: Source, config: SentinelConfig) {
     let targets = client::targets(&config);
@@ -109,7 +115,8 @@ pub async fn run(source: Source, config: SentinelConfig) {
         if changed {
             log_change(&source, &verdict, holding, &tally, promoting.as_ref());
         }
-        if changed || recheck {
+        // A candidate not yet routed is re-checked until its ROLE agrees (see CANDIDATE_INTERVAL).
+        if changed || recheck || promoting.is_some() {
             // A new verdict is worth a check of the backends too: the node it names must
             // confirm its role before anything is routed to it.
             if source.report(verdict.clone(), holding, true).await.is_err() {
@@ -119,7 +126,9 @@ pub async fn run(source: Source, config: SentinelConfig) {
         let fast = holding || !matches!(verdict, Verdict::Leader(_));
         last = Some((verdict, holding));
         next = now
-            + if fast {
+            + if promoting.is_some() {
+                CANDIDATE_INTERVAL
+            } else if fast {
                 FAST_INTERVAL.min(config.interval)
             } else {
                 config.interval
@@ -370,9 +379,8 @@ mod tests {
 
     /// `channel` about replica `replica` of master `master` (ports on 127.0.0.1).
     fn promoting(channel: &str, replica: u16, master: u16) -> Event {
-        let payload = format!(
-            "slave 127.0.0.1:{replica} 127.0.0.1 {replica} @ labmaster 127.0.0.1 {master}"
-        );
+        let payload =
+            format!("slave 127.0.0.1:{replica} 127.0.0.1 {replica} @ labmaster 127.0.0.1 {master}");
         events::parse(channel, &payload, "labmaster").unwrap()
     }
 
@@ -489,7 +497,11 @@ mod tests {
         h.on_event(&promoting("+promoted-slave", 2, 1), t0);
         assert_eq!(h.candidate(), None);
         h.on_event(&promoting("+promoted-slave", 2, 1), t0);
-        assert_eq!(h.candidate(), Some(&addr(2)), "the hold it began makes it live");
+        assert_eq!(
+            h.candidate(),
+            Some(&addr(2)),
+            "the hold it began makes it live"
+        );
         assert!(!h.on_tally(&agreed(1), t0 + Duration::from_secs(10), "c"));
         assert_eq!(h.candidate(), None);
     }
