@@ -12,7 +12,7 @@
 //! while the decision routes a node only when its own `ROLE` agrees (the AND-gate).
 //!
 //! **Hold**: the start of a failover (`+try-failover`, `+elected-leader`, `+failover-state-*`,
-//! `+promoted-slave`) holds new primary connections ([`HoldState`]) until the *quorum* names
+//! `+selected-slave`, `+promoted-slave`) holds new primary connections ([`HoldState`]) until the *quorum* names
 //! a master other than the one named when the hold began; a `-failover-abort-*` or
 //! `+failover-end-for-timeout` ends it, and so does `hold_timeout` (logged as a warning).
 //! Why: between the promotion of the replica and the reconfiguration of the old master both
