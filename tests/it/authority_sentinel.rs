@@ -198,8 +198,56 @@ impl Writer {
     }
 }
 
-/// Wall-clock times of the `+try-failover` and `+switch-master` events as one Sentinel
-/// publishes them (the test's own subscription, for the figures only).
+/// One session opened on the primary route before the failover, writing every 10 ms until the
+/// proxy closes it (or 30 s): the long-lived client whose writes on a demoted master are lost.
+struct LongSession {
+    stop: Arc<AtomicBool>,
+    writes: Arc<Mutex<Vec<Attempt>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LongSession {
+    async fn open(addr: SocketAddr) -> LongSession {
+        let mut session = db::open(Engine::Redis, addr)
+            .await
+            .expect("a long-lived session on rw");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (halt, log) = (stop.clone(), writes.clone());
+        let task = tokio::spawn(async move {
+            for i in 0..3000 {
+                if halt.load(Ordering::Relaxed) {
+                    break;
+                }
+                let started = wall();
+                let result = session.write(&format!("long-{i}")).await;
+                let closed = result.is_err();
+                log.lock().unwrap().push(Attempt { started, result });
+                if closed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        LongSession { stop, writes, task }
+    }
+
+    /// When its first write failed (the proxy closed it), if it did.
+    fn closed_at(&self) -> Option<f64> {
+        let w = self.writes.lock().unwrap();
+        w.iter().find(|a| a.result.is_err()).map(|a| a.started)
+    }
+
+    async fn finish(self) -> Vec<Attempt> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+        let v = self.writes.lock().unwrap().clone();
+        v
+    }
+}
+
+/// Wall-clock times of the events one Sentinel publishes (the test's own subscription: the
+/// figures, and the order of rolegate's route change against Sentinel's steps).
 async fn spawn_event_clock(
     sentinel: SocketAddr,
 ) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<(String, f64)>>>) {
@@ -269,11 +317,29 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
     let proxy = Proxy::start(&proxy_yaml(&s, &master_name(), "", "20s")).await;
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     let rw = proxy.addr("rw").await;
-    let (clock, events) = spawn_event_clock(s[1]).await;
+    let mut clocks = Vec::new();
+    for &sentinel in &s {
+        clocks.push(spawn_event_clock(sentinel).await);
+    }
     let writer = Writer::spawn(rw);
     writer
         .wait_for_writes(10, a.port(), 0.0, "10 writes on A")
         .await;
+    let long = LongSession::open(rw).await;
+    support::eventually(
+        Duration::from_secs(10),
+        "the long session writes on A",
+        || {
+            let ok = long
+                .writes
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|w| w.result == Ok(a.port()));
+            async move { ok }
+        },
+    )
+    .await;
 
     let ordered = wall();
     let views = spawn_view_log(&proxy, ordered);
@@ -284,6 +350,19 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
         .wait_for_writes(10, b.port(), routed, "10 writes on B")
         .await;
     let attempts = writer.finish().await;
+    // The old master still answers master and acknowledges writes: its sessions are closed
+    // when B is routed (on_demote), not when Sentinel converts it ~10 s later.
+    support::eventually(
+        Duration::from_secs(30),
+        "the long session on A closed",
+        || {
+            let closed = long.closed_at().is_some();
+            async move { closed }
+        },
+    )
+    .await;
+    let long_closed = long.closed_at().expect("closed");
+    let long_writes = long.finish().await;
 
     // The Sentinels have not all named B yet when rolegate routes to it; wait so the lab's
     // reset below starts from a settled state.
@@ -304,7 +383,16 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
         async move { ok }
     })
     .await;
-    clock.abort();
+    for (clock, _) in &clocks {
+        clock.abort();
+    }
+    // Each channel's earliest publication by any Sentinel.
+    let mut seen: Vec<(String, f64)> = clocks
+        .iter()
+        .flat_map(|(_, log)| log.lock().unwrap().clone())
+        .collect();
+    seen.sort_by(|x, y| x.1.total_cmp(&y.1));
+    let events = Arc::new(Mutex::new(seen));
 
     let failed: Vec<_> = attempts.iter().filter(|x| x.result.is_err()).collect();
     let timeline: Vec<String> = events
@@ -331,6 +419,14 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
         late_on_a.is_empty(),
         "writes on the old master: {late_on_a:?}"
     );
+    let late_long: Vec<_> = long_writes
+        .iter()
+        .filter(|x| x.started >= routed && x.result == Ok(a.port()))
+        .collect();
+    assert!(
+        late_long.is_empty(),
+        "the long session wrote on the old master after B was routed: {late_long:?}"
+    );
     assert_eq!(authority_error(&proxy), None);
     let at = |channel: &str| {
         events
@@ -341,14 +437,36 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
             .map(|(_, t)| *t)
     };
     let (tried, switched) = (at("+try-failover"), at("+switch-master"));
+    // The order of the steps, not their times: B is routed once it is promoted (its ROLE says
+    // master and the Sentinel leader named it), before the quorum learned the switch; the
+    // session on A is closed then, before A is converted.
+    let switched_at = switched.expect("a Sentinel published +switch-master");
+    assert!(
+        routed < switched_at,
+        "B routed {:+.0} ms after SENTINEL FAILOVER, not before +switch-master ({:+.0} ms); events: {timeline:?}; rolegate: {:?}",
+        (routed - ordered) * 1e3,
+        (switched_at - ordered) * 1e3,
+        views.lock().unwrap(),
+    );
+    let converted = at("+convert-to-slave").expect("a Sentinel published +convert-to-slave");
+    assert!(
+        long_closed < converted,
+        "the long session on A ended {:+.0} ms after SENTINEL FAILOVER, not before A's conversion ({:+.0} ms)",
+        (long_closed - ordered) * 1e3,
+        (converted - ordered) * 1e3,
+    );
     eprintln!(
-        "FIGURES sentinel failover: routed {} ms after +switch-master (at {}), {} ms after SENTINEL FAILOVER; {} new connections, 0 failed",
-        switched.map_or("?".into(), |t| format!("{:.0}", (routed - t) * 1e3)),
-        s[1],
+        "FIGURES sentinel failover: routed {} ms after +promoted-slave, {:.0} ms before +switch-master, {} ms after SENTINEL FAILOVER; {} new connections, 0 failed",
+        at("+promoted-slave").map_or("?".into(), |t| format!("{:.0}", (routed - t) * 1e3)),
+        (switched_at - routed) * 1e3,
         ((routed - ordered) * 1e3).round(),
         attempts.len(),
     );
     let _ = tried;
+    eprintln!(
+        "events: {timeline:?}\nrolegate: {:?}",
+        views.lock().unwrap()
+    );
     proxy.stop().await;
     lab::reset(Engine::Redis).await;
 }

@@ -2,14 +2,22 @@
 //! subscribes to, and what one message means for the watched master.
 //!
 //! An event is only ever a *trigger* (re-query the quorum, re-check the backends, start or end
-//! a hold); it never names the primary by itself. A Sentinel back from maintenance can
+//! a hold, name a candidate); it never routes a node by itself: the candidate a promotion event
+//! names ([`Promotion`]) is routed only once its own `ROLE` says master (the decision's gate). A Sentinel back from maintenance can
 //! republish a stale `+switch-master` (redis/redis#12798), and one Sentinel's view is not the
 //! quorum's.
 //!
 //! Payload shapes (sentinel.c, `sentinelEvent`): most events are written with `%@`, which is
 //! `<type> <name> <ip> <port>` for a master and `<type> <name> <ip> <port> @ <master-name>
 //! <master-ip> <master-port>` for a replica or a sentinel; `+switch-master` is
-//! `<master-name> <old-ip> <old-port> <new-ip> <new-port>`.
+//! `<master-name> <old-ip> <old-port> <new-ip> <new-port>`; `+new-epoch` is the bare epoch
+//! (`%llu`, Sentinel's current epoch, shared by all the masters it watches).
+//!
+//! The replica being promoted is named, in order, by `+selected-slave`,
+//! `+failover-state-send-slaveof-noone`, `+failover-state-wait-promotion` and
+//! `+promoted-slave`, all `%@` of that replica (so its address and its master's).
+
+use super::quorum::MasterAddr;
 
 /// Channels subscribed to by name.
 pub const CHANNELS: &[&str] = &[
@@ -20,7 +28,9 @@ pub const CHANNELS: &[&str] = &[
     "-odown",
     "+try-failover",
     "+elected-leader",
+    "+selected-slave",
     "+promoted-slave",
+    "+new-epoch",
     "+failover-end",
     "+failover-end-for-timeout",
     "+convert-to-slave",
@@ -40,6 +50,8 @@ pub enum Effect {
     FailoverStarted,
     /// The failover was given up: the master stays; the hold ends.
     FailoverAborted,
+    /// A Sentinel's current epoch (`+new-epoch`): a failover newer than any seen began.
+    NewEpoch(u64),
 }
 
 /// One event about the watched master.
@@ -47,7 +59,24 @@ pub enum Effect {
 pub struct Event {
     pub channel: String,
     pub effect: Effect,
+    /// The replica this event says the failover promotes, if it names one.
+    pub promotion: Option<Promotion>,
 }
+
+/// A replica being promoted, and the master it replaces, as a promotion event names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub replica: MasterAddr,
+    pub master: MasterAddr,
+}
+
+/// The events that name the replica the leader promotes, earliest first.
+const PROMOTING: &[&str] = &[
+    "+selected-slave",
+    "+failover-state-send-slaveof-noone",
+    "+failover-state-wait-promotion",
+    "+promoted-slave",
+];
 
 /// Why a message was not taken as an event of the watched master.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +103,18 @@ pub fn parse(channel: &str, payload: &str, master_name: &str) -> Result<Event, I
         channel: channel.into(),
         payload: crate::control_plane::checks::parse::shorten(payload, 120),
     };
+    let mut promotion = None;
+    if channel == "+new-epoch" {
+        // Not about one master: Sentinel's epoch is shared by all it watches.
+        return match words.as_slice() {
+            [epoch] => epoch.parse().map_err(|_| malformed()).map(|e| Event {
+                channel: channel.into(),
+                effect: Effect::NewEpoch(e),
+                promotion: None,
+            }),
+            _ => Err(malformed()),
+        };
+    }
     let master = if channel == "+switch-master" {
         // <master-name> <old-ip> <old-port> <new-ip> <new-port>
         match words.as_slice() {
@@ -83,15 +124,22 @@ pub fn parse(channel: &str, payload: &str, master_name: &str) -> Result<Event, I
     } else {
         match words.as_slice() {
             // A replica or a sentinel: `<type> <name> <ip> <port> @ <master> <ip> <port>`.
-            [kind, _, _, port, "@", master, _, master_port]
+            [kind, _, ip, port, "@", master, master_ip, master_port]
                 if is_port(port) && is_port(master_port) =>
             {
                 // Of a replica, only its promotion and the conversion of the old master are
                 // worth reading: the moments a node changes role.
-                if channel != "+convert-to-slave" && channel != "+promoted-slave" {
+                let promoting = *kind == "slave" && PROMOTING.contains(&channel);
+                if channel != "+convert-to-slave" && !promoting {
                     return Err(Ignored::NotTheMaster {
                         channel: channel.into(),
                         kind: (*kind).into(),
+                    });
+                }
+                if promoting {
+                    promotion = Some(Promotion {
+                        replica: addr(ip, port),
+                        master: addr(master_ip, master_port),
                     });
                 }
                 *master
@@ -113,7 +161,16 @@ pub fn parse(channel: &str, payload: &str, master_name: &str) -> Result<Event, I
     Ok(Event {
         channel: channel.into(),
         effect,
+        promotion,
     })
+}
+
+/// An address of a payload whose port [`is_port`] already accepted.
+fn addr(host: &str, port: &str) -> MasterAddr {
+    MasterAddr {
+        host: host.into(),
+        port: port.parse().unwrap_or_default(),
+    }
 }
 
 /// Which channels start a hold: the leader's first step (`+try-failover`), its election and
@@ -122,7 +179,10 @@ pub fn parse(channel: &str, payload: &str, master_name: &str) -> Result<Event, I
 /// sends `+odown` first, which re-checks.
 fn effect_of(channel: &str) -> Option<Effect> {
     match channel {
-        "+try-failover" | "+elected-leader" | "+promoted-slave" => Some(Effect::FailoverStarted),
+        "+try-failover" | "+elected-leader" | "+selected-slave" | "+promoted-slave" => {
+            Some(Effect::FailoverStarted)
+        }
+        "+new-epoch" => Some(Effect::NewEpoch(0)),
         c if c.starts_with("+failover-state-") => Some(Effect::FailoverStarted),
         c if c.starts_with("-failover-abort-") => Some(Effect::FailoverAborted),
         "+failover-end-for-timeout" => Some(Effect::FailoverAborted),
@@ -198,6 +258,52 @@ mod tests {
             effect("+sdown", sentinel),
             Err(Ignored::NotTheMaster { .. })
         ));
+    }
+
+    #[test]
+    fn promotion_events_name_the_replica_and_its_master() {
+        let replica = "slave 127.0.0.1:16380 127.0.0.1 16380 @ labmaster 127.0.0.1 16379";
+        let at = |port| MasterAddr {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        for channel in PROMOTING {
+            let e = parse(channel, replica, M).unwrap();
+            assert_eq!(e.effect, Effect::FailoverStarted, "{channel}");
+            assert_eq!(
+                e.promotion,
+                Some(Promotion {
+                    replica: at(16380),
+                    master: at(16379)
+                }),
+                "{channel}"
+            );
+        }
+        // The conversion of the old master names no promotion; a master event neither.
+        let e = parse("+convert-to-slave", replica, M).unwrap();
+        assert_eq!(e.promotion, None);
+        let e = parse("+try-failover", "master labmaster 127.0.0.1 16379", M).unwrap();
+        assert_eq!(e.promotion, None);
+        // A sentinel's `+selected-slave` is no replica's.
+        let sentinel = "sentinel 1a2b 127.0.0.1 16480 @ labmaster 127.0.0.1 16379";
+        assert!(matches!(
+            parse("+selected-slave", sentinel, M),
+            Err(Ignored::NotTheMaster { .. })
+        ));
+    }
+
+    #[test]
+    fn new_epoch_is_a_bare_number() {
+        assert_eq!(effect("+new-epoch", "12"), Ok(Effect::NewEpoch(12)));
+        for payload in ["", "x", "1 2", "-1"] {
+            assert!(
+                matches!(
+                    effect("+new-epoch", payload),
+                    Err(Ignored::Malformed { .. })
+                ),
+                "{payload:?}"
+            );
+        }
     }
 
     #[test]
