@@ -5,7 +5,8 @@
 //! | verdict (latest report)            | routed as primary                              |
 //! |------------------------------------|------------------------------------------------|
 //! | `Leader(X)`, checks chose X        | X (the authority agrees)                       |
-//! | `Leader(X)`, checks chose Y        | no one: held, reported (`disagrees`)           |
+//! | `Leader(X)`, checks chose Y        | no one: held, reported (`disagrees`); Y's      |
+//! |                                    | sessions are closed (`on_demote`)              |
 //! | `NoLeader`                         | no one: held                                   |
 //! | `UnknownMember`                    | no one: held, reported                         |
 //! | `Unreachable` or none yet          | `trust_checks`: Y by the checks alone;         |

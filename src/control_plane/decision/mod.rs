@@ -276,7 +276,16 @@ pub fn decide(
     any.extend(replicas.iter().cloned());
     Decision {
         primary,
-        holders: chosen.iter().map(|b| b.name.clone()).collect(),
+        // A node the authority says is not the leader (it names another backend) keeps no
+        // sessions: they are closed like a demoted node's, before the handover could let them
+        // write where the orchestrator will discard it (Sentinel's old master acknowledges
+        // writes until it is reconfigured). Other refusals (no leader, unknown member, lost)
+        // name no successor, so the checks' holder keeps its sessions.
+        holders: chosen
+            .iter()
+            .filter(|_| gated != Some(Gate::Refused(Refusal::Disagrees)))
+            .map(|b| b.name.clone())
+            .collect(),
         replicas,
         any,
         primary_claims: claimers.len() + usize::from(stale_claiming),
