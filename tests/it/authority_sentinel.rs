@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 
 use crate::support;
 use support::lab::{self, wall, Engine};
+use support::writer::Writer;
 use support::{db, require, Proxy};
 
 fn master_name() -> String {
@@ -134,68 +135,6 @@ fn authority_error(proxy: &Proxy) -> Option<String> {
 struct Attempt {
     started: f64,
     result: Result<u16, String>,
-}
-
-/// A new connection and an `INCR` every 20 ms (at most 3,000) until stopped.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn spawn(addr: SocketAddr) -> Writer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let (halt, log) = (stop.clone(), attempts.clone());
-        let run = format!("sentinel{}", (wall() * 1e3) as u64);
-        let task = tokio::spawn(async move {
-            let mut handles = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            for i in 0..3000 {
-                tick.tick().await;
-                if halt.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (log, tag) = (log.clone(), format!("{run}-{i}"));
-                handles.push(tokio::spawn(async move {
-                    let started = wall();
-                    let result = db::connect_and_write(Engine::Redis, addr, &tag).await;
-                    log.lock().unwrap().push(Attempt { started, result });
-                }));
-            }
-            for h in handles {
-                let _ = h.await;
-            }
-        });
-        Writer {
-            stop,
-            attempts,
-            task,
-        }
-    }
-
-    async fn wait_for_writes(&self, n: usize, port: u16, since: f64, what: &str) {
-        let attempts = self.attempts.clone();
-        support::eventually(Duration::from_secs(30), what, || {
-            let done = attempts
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|a| a.started >= since && a.result == Ok(port))
-                .count();
-            async move { done >= n }
-        })
-        .await;
-    }
-
-    async fn finish(self) -> Vec<Attempt> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let mut v = self.attempts.lock().unwrap().clone();
-        v.sort_by(|a, b| a.started.total_cmp(&b.started));
-        v
-    }
 }
 
 /// One session opened on the primary route before the failover, writing every 10 ms until the
@@ -321,7 +260,9 @@ async fn sentinel_failover_moves_the_route_on_the_push() {
     for &sentinel in &s {
         clocks.push(spawn_event_clock(sentinel).await);
     }
-    let writer = Writer::spawn(rw);
+    let writer = Writer::options(Engine::Redis, rw)
+        .prefix("sentinel")
+        .spawn();
     writer
         .wait_for_writes(10, a.port(), 0.0, "10 writes on A")
         .await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use support::config::{Cluster, ConfigBuilder, Listener};
 use support::lab::{self, wall, Engine};
+use support::writer::Writer;
 use support::{db, metric_value, Proxy};
 
 /// Clusters of the lab's pairs with rolegate's default check settings ([`Cluster::lab`]), a
@@ -31,80 +32,12 @@ async fn proxy_for(engine: Engine) -> Proxy {
     proxy
 }
 
-/// One attempt of a client that opens a new connection every 20 ms.
-#[derive(Debug, Clone)]
-struct Attempt {
-    started: f64,
-    finished: f64,
-    result: Result<u16, String>,
-}
-
-/// The 20 ms new-connection writer: runs until [`Writer::finish`]; bounded to 2,000 attempts.
-struct Writer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn spawn(engine: Engine, addr: std::net::SocketAddr) -> Writer {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let (halt, log) = (stop.clone(), attempts.clone());
-        let task = tokio::spawn(async move {
-            let mut handles = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            for i in 0..2000 {
-                tick.tick().await;
-                if halt.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let log = log.clone();
-                handles.push(tokio::spawn(async move {
-                    let started = wall();
-                    let result = db::connect_and_write(engine, addr, &format!("w{i}")).await;
-                    log.lock().unwrap().push(Attempt {
-                        started,
-                        finished: wall(),
-                        result,
-                    });
-                }));
-            }
-            for h in handles {
-                let _ = h.await;
-            }
-        });
-        Writer {
-            stop,
-            attempts,
-            task,
-        }
-    }
-
-    /// Waits (up to 20 s) until `n` writes that started after `since` were acknowledged by the
-    /// server on `port`: traffic is awaited by what it did, not by a fixed time.
-    async fn wait_for_writes(&self, n: usize, port: u16, since: f64, what: &str) {
-        let attempts = self.attempts.clone();
-        support::eventually(Duration::from_secs(20), what, || {
-            let done = attempts
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|a| a.started >= since && a.result == Ok(port))
-                .count();
-            async move { done >= n }
-        })
-        .await;
-    }
-
-    /// Stops writing, waits for the attempts in flight, and returns all, in start order.
-    async fn finish(self) -> Vec<Attempt> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap();
-        let mut v = self.attempts.lock().unwrap().clone();
-        v.sort_by(|a, b| a.started.total_cmp(&b.started));
-        v
-    }
+/// The 20 ms new-connection writer, bounded to 2,000 attempts; waits of up to 20 s.
+fn writer(engine: Engine, rw: std::net::SocketAddr) -> Writer {
+    Writer::options(engine, rw)
+        .max_attempts(2000)
+        .wait(Duration::from_secs(20))
+        .spawn()
 }
 
 /// `(wall-clock time, candidate names)` for every stored table.
@@ -138,7 +71,7 @@ async fn switchover(engine: Engine) {
     let mut long = db::open(engine, rw).await.expect("long session");
     assert_eq!(long.server_port().await, Ok(a_port));
     let (watch, routes) = spawn_route_watch(&proxy);
-    let writer = Writer::spawn(engine, rw);
+    let writer = writer(engine, rw);
     writer
         .wait_for_writes(10, a_port, 0.0, "10 writes on A before the switchover")
         .await;
@@ -287,7 +220,7 @@ async fn frozen_primary_replaced_then_woken_is_stale(engine: Engine) {
         .await;
     lab::scenario("promote", engine).await;
     proxy.wait_route("rw", "b promoted", |n| n == ["b"]).await;
-    let writer = Writer::spawn(engine, rw);
+    let writer = writer(engine, rw);
     lab::scenario("resume", engine).await;
     // The old primary answers again, still claiming primary: stale, never routed.
     support::eventually(Duration::from_secs(20), "a back up and stale", || {

@@ -24,13 +24,13 @@
 //! lab back (A primary) at their end, also when they fail.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support;
 use support::lab::{self, wall, Engine};
-use support::{db, metric_value, require, Proxy};
+use support::writer::{Attempt, Writer};
+use support::{metric_value, require, Proxy};
 
 use rolegate::config::ListenerName;
 use rolegate::routing::Unavailable;
@@ -59,85 +59,20 @@ listeners:
     )
 }
 
-/// One new connection and its write: when it started, and the server port that acknowledged it.
-#[derive(Debug, Clone)]
-struct Attempt {
-    started: f64,
-    result: Result<u16, String>,
-}
-
 /// At most this many of the writer's connections are open at once. The lab's Patroni
 /// PostgreSQL allows 100 connections: a 2 s hold queues 100 new connections, and released at
 /// once onto the new primary they would exceed its `max_connections` ("too many clients"),
 /// which is the server's limit, not the recipe's.
 const IN_FLIGHT: usize = 40;
 
-/// Opens a new connection through rolegate and writes every 20 ms (at most 3,000 times, at most
-/// [`IN_FLIGHT`] open at once: a tick waits for a free slot).
-struct Writer {
-    stop: Arc<AtomicBool>,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn spawn(engine: Engine, addr: SocketAddr) -> Writer {
-        let run = format!("hr{}", (wall() * 1e3) as u64);
-        let stop = Arc::new(AtomicBool::new(false));
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let (halt, log) = (stop.clone(), attempts.clone());
-        let task = tokio::spawn(async move {
-            let mut handles = Vec::new();
-            let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            for i in 0..3000 {
-                tick.tick().await;
-                if halt.load(Ordering::Relaxed) {
-                    break;
-                }
-                let slot = slots.clone().acquire_owned().await.unwrap();
-                let (log, tag) = (log.clone(), format!("{run}-{i}"));
-                handles.push(tokio::spawn(async move {
-                    let started = wall();
-                    let result = db::connect_and_write(engine, addr, &tag).await;
-                    log.lock().unwrap().push(Attempt { started, result });
-                    drop(slot);
-                }));
-            }
-            for h in handles {
-                let _ = h.await;
-            }
-        });
-        Writer {
-            stop,
-            attempts,
-            task,
-        }
-    }
-
-    /// Waits until `n` writes started after `since` were acknowledged by the server on `port`.
-    async fn wait_for_writes(&self, n: usize, port: u16, since: f64, what: &str) {
-        let attempts = self.attempts.clone();
-        support::eventually(Duration::from_secs(60), what, || {
-            let done = attempts
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|a| a.started >= since && a.result == Ok(port))
-                .count();
-            async move { done >= n }
-        })
-        .await;
-    }
-
-    async fn finish(self) -> Vec<Attempt> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let mut v = self.attempts.lock().unwrap().clone();
-        v.sort_by(|a, b| a.started.total_cmp(&b.started));
-        v
-    }
+/// A new connection through rolegate and a write every 20 ms (at most 3,000, at most
+/// [`IN_FLIGHT`] open at once).
+fn writer(engine: Engine, rw: SocketAddr) -> Writer {
+    Writer::options(engine, rw)
+        .prefix("hr")
+        .in_flight(IN_FLIGHT)
+        .wait(Duration::from_secs(60))
+        .spawn()
 }
 
 /// Wall-clock times at which the `rw` route became held.
@@ -275,7 +210,7 @@ async fn patroni_patronictl_switchover() {
     proxy.wait_candidates("rw", 1).await;
     let rw = proxy.addr("rw").await;
     let (watch, held) = spawn_held_watch(&proxy);
-    let writer = Writer::spawn(Engine::Pg, rw);
+    let writer = writer(Engine::Pg, rw);
     writer
         .wait_for_writes(10, a.port(), 0.0, "10 writes on A")
         .await;
@@ -368,7 +303,7 @@ async fn orchestrator_graceful_takeover_hooks() {
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     let rw = proxy.addr("rw").await;
     let (watch, held) = spawn_held_watch(&proxy);
-    let writer = Writer::spawn(engine, rw);
+    let writer = writer(engine, rw);
     writer
         .wait_for_writes(10, a.port(), 0.0, "10 writes on A")
         .await;

@@ -6,12 +6,12 @@
 //! Every lab test takes the lab lock and puts the lab back (A primary, B replica) at its end,
 //! also when it fails (`ResetOnPanic`).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support;
 use support::lab::{self, wall, Engine};
+use support::writer::{Attempt, Writer};
 use support::{db, http, metric_value, require, Proxy};
 
 use rolegate::config::ListenerName;
@@ -50,99 +50,6 @@ async fn proxy_for(engine: Engine) -> Proxy {
     let proxy = Proxy::start(&proxy_yaml(engine)).await;
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     proxy
-}
-
-/// One new connection and its write.
-#[derive(Debug, Clone)]
-struct Attempt {
-    #[allow(dead_code)] // shown in failure messages
-    tag: String,
-    phase: usize,
-    started: f64,
-    result: Result<u16, String>,
-}
-
-/// Opens a new connection and writes every 20 ms until [`Writer::finish`] (at most 3,000
-/// times). Each write's tag names the run and the phase it started in, so the servers can be
-/// asked afterwards which writes they hold.
-struct Writer {
-    run: String,
-    stop: Arc<AtomicBool>,
-    phase: Arc<AtomicUsize>,
-    attempts: Arc<Mutex<Vec<Attempt>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Writer {
-    fn spawn(engine: Engine, addr: std::net::SocketAddr) -> Writer {
-        let run = format!("ze{}", (wall() * 1e3) as u64);
-        let stop = Arc::new(AtomicBool::new(false));
-        let phase = Arc::new(AtomicUsize::new(0));
-        let attempts = Arc::new(Mutex::new(Vec::new()));
-        let (halt, ph, log, prefix) = (stop.clone(), phase.clone(), attempts.clone(), run.clone());
-        let task = tokio::spawn(async move {
-            let mut handles = Vec::new();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            for i in 0..3000 {
-                tick.tick().await;
-                if halt.load(Ordering::Relaxed) {
-                    break;
-                }
-                let phase = ph.load(Ordering::Relaxed);
-                let tag = format!("{prefix}-{phase}-{i}");
-                let log = log.clone();
-                handles.push(tokio::spawn(async move {
-                    let started = wall();
-                    let result = db::connect_and_write(engine, addr, &tag).await;
-                    log.lock().unwrap().push(Attempt {
-                        tag,
-                        phase,
-                        started,
-                        result,
-                    });
-                }));
-            }
-            for h in handles {
-                let _ = h.await;
-            }
-        });
-        Writer {
-            run,
-            stop,
-            phase,
-            attempts,
-            task,
-        }
-    }
-
-    /// Writes started from now on carry phase `p`.
-    fn enter_phase(&self, p: usize) -> f64 {
-        self.phase.store(p, Ordering::Relaxed);
-        wall()
-    }
-
-    /// Waits until `n` writes of phase `phase` were acknowledged by the server on `port`.
-    async fn wait_for_writes(&self, n: usize, port: u16, phase: usize, what: &str) {
-        let attempts = self.attempts.clone();
-        support::eventually(Duration::from_secs(30), what, || {
-            let done = attempts
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|a| a.phase == phase && a.result == Ok(port))
-                .count();
-            async move { done >= n }
-        })
-        .await;
-    }
-
-    async fn finish(self) -> (String, Vec<Attempt>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-        let mut v = self.attempts.lock().unwrap().clone();
-        v.sort_by(|a, b| a.started.total_cmp(&b.started));
-        (self.run, v)
-    }
 }
 
 /// How many writes whose tag starts with `prefix` the server at `addr` holds (asked directly,
@@ -240,9 +147,9 @@ async fn frozen_primary_then_promoted(engine: Engine) {
     // A session that has received bytes: never replayed, it is closed with its backend's role.
     let mut long = db::open(engine, rw).await.expect("long session");
     assert_eq!(long.server_port().await, Ok(a.port()));
-    let writer = Writer::spawn(engine, rw);
+    let writer = Writer::options(engine, rw).prefix("ze").spawn();
     writer
-        .wait_for_writes(10, a.port(), 0, "10 writes on A")
+        .wait_for_phase(10, a.port(), 0, "10 writes on A")
         .await;
 
     let hung = lab::scenario("hang", engine)
@@ -269,7 +176,7 @@ async fn frozen_primary_then_promoted(engine: Engine) {
     proxy.wait_route("rw", "b routed", |n| n == ["b"]).await;
     let routed = wall();
     writer
-        .wait_for_writes(10, b.port(), 1, "10 writes on B")
+        .wait_for_phase(10, b.port(), 1, "10 writes on B")
         .await;
     let after = tokio::time::timeout(Duration::from_secs(10), long.server_port()).await;
     assert!(
@@ -285,9 +192,10 @@ async fn frozen_primary_then_promoted(engine: Engine) {
     })
     .await;
     writer
-        .wait_for_writes(25, b.port(), 2, "25 writes on B while A is up again")
+        .wait_for_phase(25, b.port(), 2, "25 writes on B while A is up again")
         .await;
-    let (run, attempts) = writer.finish().await;
+    let run = writer.run().to_string();
+    let attempts = writer.finish().await;
     watch.abort();
 
     let after_hang: Vec<&Attempt> = attempts.iter().filter(|x| x.started >= hung).collect();
@@ -363,9 +271,9 @@ async fn planned_switchover_with_hold(engine: Engine) {
     let admin = proxy.admin();
     let (a, b) = (engine.addr('A'), engine.addr('B'));
     let (watch, held) = spawn_held_watch(&proxy);
-    let writer = Writer::spawn(engine, rw);
+    let writer = Writer::options(engine, rw).prefix("ze").spawn();
     writer
-        .wait_for_writes(10, a.port(), 0, "10 writes on A")
+        .wait_for_phase(10, a.port(), 0, "10 writes on A")
         .await;
 
     let out = tokio::task::spawn_blocking(move || hook_switchover(admin, engine))
@@ -386,9 +294,9 @@ async fn planned_switchover_with_hold(engine: Engine) {
     proxy.wait_route("rw", "b routed", |n| n == ["b"]).await;
     writer.enter_phase(1);
     writer
-        .wait_for_writes(10, b.port(), 1, "10 writes on B")
+        .wait_for_phase(10, b.port(), 1, "10 writes on B")
         .await;
-    let (_, attempts) = writer.finish().await;
+    let attempts = writer.finish().await;
     watch.abort();
 
     let held_at = *held.lock().unwrap().first().expect("rw was held");
@@ -440,10 +348,8 @@ async fn hold_times_out_cleanly(engine: Engine) {
     let admin = proxy.admin();
     let a = engine.addr('A');
     let (watch, held) = spawn_held_watch(&proxy);
-    let writer = Writer::spawn(engine, rw);
-    writer
-        .wait_for_writes(5, a.port(), 0, "5 writes on A")
-        .await;
+    let writer = Writer::options(engine, rw).prefix("ze").spawn();
+    writer.wait_for_phase(5, a.port(), 0, "5 writes on A").await;
 
     writer.enter_phase(1);
     let r = http::post(admin, "/clusters/db/hold?timeout=700ms", None).await;
@@ -473,9 +379,9 @@ async fn hold_times_out_cleanly(engine: Engine) {
         .await;
     writer.enter_phase(2);
     writer
-        .wait_for_writes(5, a.port(), 2, "5 writes on A after the hold")
+        .wait_for_phase(5, a.port(), 2, "5 writes on A after the hold")
         .await;
-    let (_, attempts) = writer.finish().await;
+    let attempts = writer.finish().await;
     watch.abort();
     assert!(!held.lock().unwrap().is_empty(), "rw was held");
     let failed: Vec<_> = attempts.iter().filter(|x| x.result.is_err()).collect();

@@ -1,8 +1,18 @@
 //! Patroni's own role changes, on the lab's Patroni pair: a REST switchover and a killed
 //! primary are followed by the leader key, under a write loop.
 
-use super::write_loop::{failed, Writer};
 use super::*;
+use crate::support::writer::{failed, Writer};
+
+/// A new connection and a write every 20 ms through `rw` (at most 6,000: two minutes), waits of
+/// up to 60 s.
+fn writer(rw: SocketAddr) -> Writer {
+    Writer::options(Engine::Pg, rw)
+        .prefix("ap")
+        .max_attempts(6000)
+        .wait(Duration::from_secs(60))
+        .spawn()
+}
 
 /// Patroni's own switchover (REST POST /switchover, what `patronictl switchover` sends):
 /// rolegate holds new connections while the failover key announces it, follows the leader
@@ -36,9 +46,9 @@ async fn a_patroni_switchover_is_followed_with_no_failed_connection() {
     .await;
 
     let rw = proxy.addr("rw_pat").await;
-    let writer = Writer::spawn(rw);
+    let writer = writer(rw);
     writer
-        .wait_for_writes(20, a.port(), "writes on A before")
+        .wait_for_writes(20, a.port(), 0.0, "writes on A before")
         .await;
     let t = lab_sh(&["switchover", "patroni", "--json"]).await;
     let done = serde_json::from_str::<serde_json::Value>(&t)
@@ -47,7 +57,7 @@ async fn a_patroni_switchover_is_followed_with_no_failed_connection() {
         .unwrap_or_else(wall);
     proxy.wait_route("rw_pat", "b leads", |n| n == ["b"]).await;
     writer
-        .wait_for_writes(20, b.port(), "writes on B after")
+        .wait_for_writes(20, b.port(), 0.0, "writes on B after")
         .await;
     let attempts = writer.finish().await;
 
@@ -109,9 +119,9 @@ async fn a_killed_patroni_primary_is_followed() {
     let proxy = Proxy::start(&yaml).await;
     proxy.wait_route("rw_pat", "a leads", |n| n == ["a"]).await;
     let rw = proxy.addr("rw_pat").await;
-    let writer = Writer::spawn(rw);
+    let writer = writer(rw);
     writer
-        .wait_for_writes(10, a.port(), "writes on A before")
+        .wait_for_writes(10, a.port(), 0.0, "writes on A before")
         .await;
     let killed = wall();
     lab_sh(&["kill", "patroni", "--json"]).await;
@@ -121,7 +131,7 @@ async fn a_killed_patroni_primary_is_followed() {
     })
     .await;
     writer
-        .wait_for_writes(10, b.port(), "writes on B after")
+        .wait_for_writes(10, b.port(), 0.0, "writes on B after")
         .await;
     let attempts = writer.finish().await;
     let on_a_after = attempts

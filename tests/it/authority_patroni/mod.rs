@@ -21,7 +21,6 @@ mod leader_key;
 mod reload;
 mod session;
 mod unreachable;
-mod write_loop;
 
 use std::net::SocketAddr;
 use std::time::Duration;

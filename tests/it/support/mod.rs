@@ -1,10 +1,10 @@
 //! Shared helpers of the integration tests: a proxy in-process on ephemeral ports ([`Proxy`]),
 //! the real binary as a child ([`binary`]), configs ([`config`], [`files`]), fake backends
-//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), a private etcd cluster
-//! ([`etcd`]), captured logs ([`logs`]), network namespaces and
-//! relays for fault injection ([`netns`], [`relay`]), HTTP ([`http`]), scripts ([`script`]),
-//! what a test needs to run at all ([`require`]), and condition waits with deadlines (never
-//! sleeps).
+//! ([`fake`]), real clients of the lab's servers ([`db`], [`lab`]), the failover tests'
+//! new-connection write loop ([`writer`]), a private etcd cluster ([`etcd`]), captured logs
+//! ([`logs`]), network namespaces and relays for fault injection ([`netns`], [`relay`]), HTTP
+//! ([`http`]), scripts ([`script`]), what a test needs to run at all ([`require`]), and
+//! condition waits with deadlines (never sleeps).
 #![allow(dead_code)]
 
 /// One test per lab engine of `scenario(engine)`, each skipped (or, in the full run, failed) by
@@ -50,6 +50,7 @@ pub mod netns;
 pub mod relay;
 pub mod require;
 pub mod script;
+pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
