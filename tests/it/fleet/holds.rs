@@ -135,7 +135,12 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
     for i in [&f0, &f1] {
         let log = i.log_text();
         assert!(
-            log.contains("Hold ended.") && log.contains("new_primary"),
+            // `new_primary`, or `released` when the leader's removal of the hold key (which it
+            // writes right after the decision that ended it) reached this instance first: the
+            // two arrive on separate watches (known race, see the fleet notes); either way the
+            // held connections completed on the new primary, checked above.
+            log.contains("Hold ended.")
+                && (log.contains("new_primary") || log.contains("reason=\"released\"")),
             "{}: the hold ended on the new primary:\n{log}",
             i.name
         );
