@@ -24,16 +24,12 @@
 //! lab back (A primary) at their end, also when they fail.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support;
 use support::lab::{self, wall, Engine};
 use support::writer::{Attempt, Writer};
 use support::{metric_value, require, Proxy};
-
-use rolegate::config::ListenerName;
-use rolegate::routing::Unavailable;
 
 /// A cluster `db` of `protocol` on `a`/`b` with rolegate's default checks (no authority: the
 /// hook is the only thing that holds) and a write listener that queues longer than any hold.
@@ -73,30 +69,6 @@ fn writer(engine: Engine, rw: SocketAddr) -> Writer {
         .in_flight(IN_FLIGHT)
         .wait(Duration::from_secs(60))
         .spawn()
-}
-
-/// Wall-clock times at which the `rw` route became held.
-fn spawn_held_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<f64>>>) {
-    let router = proxy.app.router().clone();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let out = log.clone();
-    let name = ListenerName::from("rw");
-    let handle = tokio::spawn(async move {
-        let mut changes = router.subscribe();
-        loop {
-            let held = router
-                .load()
-                .route(&name)
-                .is_some_and(|r| r.unavailable == Some(Unavailable::Held));
-            if held {
-                out.lock().unwrap().push(wall());
-            }
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    (handle, log)
 }
 
 /// Runs `program args` off the runtime threads with the real `rolegate` client on `PATH` and
@@ -209,7 +181,7 @@ async fn patroni_patronictl_switchover() {
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     proxy.wait_candidates("rw", 1).await;
     let rw = proxy.addr("rw").await;
-    let (watch, held) = spawn_held_watch(&proxy);
+    let (watch, held) = proxy.watch_held("rw");
     let writer = writer(Engine::Pg, rw);
     writer
         .wait_for_writes(10, a.port(), 0.0, "10 writes on A")
@@ -302,7 +274,7 @@ async fn orchestrator_graceful_takeover_hooks() {
     let proxy = Proxy::start(&proxy_yaml("mysql", a, b)).await;
     proxy.wait_route("rw", "a is primary", |n| n == ["a"]).await;
     let rw = proxy.addr("rw").await;
-    let (watch, held) = spawn_held_watch(&proxy);
+    let (watch, held) = proxy.watch_held("rw");
     let writer = writer(engine, rw);
     writer
         .wait_for_writes(10, a.port(), 0.0, "10 writes on A")

@@ -6,16 +6,12 @@
 //! Every lab test takes the lab lock and puts the lab back (A primary, B replica) at its end,
 //! also when it fails (`ResetOnPanic`).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support;
 use support::lab::{self, wall, Engine};
 use support::writer::{Attempt, Writer};
 use support::{db, http, metric_value, require, Proxy};
-
-use rolegate::config::ListenerName;
-use rolegate::routing::Unavailable;
 
 /// rolegate's default checks; the write listener queues long enough for any hold here.
 fn proxy_yaml(engine: Engine) -> String {
@@ -111,30 +107,6 @@ async fn writes_on(engine: Engine, addr: std::net::SocketAddr, prefix: &str) -> 
     }
 }
 
-/// Wall-clock times at which the `rw` route became held.
-fn spawn_held_watch(proxy: &Proxy) -> (tokio::task::JoinHandle<()>, Arc<Mutex<Vec<f64>>>) {
-    let router = proxy.app.router().clone();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let out = log.clone();
-    let name = ListenerName::from("rw");
-    let handle = tokio::spawn(async move {
-        let mut changes = router.subscribe();
-        loop {
-            let held = router
-                .load()
-                .route(&name)
-                .is_some_and(|r| r.unavailable == Some(Unavailable::Held));
-            if held {
-                out.lock().unwrap().push(wall());
-            }
-            if changes.changed().await.is_err() {
-                return;
-            }
-        }
-    });
-    (handle, log)
-}
-
 /// The primary freezes (SIGSTOP), the standby is promoted while it is frozen, then the frozen
 /// node wakes up still claiming primary.
 async fn frozen_primary_then_promoted(engine: Engine) {
@@ -143,7 +115,7 @@ async fn frozen_primary_then_promoted(engine: Engine) {
     let proxy = proxy_for(engine).await;
     let rw = proxy.addr("rw").await;
     let (a, b) = (engine.addr('A'), engine.addr('B'));
-    let (watch, held) = spawn_held_watch(&proxy);
+    let (watch, held) = proxy.watch_held("rw");
     // A session that has received bytes: never replayed, it is closed with its backend's role.
     let mut long = db::open(engine, rw).await.expect("long session");
     assert_eq!(long.server_port().await, Ok(a.port()));
@@ -270,7 +242,7 @@ async fn planned_switchover_with_hold(engine: Engine) {
     let rw = proxy.addr("rw").await;
     let admin = proxy.admin();
     let (a, b) = (engine.addr('A'), engine.addr('B'));
-    let (watch, held) = spawn_held_watch(&proxy);
+    let (watch, held) = proxy.watch_held("rw");
     let writer = Writer::options(engine, rw).prefix("ze").spawn();
     writer
         .wait_for_phase(10, a.port(), 0, "10 writes on A")
@@ -347,7 +319,7 @@ async fn hold_times_out_cleanly(engine: Engine) {
     let rw = proxy.addr("rw").await;
     let admin = proxy.admin();
     let a = engine.addr('A');
-    let (watch, held) = spawn_held_watch(&proxy);
+    let (watch, held) = proxy.watch_held("rw");
     let writer = Writer::options(engine, rw).prefix("ze").spawn();
     writer.wait_for_phase(5, a.port(), 0, "5 writes on A").await;
 

@@ -83,6 +83,37 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// Records the wall-clock times (`lab::wall`) at which `listener`'s route was seen held
+    /// (`Unavailable::Held`), from the router's own change notifications, until aborted.
+    pub fn watch_held(
+        &self,
+        listener: &str,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    ) {
+        let router = self.app.router().clone();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = log.clone();
+        let name = rolegate::config::ListenerName::from(listener);
+        let handle = tokio::spawn(async move {
+            let mut changes = router.subscribe();
+            loop {
+                let held = router
+                    .load()
+                    .route(&name)
+                    .is_some_and(|r| r.unavailable == Some(rolegate::routing::Unavailable::Held));
+                if held {
+                    out.lock().unwrap().push(lab::wall());
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        (handle, log)
+    }
+
     /// Starts a proxy from YAML text (binds should use port 0).
     pub async fn start(yaml: &str) -> Proxy {
         let config = Config::from_yaml_str_with_env(yaml, None, &|k| std::env::var(k).ok())
