@@ -24,22 +24,7 @@ async fn a_patroni_switchover_is_followed_with_no_failed_connection() {
     };
     let _lock = lab::lock();
     let _reset = ResetPatroniOnPanic;
-    patroni_canonical().await;
-    let (a, b) = (patroni_addr("A"), patroni_addr("B"));
-    let auth = authority_yaml(
-        &etcd_endpoints(),
-        &patroni_setting("namespace"),
-        &patroni_setting("scope"),
-    );
-    let yaml = config_yaml(&[ClusterYaml {
-        name: "pat",
-        a,
-        b,
-        extra: auth,
-        queue: "60s",
-    }]);
-    let proxy = Proxy::start(&yaml).await;
-    proxy.wait_route("rw_pat", "a leads", |n| n == ["a"]).await;
+    let (proxy, a, b) = on_canonical_patroni().await;
     wait_authority(&proxy, "pat", "Patroni names a", |s| {
         s.leader.as_deref() == Some("a") && s.gate == Some("agrees") && s.reachable
     })
@@ -102,22 +87,7 @@ async fn a_killed_patroni_primary_is_followed() {
     };
     let _lock = lab::lock();
     let _reset = ResetPatroniOnPanic;
-    patroni_canonical().await;
-    let (a, b) = (patroni_addr("A"), patroni_addr("B"));
-    let auth = authority_yaml(
-        &etcd_endpoints(),
-        &patroni_setting("namespace"),
-        &patroni_setting("scope"),
-    );
-    let yaml = config_yaml(&[ClusterYaml {
-        name: "pat",
-        a,
-        b,
-        extra: auth,
-        queue: "60s",
-    }]);
-    let proxy = Proxy::start(&yaml).await;
-    proxy.wait_route("rw_pat", "a leads", |n| n == ["a"]).await;
+    let (proxy, a, b) = on_canonical_patroni().await;
     let rw = proxy.addr("rw_pat").await;
     let writer = writer(rw);
     writer
@@ -141,4 +111,26 @@ async fn a_killed_patroni_primary_is_followed() {
     assert_eq!(on_a_after, 0, "writes acknowledged by the killed A");
     proxy.stop().await;
     lab_sh(&["reset", "patroni"]).await;
+}
+
+/// The lab's Patroni put back to A leading, and a proxy whose cluster `pat` has Patroni's real
+/// scope as its authority, routing `rw_pat` to A.
+async fn on_canonical_patroni() -> (Proxy, SocketAddr, SocketAddr) {
+    patroni_canonical().await;
+    let (a, b) = (patroni_addr("A"), patroni_addr("B"));
+    let auth = authority_yaml(
+        &etcd_endpoints(),
+        &patroni_setting("namespace"),
+        &patroni_setting("scope"),
+    );
+    let yaml = config_yaml(&[ClusterYaml {
+        name: "pat",
+        a,
+        b,
+        extra: auth,
+        queue: "60s",
+    }]);
+    let proxy = Proxy::start(&yaml).await;
+    proxy.wait_route("rw_pat", "a leads", |n| n == ["a"]).await;
+    (proxy, a, b)
 }
