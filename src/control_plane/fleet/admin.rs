@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use etcd_client::{Client, EventType, GetOptions, KeyValue, WatchOptions, WatchStream};
+use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
@@ -70,68 +70,22 @@ impl AdminSync {
         Ok(())
     }
 
-    /// Reads every action in force, then watches for new ones from the next revision.
-    pub async fn start(
+    /// The record under `key` (an action on `target`), unless the one applied is as new.
+    /// The records arrive on the one watch of the prefix (`follower.rs`).
+    pub async fn apply(
         &mut self,
-        client: &mut Client,
-        keys: &Keys,
-        instance: &str,
-        sup: &SupervisorHandle,
-    ) -> Result<WatchStream, FleetError> {
-        let resp = client
-            .get(keys.admins(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        for kv in resp.kvs() {
-            self.apply(kv, keys, instance, sup).await?;
-        }
-        let from = resp.header().map_or(0, |h| h.revision()) + 1;
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        Ok(client.watch(keys.admins(), Some(options)).await?)
-    }
-
-    pub async fn on_watch(
-        &mut self,
-        resp: etcd_client::WatchResponse,
-        keys: &Keys,
+        key: &str,
+        target: BackendKey,
+        value: &[u8],
+        revision: i64,
         instance: &str,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
-        if resp.compact_revision() > 0 || resp.canceled() {
-            // The session starts again and reads every action afresh.
-            return Err(FleetError::Etcd(etcd_client::Error::WatchError(
-                "admin watch compacted or cancelled".into(),
-            )));
-        }
-        for event in resp.events() {
-            if event.event_type() == EventType::Put {
-                if let Some(kv) = event.kv() {
-                    self.apply(kv, keys, instance, sup).await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn apply(
-        &mut self,
-        kv: &KeyValue,
-        keys: &Keys,
-        instance: &str,
-        sup: &SupervisorHandle,
-    ) -> Result<(), FleetError> {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        let Some((cluster, backend)) = keys.admin_target(&key) else {
-            return Ok(());
-        };
-        if self
-            .applied
-            .get(&key)
-            .is_some_and(|&r| r >= kv.mod_revision())
-        {
+        if self.applied.get(key).is_some_and(|&r| r >= revision) {
             return Ok(());
         }
-        self.applied.insert(key.clone(), kv.mod_revision());
-        let record: AdminRecord = match serde_json::from_slice(kv.value()) {
+        self.applied.insert(key.to_string(), revision);
+        let record: AdminRecord = match serde_json::from_slice(value) {
             Ok(r) => r,
             Err(e) => {
                 error!(message = "Ignored a fleet admin record.", key = %key, reason = %e);
@@ -145,14 +99,10 @@ impl AdminSync {
         if record.by == instance {
             return Ok(()); // applied when the operator asked
         }
-        let target = BackendKey {
-            cluster: cluster.into(),
-            backend: backend.into(),
-        };
         info!(
             message = "Applying an operator action taken elsewhere in the fleet.",
-            cluster,
-            backend,
+            cluster = %target.cluster,
+            backend = %target.backend,
             action = record.action,
             by = record.by
         );

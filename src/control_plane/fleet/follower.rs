@@ -1,27 +1,74 @@
-//! The followers' side: one watch on the decision prefix. It starts with a read of every
-//! record at one revision and watches from the next, resumes from the last revision seen
-//! after a reconnect, never applies a record older than the one in force, and re-reads the
-//! whole prefix when the watch hits a compaction or is cancelled.
+//! Every instance's one watch on the whole prefix (`PREFIX/`): the leader's decisions, the
+//! fleet's holds and operator actions, and the followers' failed-connect reports all arrive
+//! on it, and are applied in etcd's revision order. It starts with one read of the prefix at
+//! one revision and watches from the next, resumes from the last revision seen after a
+//! reconnect, never applies a decision older than the one in force, and reads the prefix
+//! again when the watch hits a compaction (a cancel without one, e.g. `require_leader`,
+//! resumes from the last revision).
+//!
+//! **Why one watch.** A hold ends on each follower when the leader's decision routes another
+//! primary; the leader then removes `PREFIX/hold/CLUSTER`, right after that decision. With a
+//! watch per prefix the two arrived on separate streams, which etcd does not order against
+//! each other, and a follower could apply the removal first and end its hold as `released`
+//! instead of `new_primary`. One watch gets etcd's own order — one revision after another,
+//! the operations of one transaction in their order — whatever the leader writes in one
+//! transaction or in two, so the leader needs no batching and the followers no guessing.
+//! (Writing the removal in the decision's transaction would not be enough alone: the
+//! followers would still need one stream to see both together.) The price: the watch also
+//! wakes on instance, slot and leader keys, which change once per session, not per decision;
+//! don't nest one fleet's prefix inside another's.
+//!
+//! **A read** (the start, a compaction) knows when each present key was written but not when
+//! a missing one went away: it applies the keys in `mod_revision` order, then the removal of
+//! every hold applied before that is gone, so a hold whose switchover happened while this
+//! instance was away ends on the new primary. Reports are live news only: a read skips them.
 
 use std::collections::HashMap;
 
-use etcd_client::{
-    Client, EventType, GetOptions, KeyValue, WatchOptions, WatchResponse, WatchStream,
-};
+use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
 use tracing::{debug, error, info};
 
-use super::keys::Keys;
+use super::admin::AdminSync;
+use super::hold::HoldSync;
+use super::keys::{FleetKey, Keys};
 use super::record::DecisionRecord;
 use super::FleetError;
 use crate::config::ClusterName;
 use crate::control_plane::supervisor::SupervisorHandle;
+use crate::routing::BackendKey;
+
+/// One key's change under the prefix, as the watch delivers it or a read implies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    /// The put's `mod_revision`, or the delete's revision. A removal a read implies (the key
+    /// is gone, when is unknown) is [`Change::GONE`]: after everything the read saw.
+    pub revision: i64,
+    /// `None`: the key was removed.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Change {
+    pub const GONE: i64 = i64::MAX;
+}
+
+/// A follower's failed connect reported under the prefix (observers re-check the backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub backend: BackendKey,
+    pub key: String,
+}
 
 #[derive(Default)]
 pub struct Follower {
     /// Highest revision seen on the prefix (the watch resumes after it).
     revision: i64,
-    /// mod_revision of the record in force, per cluster.
+    /// mod_revision of the decision in force, per cluster.
     applied: HashMap<String, i64>,
+    /// The fleet's holds, and this instance's writes of them.
+    pub holds: HoldSync,
+    /// The fleet's operator actions.
+    pub admins: AdminSync,
     /// Records refused (bad JSON, unknown cluster or backend).
     pub refused: u64,
     pub metrics: Option<crate::metrics::Metrics>,
@@ -42,44 +89,79 @@ impl Follower {
         &mut self,
         client: &mut Client,
         keys: &Keys,
+        instance: &str,
         sup: &SupervisorHandle,
     ) -> Result<WatchStream, FleetError> {
         if self.revision == 0 {
-            self.read_all(client, keys, sup).await?;
+            self.read_all(client, keys, instance, sup).await?;
         }
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(self.revision + 1);
-        Ok(client.watch(keys.decisions(), Some(options)).await?)
+        Ok(client.watch(keys.root(), Some(options)).await?)
     }
 
     async fn read_all(
         &mut self,
         client: &mut Client,
         keys: &Keys,
+        instance: &str,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
         let resp = client
-            .get(keys.decisions(), Some(GetOptions::new().with_prefix()))
+            .get(keys.root(), Some(GetOptions::new().with_prefix()))
             .await?;
-        for kv in resp.kvs() {
-            self.apply(kv, keys, sup).await?;
-        }
+        let read = resp.kvs().iter().map(|kv| Change {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            revision: kv.mod_revision(),
+            value: Some(kv.value().to_vec()),
+        });
+        let changes = self.snapshot(keys, read.collect());
+        self.apply(changes, keys, instance, sup).await?;
         self.revision = resp.header().map_or(self.revision, |h| h.revision());
         Ok(())
     }
 
+    /// The changes a read of the prefix stands for: what it found (reports and keys the fleet
+    /// does not apply left out), plus the removal of each hold applied here that it did not.
+    pub fn snapshot(&self, keys: &Keys, read: Vec<Change>) -> Vec<Change> {
+        let mut changes: Vec<Change> = read
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    keys.classify(&c.key),
+                    Some(FleetKey::Decision(_) | FleetKey::Hold(_) | FleetKey::Admin(..))
+                )
+            })
+            .collect();
+        let gone: Vec<Change> = self
+            .holds
+            .applied_keys()
+            .filter(|k| !changes.iter().any(|c| &c.key == *k))
+            .map(|k| Change {
+                key: k.clone(),
+                revision: Change::GONE,
+                value: None,
+            })
+            .collect();
+        changes.extend(gone);
+        changes
+    }
+
+    /// One watch response: its changes in order, or a fresh read after a compaction. Returns
+    /// the reports it carried, for the session to act on when it observes.
     pub async fn on_watch(
         &mut self,
         resp: WatchResponse,
         client: &mut Client,
         keys: &Keys,
+        instance: &str,
         sup: &SupervisorHandle,
         watch: &mut WatchStream,
-    ) -> Result<(), FleetError> {
+    ) -> Result<Vec<Report>, FleetError> {
         if resp.compact_revision() > 0 || resp.canceled() {
             info!(
-                message = "Decision watch compacted or cancelled; reading every decision again.",
+                message = "Fleet watch compacted or cancelled; reading every key again.",
                 compact_revision = resp.compact_revision(),
                 reason = resp.cancel_reason(),
             );
@@ -87,41 +169,92 @@ impl Follower {
                 self.revision = 0;
             }
             if !resp.canceled() || resp.compact_revision() > 0 {
-                self.read_all(client, keys, sup).await?;
+                self.read_all(client, keys, instance, sup).await?;
             }
-            *watch = self.start(client, keys, sup).await?;
-            return Ok(());
+            *watch = self.start(client, keys, instance, sup).await?;
+            return Ok(Vec::new());
         }
+        let mut changes = Vec::with_capacity(resp.events().len());
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             self.revision = self.revision.max(kv.mod_revision());
-            if event.event_type() == EventType::Put {
-                self.apply(kv, keys, sup).await?;
-            } else {
-                debug!(message = "A decision key was deleted; keeping the decision in force.", key = %String::from_utf8_lossy(kv.key()));
-            }
+            changes.push(Change {
+                key: String::from_utf8_lossy(kv.key()).into_owned(),
+                revision: kv.mod_revision(),
+                value: (event.event_type() == EventType::Put).then(|| kv.value().to_vec()),
+            });
         }
         if let Some(h) = resp.header() {
             self.revision = self.revision.max(h.revision());
         }
-        Ok(())
+        self.apply(changes, keys, instance, sup).await
     }
 
-    async fn apply(
+    /// Applies `changes` one after another in revision order (a stable sort: the operations
+    /// of one transaction share a revision and keep their order). Each is through the
+    /// supervisor before the next is sent, so it sees them in that order too.
+    pub async fn apply(
         &mut self,
-        kv: &KeyValue,
+        mut changes: Vec<Change>,
         keys: &Keys,
+        instance: &str,
+        sup: &SupervisorHandle,
+    ) -> Result<Vec<Report>, FleetError> {
+        changes.sort_by_key(|c| c.revision);
+        let mut reports = Vec::new();
+        for c in &changes {
+            let Some(what) = keys.classify(&c.key) else {
+                continue;
+            };
+            match (what, &c.value) {
+                (FleetKey::Decision(cluster), Some(v)) => {
+                    self.decision(&c.key, cluster, v, c.revision, sup).await?
+                }
+                (FleetKey::Decision(_), None) => {
+                    debug!(message = "A decision key was deleted; keeping the decision in force.", key = %c.key);
+                }
+                (FleetKey::Hold(cluster), Some(v)) => {
+                    self.holds
+                        .apply(&c.key, cluster, v, c.revision, sup)
+                        .await?
+                }
+                (FleetKey::Hold(cluster), None) => self.holds.removed(&c.key, cluster, sup).await?,
+                (FleetKey::Admin(cluster, backend), Some(v)) => {
+                    let target = BackendKey {
+                        cluster: cluster.into(),
+                        backend: backend.into(),
+                    };
+                    self.admins
+                        .apply(&c.key, target, v, c.revision, instance, sup)
+                        .await?
+                }
+                (FleetKey::Admin(..), None) => {} // the latest write stays in force
+                (FleetKey::Report(cluster, backend), Some(_)) => reports.push(Report {
+                    backend: BackendKey {
+                        cluster: cluster.into(),
+                        backend: backend.into(),
+                    },
+                    key: c.key.clone(),
+                }),
+                (FleetKey::Report(..), None) => {} // the reporter's lease ended
+            }
+        }
+        Ok(reports)
+    }
+
+    /// A decision record for `cluster`, unless the one in force is as new.
+    async fn decision(
+        &mut self,
+        key: &str,
+        cluster: &str,
+        value: &[u8],
+        revision: i64,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        let Some(cluster) = keys.cluster_of(&key) else {
-            return Ok(());
-        };
-        let revision = kv.mod_revision();
         if self.applied.get(cluster).is_some_and(|&r| r >= revision) {
             return Ok(());
         }
-        let parsed = DecisionRecord::parse(cluster, kv.value())
+        let parsed = DecisionRecord::parse(cluster, value)
             .and_then(|r| r.into_fleet(revision))
             .map_err(|e| e.to_string());
         let result = match parsed {
@@ -150,5 +283,239 @@ impl Follower {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The order in which a follower applies what the fleet wrote, through a real supervisor
+    //! (a follower's: its probes paused) and without etcd: the changes are what the one watch
+    //! or a read of the prefix hands over.
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+
+    struct Instance {
+        follower: Follower,
+        sup: SupervisorHandle,
+        metrics: Metrics,
+        keys: Keys,
+        shutdown: CancellationToken,
+    }
+
+    impl Drop for Instance {
+        fn drop(&mut self) {
+            self.shutdown.cancel();
+        }
+    }
+
+    /// A follower of cluster `r` (Redis, backends `a` and `b`); nothing listens on their
+    /// ports and nothing connects to them (a follower's probes are paused).
+    fn follower() -> Instance {
+        let yaml = "clusters:
+  - name: r
+    protocol: redis
+    backends:
+      - { name: a, address: 127.0.0.1:1 }
+      - { name: b, address: 127.0.0.1:2 }
+listeners:
+  - { name: rw, bind: 127.0.0.1:0, cluster: r, role: primary }
+coordination:
+  etcd: { endpoints: [http://127.0.0.1:1] }
+  prefix: /rg
+  instance: f1
+  mode: follower
+";
+        let config = Config::from_yaml_str(yaml, None).expect("valid test config");
+        let metrics = Metrics::new();
+        let shutdown = CancellationToken::new();
+        let (writer, _router) = crate::routing::new_router();
+        let sup = crate::control_plane::supervisor::spawn(
+            std::sync::Arc::new(config),
+            writer,
+            metrics.clone(),
+            CancellationToken::new(),
+            shutdown.clone(),
+        );
+        Instance {
+            follower: Follower::new(metrics.clone()),
+            sup,
+            metrics,
+            keys: Keys::new("/rg"),
+            shutdown,
+        }
+    }
+
+    impl Instance {
+        async fn apply(&mut self, changes: Vec<Change>) {
+            self.follower
+                .apply(changes, &self.keys, "f1", &self.sup)
+                .await
+                .expect("applied");
+        }
+
+        /// The leader routes `a`; then f0 holds the cluster (primary `a`, 60 s): revisions 2, 3.
+        async fn held_on_a(&mut self) {
+            let (d, h) = (self.keys.decision("r"), self.keys.hold("r"));
+            self.apply(vec![put(&d, 2, decision("a", "b"))]).await;
+            self.apply(vec![put(&h, 3, hold("a"))]).await;
+            let status = self.sup.status.load();
+            let hold = status.clusters[0].hold.as_ref().expect("held");
+            assert_eq!(hold.held_by.as_deref(), Some("f0"));
+            assert_eq!(self.ended(), (0, 0));
+        }
+
+        /// Holds ended here: (new_primary, released).
+        fn ended(&self) -> (u64, u64) {
+            let n = |reason| {
+                self.metrics
+                    .holds_ended_total
+                    .with_label_values(&["r", reason])
+                    .get()
+            };
+            (n("new_primary"), n("released"))
+        }
+    }
+
+    fn put(key: &str, revision: i64, value: Vec<u8>) -> Change {
+        Change {
+            key: key.to_string(),
+            revision,
+            value: Some(value),
+        }
+    }
+
+    fn removed(key: &str, revision: i64) -> Change {
+        Change {
+            key: key.to_string(),
+            revision,
+            value: None,
+        }
+    }
+
+    fn decision(primary: &str, replica: &str) -> Vec<u8> {
+        serde_json::json!({
+            "version": 1, "cluster": "r", "leader": "obs", "term": 1,
+            "primary": [primary], "unavailable": null, "holders": [primary],
+            "replicas": [replica], "any": [primary, replica], "split_brain": false,
+            "primary_claims": 1, "stale": [], "up": [primary, replica],
+            "confirmed_replicas": [replica], "lag_ms": { replica: 0 },
+            "addresses": { "a": "127.0.0.1:1", "b": "127.0.0.1:2" }, "decided_at_ms": 1
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn hold(primary: &str) -> Vec<u8> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        serde_json::json!({ "by": "f0", "at_ms": now, "until_ms": now + 60_000, "primary": primary })
+            .to_string()
+            .into_bytes()
+    }
+
+    /// The switchover as the leader writes it: the decision routing `b` (revision 4), then
+    /// the removal of the hold key (5). From one stream the hold ends on the new primary,
+    /// even when the batch lists them out of order (a stable sort by revision); handed over
+    /// one at a time in the order two separate watches could deliver them (the removal
+    /// first), the same changes end it as `released` — the race this module's one watch
+    /// closes.
+    #[tokio::test]
+    async fn the_decision_that_ends_a_hold_is_applied_before_the_removal_of_its_key() {
+        let mut one = follower();
+        one.held_on_a().await;
+        let (d, h) = (one.keys.decision("r"), one.keys.hold("r"));
+        one.apply(vec![put(&d, 4, decision("b", "a")), removed(&h, 5)])
+            .await;
+        assert_eq!(one.ended(), (1, 0), "one stream: ended on the new primary");
+        assert!(one.sup.status.load().clusters[0].hold.is_none());
+
+        let mut sorted = follower();
+        sorted.held_on_a().await;
+        sorted
+            .apply(vec![removed(&h, 5), put(&d, 4, decision("b", "a"))])
+            .await;
+        assert_eq!(sorted.ended(), (1, 0), "applied in revision order");
+
+        let mut two = follower();
+        two.held_on_a().await;
+        two.apply(vec![removed(&h, 5)]).await;
+        two.apply(vec![put(&d, 4, decision("b", "a"))]).await;
+        assert_eq!(two.ended(), (0, 1), "two streams, removal first: released");
+    }
+
+    /// A read after a compaction (or any read, e.g. the start) that finds the switchover
+    /// done and the hold key gone: the decision first, the implied removal last, so the hold
+    /// ends on the new primary. A read that finds the key gone and no new primary: released.
+    #[tokio::test]
+    async fn a_read_applies_what_it_found_before_what_went_away() {
+        let mut i = follower();
+        i.held_on_a().await;
+        let d = i.keys.decision("r");
+        let read = vec![
+            put(&i.keys.root(), 1, b"ignored".to_vec()),
+            put(&i.keys.report("f2", "r", "a"), 6, b"1".to_vec()),
+            put(&d, 4, decision("b", "a")),
+        ];
+        let changes = i.follower.snapshot(&i.keys, read);
+        assert_eq!(
+            changes,
+            vec![
+                put(&d, 4, decision("b", "a")),
+                removed(&i.keys.hold("r"), Change::GONE)
+            ],
+            "reports and unknown keys left out; the hold's removal implied"
+        );
+        i.apply(changes).await;
+        assert_eq!(i.ended(), (1, 0));
+
+        let mut r = follower();
+        r.held_on_a().await;
+        let d = r.keys.decision("r");
+        let changes = r
+            .follower
+            .snapshot(&r.keys, vec![put(&d, 2, decision("a", "b"))]);
+        r.apply(changes).await;
+        assert_eq!(r.ended(), (0, 1), "released while away");
+    }
+
+    /// Reports reach the session only from the watch, and a deleted decision or admin key
+    /// keeps what is in force.
+    #[tokio::test]
+    async fn reports_are_handed_back_and_deletions_keep_the_decision() {
+        let mut i = follower();
+        i.held_on_a().await;
+        let report = i.keys.report("f2", "r", "b");
+        let reports = i
+            .follower
+            .apply(
+                vec![
+                    removed(&i.keys.decision("r"), 4),
+                    put(&report, 5, b"1".to_vec()),
+                ],
+                &i.keys,
+                "f1",
+                &i.sup,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reports,
+            vec![Report {
+                backend: BackendKey {
+                    cluster: "r".into(),
+                    backend: "b".into()
+                },
+                key: report
+            }]
+        );
+        let status = i.sup.status.load();
+        assert!(status.clusters[0].hold.is_some(), "still held on a");
+        assert_eq!(i.ended(), (0, 0));
     }
 }

@@ -5,15 +5,15 @@
 //! leader removes the key (conditional on it still being the hold it applied), so nobody
 //! joining afterwards holds for a switchover already done. A timed-out record is left in
 //! place: every instance ignores a record whose deadline has passed.
+//!
+//! The records arrive on the one watch of the prefix (`follower.rs`), in revision order with
+//! the decisions: the decision that ends a hold is applied before the removal of its key.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, KeyValue, Txn, TxnOp, WatchOptions,
-    WatchResponse, WatchStream,
-};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::keys::Keys;
 use super::FleetError;
@@ -59,64 +59,15 @@ impl HoldRecord {
 #[derive(Debug, Default)]
 pub struct HoldSync {
     /// mod_revision of the record applied, per hold key. Kept across sessions, so a key
-    /// removed while etcd was out of reach is noticed (and released) on the next read.
+    /// removed while etcd was out of reach is noticed (and released) by the resumed watch,
+    /// or by the next read after a compaction.
     applied: HashMap<String, i64>,
 }
 
 impl HoldSync {
-    /// Reads every hold in force (releasing those whose key went away), then watches from the
-    /// next revision.
-    pub async fn start(
-        &mut self,
-        client: &mut Client,
-        keys: &Keys,
-        sup: &SupervisorHandle,
-    ) -> Result<WatchStream, FleetError> {
-        let resp = client
-            .get(keys.holds(), Some(GetOptions::new().with_prefix()))
-            .await?;
-        let mut present = HashSet::new();
-        for kv in resp.kvs() {
-            present.insert(String::from_utf8_lossy(kv.key()).into_owned());
-            self.apply(kv, keys, sup).await?;
-        }
-        let gone: Vec<String> = self
-            .applied
-            .keys()
-            .filter(|k| !present.contains(*k))
-            .cloned()
-            .collect();
-        for key in gone {
-            self.removed(&key, keys, sup).await?;
-        }
-        let from = resp.header().map_or(0, |h| h.revision()) + 1;
-        let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        Ok(client.watch(keys.holds(), Some(options)).await?)
-    }
-
-    pub async fn on_watch(
-        &mut self,
-        resp: WatchResponse,
-        keys: &Keys,
-        sup: &SupervisorHandle,
-    ) -> Result<(), FleetError> {
-        if resp.compact_revision() > 0 || resp.canceled() {
-            // The session starts again and reads every hold afresh.
-            return Err(FleetError::Etcd(etcd_client::Error::WatchError(
-                "hold watch compacted or cancelled".into(),
-            )));
-        }
-        for event in resp.events() {
-            let Some(kv) = event.kv() else { continue };
-            match event.event_type() {
-                EventType::Put => self.apply(kv, keys, sup).await?,
-                EventType::Delete => {
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    self.removed(&key, keys, sup).await?;
-                }
-            }
-        }
-        Ok(())
+    /// The hold keys applied here (a read that misses one implies its removal).
+    pub fn applied_keys(&self) -> impl Iterator<Item = &String> {
+        self.applied.keys()
     }
 
     /// Writes a change made on this instance. `leading`: whether this instance publishes the
@@ -160,25 +111,20 @@ impl HoldSync {
         Ok(())
     }
 
-    async fn apply(
+    /// The record under `key` (a hold of `cluster`), unless the one applied is as new.
+    pub async fn apply(
         &mut self,
-        kv: &KeyValue,
-        keys: &Keys,
+        key: &str,
+        cluster: &str,
+        value: &[u8],
+        revision: i64,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        let Some(cluster) = keys.held_cluster(&key) else {
-            return Ok(());
-        };
-        if self
-            .applied
-            .get(&key)
-            .is_some_and(|&r| r >= kv.mod_revision())
-        {
+        if self.applied.get(key).is_some_and(|&r| r >= revision) {
             return Ok(());
         }
-        self.applied.insert(key.clone(), kv.mod_revision());
-        let record: HoldRecord = match serde_json::from_slice(kv.value()) {
+        self.applied.insert(key.to_string(), revision);
+        let record: HoldRecord = match serde_json::from_slice(value) {
             Ok(r) => r,
             Err(e) => {
                 error!(message = "Ignored a fleet hold record.", key = %key, reason = %e);
@@ -195,19 +141,18 @@ impl HoldSync {
         Ok(())
     }
 
-    async fn removed(
+    /// `key` (the hold of `cluster`) was removed: released, or over on a new primary (then
+    /// the supervisor ended it already, on the decision that came first).
+    pub async fn removed(
         &mut self,
         key: &str,
-        keys: &Keys,
+        cluster: &str,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
         if self.applied.remove(key).is_none() {
             return Ok(());
         }
-        let Some(cluster) = keys.held_cluster(key) else {
-            return Ok(());
-        };
-        info!(message = "Hold released for the whole fleet.", cluster);
+        debug!(message = "A fleet hold key was removed.", key = %key);
         let refused = sup
             .fleet_hold(ClusterName::from(cluster), None)
             .await

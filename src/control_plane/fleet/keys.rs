@@ -15,11 +15,42 @@ pub struct Keys {
     prefix: String,
 }
 
+/// What a key under the prefix is, for the one watch that reads them all (`follower.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetKey<'k> {
+    Decision(&'k str),
+    Hold(&'k str),
+    /// (cluster, backend)
+    Admin(&'k str, &'k str),
+    /// (cluster, backend)
+    Report(&'k str, &'k str),
+}
+
 impl Keys {
     pub fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.trim_end_matches('/').to_string(),
         }
+    }
+
+    /// `PREFIX/`: every key below; the followers' one watch covers it.
+    pub fn root(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    /// Which of the keys the fleet applies `key` is (`None`: instances, slots, the leader,
+    /// or anything else under the prefix).
+    pub fn classify<'k>(&self, key: &'k str) -> Option<FleetKey<'k>> {
+        if let Some(c) = self.cluster_of(key) {
+            return Some(FleetKey::Decision(c));
+        }
+        if let Some(c) = self.held_cluster(key) {
+            return Some(FleetKey::Hold(c));
+        }
+        if let Some((c, b)) = self.admin_target(key) {
+            return Some(FleetKey::Admin(c, b));
+        }
+        self.reported(key).map(|(c, b)| FleetKey::Report(c, b))
     }
 
     pub fn instance(&self, name: &str) -> String {
@@ -88,7 +119,7 @@ impl Keys {
         (!cluster.is_empty() && !backend.is_empty()).then_some((cluster, backend))
     }
 
-    /// Prefix of every decision key (the followers' one watch).
+    /// Prefix of every decision key.
     pub fn decisions(&self) -> String {
         format!("{}/decision/", self.prefix)
     }
@@ -132,5 +163,38 @@ mod tests {
         assert_eq!(k.held_cluster(&h), Some("pg"));
         assert_eq!(k.held_cluster("/rolegate/prod/hold/"), None);
         assert_eq!(k.held_cluster("/rolegate/prod/hold/pg/x"), None);
+    }
+
+    /// The followers' one watch covers `root()`: every key it must apply classifies, in
+    /// order, from one stream; the others (instances, slots, the leader) are passed over.
+    #[test]
+    fn every_applied_key_is_under_the_root_and_classifies() {
+        use super::FleetKey;
+        let k = Keys::new("/rolegate/prod");
+        let root = k.root();
+        assert_eq!(root, "/rolegate/prod/");
+        let d = k.decision("pg");
+        let h = k.hold("pg");
+        let a = k.admin("pg", "a");
+        let r = k.report("f1", "pg", "a");
+        for key in [
+            &d,
+            &h,
+            &a,
+            &r,
+            &k.leader(),
+            &k.instance("f1"),
+            &k.observer_slot(0),
+        ] {
+            assert!(key.starts_with(&root), "{key}");
+        }
+        assert_eq!(k.classify(&d), Some(FleetKey::Decision("pg")));
+        assert_eq!(k.classify(&h), Some(FleetKey::Hold("pg")));
+        assert_eq!(k.classify(&a), Some(FleetKey::Admin("pg", "a")));
+        assert_eq!(k.classify(&r), Some(FleetKey::Report("pg", "a")));
+        assert_eq!(k.classify(&k.leader()), None);
+        assert_eq!(k.classify(&k.instance("f1")), None);
+        assert_eq!(k.classify(&k.observer_slot(0)), None);
+        assert_eq!(k.classify("/rolegate/prodx/decision/pg"), None);
     }
 }

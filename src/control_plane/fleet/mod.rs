@@ -4,8 +4,9 @@
 //! One task per instance ([`run`]) holds an etcd session: a lease kept alive every third of
 //! `lease_ttl`, the instance key, and — unless it is a follower — one of the `observers`
 //! slots. Observers run the local checks; the one holding the leader key publishes each
-//! cluster's decision ([`publisher`], fenced on its term). Everyone watches the decision
-//! prefix ([`follower`]); the supervisor applies a fleet decision only while it does not
+//! cluster's decision ([`publisher`], fenced on its term). Everyone keeps one watch on the
+//! whole prefix ([`follower`]): decisions, holds, operator actions and reports arrive on it in
+//! etcd's revision order. The supervisor applies a fleet decision only while it does not
 //! observe, through the same decision step as local checks.
 //!
 //! An observer stops publishing as soon as its lease could have expired on the server
@@ -73,7 +74,6 @@ pub async fn run(
     let keys = Keys::new(&config.prefix);
     let mut carry = Carried {
         follow: follower::Follower::new(metrics.clone()),
-        holds: hold::HoldSync::default(),
         lost: Lost::default(),
     };
     loop {
@@ -111,11 +111,7 @@ async fn session(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), FleetError> {
-    let Carried {
-        follow,
-        holds: hold_sync,
-        lost,
-    } = carry;
+    let Carried { follow, lost } = carry;
     let mut client = connect(c).await?;
     let ttl = c.lease_ttl.as_secs() as i64;
     let lease = client.lease_grant(ttl, None).await?.id();
@@ -130,24 +126,13 @@ async fn session(
             Some(etcd_client::PutOptions::new().with_lease(lease)),
         )
         .await?;
-    let mut watch = follow.start(&mut client, keys, sup).await?;
+    let mut watch = follow.start(&mut client, keys, &c.instance, sup).await?;
     lost.recovered(c, sup).await;
     let _ = sup.fleet_link(true, false).await;
 
-    let mut reports = client
-        .watch(
-            keys.reports(),
-            Some(etcd_client::WatchOptions::new().with_prefix()),
-        )
-        .await?;
     let mut unreachable = sup.unreachable.subscribe();
     let mut admin_out = sup.admin_out.subscribe();
-    let mut admin_sync = admin::AdminSync::default();
-    let mut admins = admin_sync
-        .start(&mut client, keys, &c.instance, sup)
-        .await?;
     let mut hold_out = sup.hold_out.subscribe();
-    let mut holds = hold_sync.start(&mut client, keys, sup).await?;
     let mut observing = c.mode == FleetMode::Observer;
     // A fresh observer's checks have not confirmed any role yet: it campaigns only after a
     // lease_ttl of checking, so a warm standby wins a takeover and no cold leader publishes
@@ -227,49 +212,23 @@ async fn session(
                 let Ok(change) = change else { continue };
                 if let (Some(t), crate::control_plane::supervisor::HoldChange::NewPrimary(_)) = (term, &change) {
                     // The decision that ended the hold goes out first (the supervisor offers
-                    // it before it says the hold ended): a follower then ends its hold on the
-                    // new primary, not on the key's removal.
+                    // it before it says the hold ended): a follower's one watch delivers it
+                    // before the key's removal, so it ends its hold on the new primary.
                     if published.has_changed().unwrap_or(false) {
                         let set = published.borrow_and_update().clone();
                         publish_changed(c, keys, &mut client, metrics, &mut written, t, &set, lease_until).await?;
                     }
                 }
-                hold_sync.write(&mut client, keys, change, term.is_some()).await?;
-            }
-            message = holds.message() => {
-                let Some(resp) = message? else {
-                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("hold watch ended".into())));
-                };
-                hold_sync.on_watch(resp, keys, sup).await?;
-            }
-            message = admins.message() => {
-                let Some(resp) = message? else {
-                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("admin watch ended".into())));
-                };
-                admin_sync.on_watch(resp, keys, &c.instance, sup).await?;
-            }
-            report = reports.message() => {
-                let Some(resp) = report? else {
-                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("report watch ended".into())));
-                };
-                for event in resp.events() {
-                    let Some(kv) = event.kv() else { continue };
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    let Some((cluster, backend)) = keys.reported(&key) else { continue };
-                    if !observing || event.event_type() != etcd_client::EventType::Put {
-                        continue;
-                    }
-                    info!(message = "A follower could not connect; re-checking now.", cluster, backend, key = %key);
-                    let _ = sup.recheck.try_send(crate::routing::BackendKey {
-                        cluster: cluster.into(),
-                        backend: backend.into(),
-                    });
-                }
+                follow.holds.write(&mut client, keys, change, term.is_some()).await?;
             }
             message = watch.message() => {
-                match message? {
-                    Some(resp) => follow.on_watch(resp, &mut client, keys, sup, &mut watch).await?,
-                    None => return Err(FleetError::Etcd(etcd_client::Error::WatchError("watch stream ended".into()))),
+                let Some(resp) = message? else {
+                    return Err(FleetError::Etcd(etcd_client::Error::WatchError("watch stream ended".into())));
+                };
+                let reports = follow.on_watch(resp, &mut client, keys, &c.instance, sup, &mut watch).await?;
+                for r in reports.into_iter().filter(|_| observing) {
+                    info!(message = "A follower could not connect; re-checking now.", cluster = %r.backend.cluster, backend = %r.backend.backend, key = %r.key);
+                    let _ = sup.recheck.try_send(r.backend);
                 }
             }
         }
@@ -279,7 +238,6 @@ async fn session(
 /// What outlives one etcd session: the revisions applied, and how long etcd has been away.
 struct Carried {
     follow: follower::Follower,
-    holds: hold::HoldSync,
     lost: Lost,
 }
 
