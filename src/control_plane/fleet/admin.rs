@@ -3,12 +3,11 @@
 //! and when (`/status` `backends[].admin_by`, `.admin_at_ms`). The key has no lease: the
 //! operator's word outlives the instance that took it; the latest write wins.
 
-use std::collections::HashMap;
-
 use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
+use super::follower::{parse_record, Applied};
 use super::keys::Keys;
 use super::FleetError;
 use crate::control_plane::supervisor::{AdminAction, SupervisorHandle};
@@ -45,7 +44,7 @@ fn parse_action(s: &str) -> Option<AdminAction> {
 /// Applies the fleet's operator actions to this instance.
 #[derive(Debug, Default)]
 pub struct AdminSync {
-    applied: HashMap<String, i64>,
+    applied: Applied,
 }
 
 impl AdminSync {
@@ -81,16 +80,12 @@ impl AdminSync {
         instance: &str,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
-        if self.applied.get(key).is_some_and(|&r| r >= revision) {
+        if !self.applied.newer(key, revision) {
             return Ok(());
         }
-        self.applied.insert(key.to_string(), revision);
-        let record: AdminRecord = match serde_json::from_slice(value) {
-            Ok(r) => r,
-            Err(e) => {
-                error!(message = "Ignored a fleet admin record.", key = %key, reason = %e);
-                return Ok(());
-            }
+        let Some(record) = parse_record::<AdminRecord>(key, value, "Ignored a fleet admin record.")
+        else {
+            return Ok(());
         };
         let Some(action) = parse_action(&record.action) else {
             error!(message = "Ignored a fleet admin record.", key = %key, reason = %format!("unknown action {:?}", record.action));

@@ -52,6 +52,46 @@ impl Change {
     pub const GONE: i64 = i64::MAX;
 }
 
+/// mod_revision of the record applied, per key: a replayed (resumed watch) or older change is
+/// not applied twice.
+#[derive(Debug, Default)]
+pub struct Applied(HashMap<String, i64>);
+
+impl Applied {
+    /// Records `revision` for `key`; false when one as new was applied already.
+    pub fn newer(&mut self, key: &str, revision: i64) -> bool {
+        if self.0.get(key).is_some_and(|&r| r >= revision) {
+            return false;
+        }
+        self.0.insert(key.to_string(), revision);
+        true
+    }
+
+    pub fn get(&self, key: &str) -> Option<i64> {
+        self.0.get(key).copied()
+    }
+
+    /// Forgets `key`; false when nothing was applied under it.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.0.remove(key).is_some()
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+}
+
+/// The JSON record under `key`, or `None` after an error line saying why it is ignored.
+pub fn parse_record<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: &[u8],
+    ignored: &'static str,
+) -> Option<T> {
+    serde_json::from_slice(value)
+        .map_err(|e| error!(message = ignored, key = %key, reason = %e))
+        .ok()
+}
+
 /// A follower's failed connect reported under the prefix (observers re-check the backend).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {

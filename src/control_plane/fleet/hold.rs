@@ -9,12 +9,11 @@
 //! The records arrive on the one watch of the prefix (`follower.rs`), in revision order with
 //! the decisions: the decision that ends a hold is applied before the removal of its key.
 
-use std::collections::HashMap;
-
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info};
 
+use super::follower::{parse_record, Applied};
 use super::keys::Keys;
 use super::FleetError;
 use crate::config::{BackendName, ClusterName};
@@ -61,7 +60,7 @@ pub struct HoldSync {
     /// mod_revision of the record applied, per hold key. Kept across sessions, so a key
     /// removed while etcd was out of reach is noticed (and released) by the resumed watch,
     /// or by the next read after a compaction.
-    applied: HashMap<String, i64>,
+    applied: Applied,
 }
 
 impl HoldSync {
@@ -92,7 +91,7 @@ impl HoldSync {
             }
             HoldChange::NewPrimary(cluster) if leading => {
                 let key = keys.hold(cluster.as_str());
-                let Some(&revision) = self.applied.get(&key) else {
+                let Some(revision) = self.applied.get(&key) else {
                     return Ok(());
                 };
                 let txn = Txn::new()
@@ -120,16 +119,12 @@ impl HoldSync {
         revision: i64,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
-        if self.applied.get(key).is_some_and(|&r| r >= revision) {
+        if !self.applied.newer(key, revision) {
             return Ok(());
         }
-        self.applied.insert(key.to_string(), revision);
-        let record: HoldRecord = match serde_json::from_slice(value) {
-            Ok(r) => r,
-            Err(e) => {
-                error!(message = "Ignored a fleet hold record.", key = %key, reason = %e);
-                return Ok(());
-            }
+        let Some(record) = parse_record::<HoldRecord>(key, value, "Ignored a fleet hold record.")
+        else {
+            return Ok(());
         };
         let refused = sup
             .fleet_hold(ClusterName::from(cluster), Some(record.into_hold()))
@@ -149,7 +144,7 @@ impl HoldSync {
         cluster: &str,
         sup: &SupervisorHandle,
     ) -> Result<(), FleetError> {
-        if self.applied.remove(key).is_none() {
+        if !self.applied.remove(key) {
             return Ok(());
         }
         debug!(message = "A fleet hold key was removed.", key = %key);
