@@ -200,6 +200,21 @@ def series(metrics, name, **labels):
     return total
 
 
+def log_open_sessions(metrics, rg, port_base):
+    """Diagnosis of a session that outlived its client: which (listener, backend) pairs still
+    count one, and every TCP socket on rolegate's listener ports with its owner — a client end
+    still owned by this script is a leak here, one owned by nobody is rolegate's."""
+    for key, value in sorted(metrics.items()):
+        if key.startswith("rolegate_sessions_active{") and value:
+            log(f"still active: {key} = {value:g}")
+    ports = " or ".join(f"sport = :{port_base + i} or dport = :{port_base + i}" for i in range(len(ENGINES)))
+    out = subprocess.run(["ss", "-tanpiO", f"( {ports} )"], capture_output=True, text=True, timeout=10)
+    log(f"sockets on rolegate's listener ports (rolegate pid {rg.proc.pid}, soak pid {os.getpid()}):\n"
+        + (out.stdout or out.stderr))
+    mine = subprocess.run(["ss", "-tanpO"], capture_output=True, text=True, timeout=10).stdout
+    log("rolegate's sockets:\n" + "\n".join(l for l in mine.splitlines() if f"pid={rg.proc.pid}," in l))
+
+
 # --- clients ---------------------------------------------------------------------------------
 
 class Client:
@@ -208,6 +223,18 @@ class Client:
 
     def __init__(self, engine, port):
         self.engine = engine
+        self.c = None
+        try:
+            self._open(port)
+        except BaseException:
+            # Connected, then the port query failed (e.g. the session was fenced by a
+            # switchover): close now, not whenever the garbage collector finds the socket —
+            # an unclosed client socket keeps its proxied session alive.
+            self.close()
+            raise
+
+    def _open(self, port):
+        engine = self.engine
         if engine == "pg":
             # sslmode=disable: one TCP connection per connect (with `prefer`, libpq retries a
             # failed TLS attempt in the clear on a second one), so rolegate's session count and
@@ -259,6 +286,8 @@ class Client:
         return 2 * len(payload)
 
     def close(self):
+        if self.c is None:
+            return
         try:
             self.c.close()
         except Exception:
@@ -552,6 +581,7 @@ def main():
         active = series(m, "rolegate_sessions_active")
         if active != 0:
             failures.append(f"{active} sessions still active after every client closed")
+            log_open_sessions(m, rg, args.port_base)
         reloaded = series(m, "rolegate_config_reloads_total", result="success")
         if reload_failures or reloaded != rg.reloads:
             failures.append(f"{rg.reloads} SIGHUPs, {reloaded} successful reloads counted")
