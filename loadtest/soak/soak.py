@@ -226,11 +226,17 @@ class Client:
         self.c = None
         try:
             self._open(port)
-        except BaseException:
-            # Connected, then the port query failed (e.g. the session was fenced by a
-            # switchover): close now, not whenever the garbage collector finds the socket —
-            # an unclosed client socket keeps its proxied session alive.
+        except BaseException as e:
+            # Close every socket of a failed attempt now, not whenever the garbage collector
+            # finds it: rolegate forwards the server's close (e.g. PostgreSQL's "FATAL: the
+            # database system is shutting down" during a switchover) and then waits, rightly,
+            # for the client's own close before it ends the session. Connected, then the port
+            # query failed: our connection. psycopg's failed connect keeps its PGconn — socket
+            # open — on the exception (`pgconn`), alive until a GC cycle collects the traceback.
             self.close()
+            pgconn = getattr(e, "pgconn", None)
+            if pgconn is not None:
+                pgconn.finish()
             raise
 
     def _open(self, port):
