@@ -248,6 +248,10 @@ class Driver:
     def close(self, conn):
         try:
             conn.close()
+            if self.engine == "redis":
+                # redis-py 4.3's close() only returns the connection to the client's pool: the
+                # socket would stay open (and its proxied session alive) until garbage collection.
+                conn.connection_pool.disconnect()
         except Exception:
             pass
 

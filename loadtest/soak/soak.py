@@ -296,6 +296,12 @@ class Client:
             return
         try:
             self.c.close()
+            if self.engine == "redis":
+                # redis-py 4.3's close() only returns the connection to the client's own pool;
+                # the socket stays open until the pool is collected, and an error reply such as
+                # READONLY leaves a reference cycle, so that can be much later (a soak once saw
+                # a session outlive its writer by 40 s). Disconnect explicitly.
+                self.c.connection_pool.disconnect()
         except Exception:
             pass
 
@@ -438,7 +444,10 @@ def tags_on(engine, port, run):
         c.close()
         return {r[0] for r in rows}
     r = redis.Redis(host="127.0.0.1", port=port, username="app", password=APP_PW)
-    return {k.decode()[len("soak:"):] for k in r.scan_iter(match=f"soak:soak-{run}-*", count=1000)}
+    try:
+        return {k.decode()[len("soak:"):] for k in r.scan_iter(match=f"soak:soak-{run}-*", count=1000)}
+    finally:
+        r.connection_pool.disconnect()
 
 
 def switchover(engine, stats_list):
