@@ -160,16 +160,22 @@ static __always_inline int steer(struct bpf_sock_addr *ctx, const struct addr *d
 	__u32 count = route->count;
 	if (count == 0 || count > STEER_MAX_BACKENDS)
 		return 0;
-	__u32 idx = 0;
-	if (count > 1)
-		idx = __sync_fetch_and_add(&route->turn, 1) % count;
-	/* clang proves idx < count <= STEER_MAX_BACKENDS and drops the check the verifier needs;
-	 * the empty asm hides the value from it. */
-	asm volatile("" : "+r"(idx));
-	if (idx >= STEER_MAX_BACKENDS)
-		return 0;
-	struct steered s = { .asked = *dst, .backend = route->backends[idx],
-			     .listener = route->listener };
+	struct steered s = { .asked = *dst, .listener = route->listener };
+	/* The one backend of a primary route at a constant offset, one of several at a variable
+	 * one, in two separate copies: without CAP_PERFMON the verifier's Spectre v1 sanitation
+	 * rejects a pointer addition reached with a constant offset on one path and a variable
+	 * one on another ("pointer arithmetic ... prohibited for !root"). */
+	if (count == 1) {
+		s.backend = route->backends[0];
+	} else {
+		__u32 idx = __sync_fetch_and_add(&route->turn, 1) % count;
+		/* clang proves idx < count <= STEER_MAX_BACKENDS and drops the check the verifier
+		 * needs; the empty asm hides the value from it. */
+		asm volatile("" : "+r"(idx));
+		if (idx >= STEER_MAX_BACKENDS)
+			return 0;
+		s.backend = route->backends[idx];
+	}
 	/* A backend the socket cannot reach: the proxy takes this one. An AF_INET socket cannot
 	 * connect to an IPv6 backend; an AF_INET6 one that asked for an IPv6 address reaches an
 	 * IPv4 backend by its mapped address only if it is not IPv6-only (one asking for a mapped

@@ -95,12 +95,15 @@ fn short(text: &str) -> String {
     let verdict = lines
         .iter()
         .rev()
+        .map(|l| l.trim())
         .find(|l| {
-            !l.starts_with("verification time")
+            // Statistics, and the error's source that `chain` appended on a line of its own.
+            !l.is_empty()
+                && !l.starts_with(':')
+                && !l.starts_with("verification time")
                 && !l.starts_with("processed")
                 && !l.starts_with("stack depth")
         })
-        .copied()
         .unwrap_or("");
     format!("{} … {}", lines[0], verdict)
 }
