@@ -950,7 +950,8 @@ async fn ipv6_only_sockets_are_proxied_to_ipv4_backends() {
 /// Where connect6 cannot read IPV6_V6ONLY (here: no `CAP_PERFMON`, which the typed socket
 /// pointer needs) steering stays on, one warning and `/status` say why, and every IPv6 client of
 /// an IPv4 backend is proxied, IPv6-only or not; dual-stack clients of IPv4 listeners (mapped
-/// destinations, which an IPv6-only socket could not connect to anyway) are still steered.
+/// destinations, which an IPv6-only socket could not connect to anyway) are still steered, and
+/// so is every candidate of a round-robin route.
 #[tokio::test(flavor = "multi_thread")]
 async fn without_perfmon_ipv6_clients_of_ipv4_backends_are_proxied() {
     let Some(_met) = requirements(&[Engine::Redis]) else {
@@ -967,6 +968,13 @@ async fn without_perfmon_ipv6_clients_of_ipv4_backends_are_proxied() {
         &[("to4", "[::1]:0", "db"), ("rw4", "127.0.0.1:0", "db")],
         &cgroup,
     );
+    // And a round-robin route (two candidates: the variable-offset path of the program).
+    let mut yaml = std::fs::read_to_string(&cfg.path).unwrap();
+    yaml.push_str(&format!(
+        "  - name: any4\n    bind: \"127.0.0.1:0\"\n    cluster: db\n    role: any\n    steer: {{ cgroup: {} }}\n",
+        cgroup.0.display()
+    ));
+    cfg.write(&yaml);
     // Root keeps every other capability (CAP_BPF, CAP_NET_ADMIN); CAP_SYS_ADMIN implies
     // CAP_PERFMON, so both go.
     let opts = Start {
@@ -1017,6 +1025,33 @@ async fn without_perfmon_ipv6_clients_of_ipv4_backends_are_proxied() {
         "a dual-stack client of an IPv4 listener is still steered"
     );
     assert_eq!(steered_sum_of(admin, "rw4").await, 1);
+
+    // Round robin over A and B: each gets steered connects (bounded: 8 connects).
+    let any4 = binary::listener_addr(admin, "any4").await;
+    let mut reached = Vec::new();
+    for _ in 0..8 {
+        let (local, _, seen) = identity(&cgroup, "identity", any4).await;
+        assert_eq!(seen.port(), local.port(), "steered to a candidate");
+        let steer = steer_status_of(admin, "any4").await;
+        reached = steer["connections_total"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, n)| n.as_u64() > Some(0))
+                    .map(|(backend, _)| backend.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        reached.sort();
+        if reached.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        reached,
+        ["a", "b"],
+        "both candidates are steered to in turn"
+    );
     rg.stop_cleanly().await;
 }
 

@@ -349,3 +349,29 @@ impl Kernel {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn a_verifier_log_is_cut_to_its_first_line_and_verdict() {
+        // As `chain` renders aya's load error: the log, then its source on a line of its own.
+        let log = "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). \
+                   Verifier output: 0: R1=ctx() R10=fp0\n\
+                   1: (79) r1 = *(u64 *)(r6 +64)\n\
+                   2: (85) call bpf_skc_to_tcp_sock#137\n\
+                   program of this type cannot use helper bpf_skc_to_tcp_sock#137\n\
+                   verification time 3100 usec\n\
+                   stack depth 104\n\
+                   processed 93 insns (limit 1000000)\n\
+                   \n\
+                   : Invalid argument (os error 22)";
+        assert_eq!(
+            short(log),
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22). Verifier output: \
+             0: R1=ctx() R10=fp0 … program of this type cannot use helper bpf_skc_to_tcp_sock#137"
+        );
+        assert_eq!(short("one line"), "one line");
+    }
+}
