@@ -7,13 +7,16 @@
 // destination alone", so the connection reaches rolegate's own listener (queue, refusal).
 //
 // Built by build.rs with `clang -target bpf -O2 -g` against the uapi headers and libbpf's
-// bpf_helpers.h only (no vmlinux.h), so the object does not depend on the build machine's
-// kernel. Addresses and ports are kept exactly as the hooks see them (network byte order);
-// every address is an IPv6 one, IPv4 as `::ffff:a.b.c.d`, so one map serves both families.
+// bpf_helpers.h and bpf_core_read.h only (no vmlinux.h), so the object does not depend on the
+// build machine's kernel: the one kernel-internal field it reads (a socket's IPv6-only bit) is
+// a CO-RE relocation resolved against the running kernel's BTF at load. Addresses and ports
+// are kept exactly as the hooks see them (network byte order); every address is an IPv6 one,
+// IPv4 as `::ffff:a.b.c.d`, so one map serves both families.
 //
 // Cost per connect: one hash lookup; a second one only for a loopback destination that has
 // no entry of its own (the wildcard listeners' entry, see `wildcard`). No loop over a map.
-// An IPv6 destination sent to an IPv4 backend also reads one bit of the socket (`v6only`).
+// An IPv6 destination sent to an IPv4 backend also reads one bit of the socket
+// (`reaches_mapped`).
 
 #include <linux/bpf.h>
 #include <linux/types.h>

@@ -2,8 +2,10 @@
 //! process, so an exit or a crash detaches them) and its maps.
 //!
 //! Loader: aya. The userspace side is pure Rust (no libbpf, no C toolchain at run time) and it
-//! reads the BTF-defined maps of a clang-built object directly; the program itself is plain C
-//! against the uapi headers, compiled by build.rs (see docs/steering.md for the choice).
+//! reads the BTF-defined maps of a clang-built object directly and resolves its CO-RE
+//! relocation (connect6's read of a socket's IPv6-only bit) against the kernel's BTF; the
+//! program itself is plain C against the uapi headers, compiled by build.rs (see
+//! docs/steering.md for the choice).
 
 use std::collections::HashMap as StdHashMap;
 use std::fs::File;
