@@ -121,6 +121,16 @@ async fn steered_total_of(admin: SocketAddr, name: &str, backend: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Connections of listener `name` steered so far, to any backend (the lab's primary may be A or
+/// B when a test starts).
+async fn steered_sum_of(admin: SocketAddr, name: &str) -> u64 {
+    let steer = steer_status_of(admin, name).await;
+    steer["connections_total"]
+        .as_object()
+        .map(|m| m.values().filter_map(serde_json::Value::as_u64).sum())
+        .unwrap_or(0)
+}
+
 /// Skips when this build has no steering (rolegate says so in `/status`).
 async fn built_with_steering(admin: SocketAddr) -> bool {
     let steer = steer_status(admin).await;
@@ -248,7 +258,28 @@ fn field<'a>(lines: &'a [String], key: &str) -> &'a str {
 /// What one raw Redis connection to `addr` shows: (own local address, getpeername, the
 /// client address Redis reports). Direct when Redis sees our own address.
 fn redis_identity(addr: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).expect("connect");
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).expect("connect");
+    redis_identity_of(s)
+}
+
+/// [`redis_identity`] from an AF_INET6 socket with IPV6_V6ONLY set before its connect (as
+/// `net.ipv6.bindv6only=1` would set it by default): such a socket cannot connect to an
+/// IPv4-mapped address (ENETUNREACH), so it must not be steered to an IPv4 backend.
+fn redis_identity_v6only(addr: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, None).expect("an AF_INET6 socket");
+    socket.set_only_v6(true).expect("set IPV6_V6ONLY");
+    assert!(
+        socket.only_v6().expect("read IPV6_V6ONLY"),
+        "IPV6_V6ONLY is set"
+    );
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("connect an IPv6-only socket to {addr}: {e}"));
+    redis_identity_of(socket.into())
+}
+
+fn redis_identity_of(mut s: TcpStream) -> (SocketAddr, SocketAddr, SocketAddr) {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let local = s.local_addr().unwrap();
     let peer = s.peer_addr().unwrap();
@@ -281,8 +312,9 @@ fn redis_identity(addr: SocketAddr) -> (SocketAddr, SocketAddr, SocketAddr) {
 }
 
 /// Not a test: the client the tests run inside the cgroup (see the module doc). Modes:
-/// `identity` (one Redis connection: local, peer, seen), `write` (one new connection, one
-/// write: the server's port), `writer` (one session writing until it fails).
+/// `identity` (one Redis connection: local, peer, seen; `identity6` from an AF_INET6 socket to
+/// the mapped address, `identity6only` from an IPv6-only socket), `write` (one new connection,
+/// one write: the server's port), `writer` (one session writing until it fails).
 #[test]
 #[ignore = "helper process of the steer tests, run by them inside a cgroup"]
 fn steer_client() {
@@ -317,6 +349,11 @@ fn steer_client() {
             _ => addr,
         };
         let (local, peer, seen) = redis_identity(addr);
+        out(format!("local={local} peer={peer} seen={seen}"));
+        return;
+    }
+    if mode == "identity6only" {
+        let (local, peer, seen) = redis_identity_v6only(addr);
         out(format!("local={local} peer={peer} seen={seen}"));
         return;
     }
@@ -378,7 +415,7 @@ async fn steered_client_reaches_the_primary_directly_outsider_is_proxied() {
     let seen: SocketAddr = field(&lines, "seen").parse().unwrap();
     assert_eq!(peer, rw, "getpeername shows the listener address");
     assert_eq!(seen, local, "Redis sees the steered client's own address");
-    assert!(steered_total(rg.admin(), "a").await >= 1);
+    assert!(steered_sum_of(rg.admin(), "rw").await >= 1);
 
     // A dual-stack client: AF_INET6 socket, IPv4-mapped listener address (connect6).
     let lines = run_client(&cgroup, "identity6", Engine::Redis, rw).await;
@@ -829,7 +866,7 @@ async fn ipv6_listeners_steer_to_ipv6_and_ipv4_backends() {
         ("127.0.0.1".parse().unwrap(), local.port()),
         "steered to the IPv4 backend by its mapped address (local {local})"
     );
-    assert!(steered_total_of(admin, "to4", "a").await >= 1);
+    assert!(steered_sum_of(admin, "to4").await >= 1);
 
     let to6 = binary::listener_addr(admin, "to6").await;
     let (local, peer, seen) = identity(&cgroup, "identity", to6).await;
@@ -844,6 +881,178 @@ async fn ipv6_listeners_steer_to_ipv6_and_ipv4_backends() {
     assert_eq!(steered_total_of(admin, "v4to6", "c").await, 0);
     rg.stop_cleanly().await;
     drop(own);
+}
+
+/// An AF_INET6 socket with IPV6_V6ONLY cannot connect to an IPv4-mapped address, so a client
+/// that sets it (or gets it from `net.ipv6.bindv6only=1`) and connects to an IPv6 listener whose
+/// backend is IPv4 is left to the proxy, which connects to the backend itself (Redis sees
+/// rolegate, the steering counter stays put); the same client without V6ONLY is steered.
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_only_sockets_are_proxied_to_ipv4_backends() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("v6only");
+    let cfg = config_listeners(
+        &cluster_yaml(Engine::Redis),
+        &[("to4", "[::1]:0", "db")],
+        &cgroup,
+    );
+    let rg = Rolegate::start(&cfg.path, Start::default()).await;
+    let admin = rg.admin();
+    binary::wait_ready(admin).await;
+    if !built_with_steering(admin).await {
+        return;
+    }
+    let steer = steer_status_of(admin, "to4").await;
+    assert_eq!(
+        steer["ipv6_to_ipv4"],
+        serde_json::json!({ "active": true, "reason": null }),
+        "this kernel lets connect6 read IPV6_V6ONLY: {steer}"
+    );
+    let to4 = binary::listener_addr(admin, "to4").await;
+
+    let (local, peer, seen) = identity(&cgroup, "identity", to4).await;
+    assert_eq!(peer, to4, "getpeername6 shows the IPv6 listener");
+    assert_eq!(
+        (seen.ip(), seen.port()),
+        ("127.0.0.1".parse().unwrap(), local.port()),
+        "a dual-stack socket is steered to the IPv4 backend (local {local})"
+    );
+    let steered = steered_sum_of(admin, "to4").await;
+    assert_eq!(steered, 1, "the steered connect is counted");
+
+    let (local, peer, seen) = identity(&cgroup, "identity6only", to4).await;
+    assert_eq!(
+        peer, to4,
+        "the IPv6-only socket is connected to the listener itself"
+    );
+    assert_ne!(
+        seen.port(),
+        local.port(),
+        "Redis sees rolegate's connection, not the IPv6-only client (local {local}, seen {seen})"
+    );
+    assert_eq!(
+        steered_sum_of(admin, "to4").await,
+        steered,
+        "the IPv6-only connect was not steered"
+    );
+    assert_eq!(
+        rg.count(
+            "Steering cannot read a socket's IPV6_V6ONLY: IPv6 clients of IPv4 backends are served by the proxy."
+        ),
+        0
+    );
+    rg.stop_cleanly().await;
+}
+
+/// Where connect6 cannot read IPV6_V6ONLY (here: no `CAP_PERFMON`, which the typed socket
+/// pointer needs) steering stays on, one warning and `/status` say why, and every IPv6 client of
+/// an IPv4 backend is proxied, IPv6-only or not; dual-stack clients of IPv4 listeners (mapped
+/// destinations, which an IPv6-only socket could not connect to anyway) are still steered, and
+/// so is every candidate of a round-robin route.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_perfmon_ipv6_clients_of_ipv4_backends_are_proxied() {
+    let Some(_met) = requirements(&[Engine::Redis]) else {
+        return;
+    };
+    let Some(setpriv) = require::tool("setpriv", &[], "util-linux") else {
+        return;
+    };
+    let setpriv = setpriv.display().to_string();
+    let _lab = lab::lock_read_only();
+    let cgroup = Cgroup::create("noperfmon");
+    let cfg = config_listeners(
+        &cluster_yaml(Engine::Redis),
+        &[("to4", "[::1]:0", "db"), ("rw4", "127.0.0.1:0", "db")],
+        &cgroup,
+    );
+    // And a round-robin route (two candidates: the variable-offset path of the program).
+    let mut yaml = std::fs::read_to_string(&cfg.path).unwrap();
+    yaml.push_str(&format!(
+        "  - name: any4\n    bind: \"127.0.0.1:0\"\n    cluster: db\n    role: any\n    steer: {{ cgroup: {} }}\n",
+        cgroup.0.display()
+    ));
+    cfg.write(&yaml);
+    // Root keeps every other capability (CAP_BPF, CAP_NET_ADMIN); CAP_SYS_ADMIN implies
+    // CAP_PERFMON, so both go.
+    let opts = Start {
+        wrapper: vec![
+            setpriv.as_str(),
+            "--bounding-set=-perfmon,-sys_admin",
+            "--inh-caps=-perfmon,-sys_admin",
+            "--",
+        ],
+        ..Start::default()
+    };
+    let rg = Rolegate::start(&cfg.path, opts).await;
+    let admin = rg.admin();
+    binary::wait_ready(admin).await;
+    if !built_with_steering(admin).await {
+        return;
+    }
+    let steer = steer_status_of(admin, "to4").await;
+    assert_eq!(steer["active"], true, "steering itself stays on: {steer}");
+    assert_eq!(steer["ipv6_to_ipv4"]["active"], false, "{steer}");
+    assert!(
+        steer["ipv6_to_ipv4"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("steer_connect6") && r.contains("bpf_skc_to_tcp_sock")),
+        "the reason names the program and the verifier's verdict: {steer}"
+    );
+    assert_eq!(
+        rg.count(
+            "Steering cannot read a socket's IPV6_V6ONLY: IPv6 clients of IPv4 backends are served by the proxy."
+        ),
+        1,
+        "one warning: {:#?}",
+        rg.lines()
+    );
+    let to4 = binary::listener_addr(admin, "to4").await;
+    for mode in ["identity", "identity6only"] {
+        let (local, peer, seen) = identity(&cgroup, mode, to4).await;
+        assert_eq!(peer, to4);
+        assert_ne!(seen.port(), local.port(), "{mode}: proxied");
+    }
+    assert_eq!(steered_sum_of(admin, "to4").await, 0);
+
+    let rw4 = binary::listener_addr(admin, "rw4").await;
+    let (local, _, seen) = identity(&cgroup, "identity6", rw4).await;
+    assert_eq!(
+        seen.port(),
+        local.port(),
+        "a dual-stack client of an IPv4 listener is still steered"
+    );
+    assert_eq!(steered_sum_of(admin, "rw4").await, 1);
+
+    // Round robin over A and B: each gets steered connects (bounded: 8 connects).
+    let any4 = binary::listener_addr(admin, "any4").await;
+    let mut reached = Vec::new();
+    for _ in 0..8 {
+        let (local, _, seen) = identity(&cgroup, "identity", any4).await;
+        assert_eq!(seen.port(), local.port(), "steered to a candidate");
+        let steer = steer_status_of(admin, "any4").await;
+        reached = steer["connections_total"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, n)| n.as_u64() > Some(0))
+                    .map(|(backend, _)| backend.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        reached.sort();
+        if reached.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        reached,
+        ["a", "b"],
+        "both candidates are steered to in turn"
+    );
+    rg.stop_cleanly().await;
 }
 
 /// Wildcard binds: a client in the cgroup connecting to any local address on the port of a
@@ -909,8 +1118,7 @@ async fn wildcard_binds_steer_every_local_address() {
             "{mode} to {target}: steered (Redis sees the client's port; local {local}, seen {seen})"
         );
     }
-    let total =
-        steered_total_of(admin, "any4", "a").await + steered_total_of(admin, "any6", "a").await;
+    let total = steered_sum_of(admin, "any4").await + steered_sum_of(admin, "any6").await;
     assert_eq!(total, targets.len() as u64, "every connect was steered");
 
     let outsider: SocketAddr = format!("127.0.0.2:{p4}").parse().unwrap();
