@@ -11,6 +11,8 @@ async fn switchover(engine: Engine) {
     };
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
+    // Another test (from another worktree or binary) may have left B primary between tests.
+    lab::reset(engine).await;
     let cgroup = Cgroup::create(engine.as_str());
     let cfg = config(engine, &cgroup);
     let (rg, rw) = start(&cfg, Start::default()).await;
@@ -219,6 +221,7 @@ async fn no_primary_until_promotion(engine: Engine) {
     };
     let _lock = lab::lock();
     let _reset = lab::ResetOnPanic(engine);
+    lab::reset(engine).await;
     let cgroup = Cgroup::create(&format!("promote-{}", engine.as_str()));
     let cfg = config(engine, &cgroup);
     let (rg, rw) = start(&cfg, Start::default()).await;
