@@ -47,9 +47,9 @@ two clients write through the proxy's write endpoint meanwhile:
 Each write carries a unique token and reports the server port it landed on (PostgreSQL
 `inet_server_port()`, MariaDB `@@port`, Redis `CONFIG GET port` on the same connection).
 
-The new-conn client's connect timeout is CONNECT_TIMEOUT (libpq connect_timeout for pg): an
-attempt that gives up on its own while the proxy still holds it is counted as failed, and as a
-client-side timeout in the notes.
+The clients' connect timeout is `--connect-timeout` (default 10 s; libpq connect_timeout for
+pg): an attempt that gives up on its own while the proxy still holds it is counted as failed,
+and as a client-side timeout in the notes.
 
 Reported per scenario: the first acknowledged write on the new primary, from the row's start and
 as route - ref (ref: the promotion, or for `split` the demotion of the old primary, the moment a
@@ -288,8 +288,8 @@ class Driver:
             d.close(conn)
 
 
-# The clients' connect timeout (s): what an application would set; a held connection that
-# waits longer gives up on its own (a client-side timeout, reported as such).
+# The clients' connect timeout (s), `--connect-timeout`: what an application would set; a held
+# connection that waits longer gives up on its own (a client-side timeout, reported as such).
 CONNECT_TIMEOUT = 10
 CLIENT_TIMEOUT = re.compile(r"timeout expired|timed out|ConnectionTimeout", re.I)
 
@@ -1003,9 +1003,12 @@ def main():
     ap.add_argument("--detect", type=float, default=1.0, help="hang: seconds from the freeze to the promotion")
     ap.add_argument("--split-for", type=float, default=None, help="split: seconds from the promotion to the demotion")
     ap.add_argument("--after-resume", type=float, default=None, help="hang: seconds watched after the resume")
+    ap.add_argument("--connect-timeout", type=int, default=10,
+                    help="the clients' connect timeout, whole seconds (default %(default)s)")
     ap.add_argument("--out")
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("FAILOVER_PORT_BASE", "27600")))
     args = ap.parse_args()
+    globals()["CONNECT_TIMEOUT"] = max(2, args.connect_timeout)
     args.pre = 0.5 if args.smoke else 2.0
     args.settle = 1.0 if args.smoke else 3.0
     args.max_after = 40.0
