@@ -888,12 +888,14 @@ def analyse(row, lab_name, setup, recs, ctx, a_port, b_port, acked_n, present_n)
     timeouts = sum(1 for r in recs if r["kind"] == "new-conn" and not r["ok"] and CLIENT_TIMEOUT.search(r["error"] or ""))
     if timeouts:
         ctx.notes.append(f"{timeouts} new-conn failures are client-side connect timeouts ({CONNECT_TIMEOUT} s)")
-    # Attempts already talking to the old primary when the event began (e.g. in their
-    # handshake with a node that is then killed): no proxy can move a session that has
-    # received the old server's bytes. Still counted as failed; said apart.
-    in_flight = sum(1 for r in recs if r["kind"] == "new-conn" and not r["ok"] and r["t0"] < start)
-    if in_flight:
-        ctx.notes.append(f"{in_flight} failed new-conn started before the event (in flight on the old primary)")
+    # Attempts that started before the lab saw the old primary demoted or dead, and failed: in
+    # the kill row, connections in their handshake with PostgreSQL while the lab SIGKILLs its
+    # processes one by one (they get the dying server's own FATAL). No proxy can move a session
+    # that has received the old server's bytes. Still counted as failed; said apart.
+    gone = ctx.timeline.get("demoted", start)
+    in_flight = sum(1 for r in recs if r["kind"] == "new-conn" and not r["ok"] and r["t0"] < gone)
+    if in_flight and row.name == "patroni-kill":
+        ctx.notes.append(f"{in_flight} failed new-conn started before A was seen dead (in flight on it as it died)")
     route = (first_b - ctx.ref) if first_b is not None and ctx.ref is not None else None
     goal = route is not None and route <= 0.5 and nc["failed"] == 0 and ctx.goal_extra_ok
     fails = [r["t1"] for r in recs if not r["ok"]]
