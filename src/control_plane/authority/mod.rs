@@ -12,7 +12,10 @@
 //! - report [`Verdict::Unreachable`] when it cannot ask, then reconnect with [`Backoff`];
 //! - set `recheck` when the authority's leader changed (push: the cluster's backends are
 //!   checked at once) and `hold` while the authority announces a switchover in progress;
-//! - never panic on what the authority sends: garbage is a verdict or a logged error.
+//! - never panic on what the authority sends: garbage is a verdict or a logged error;
+//! - report the authority's own failover timing where it can be read ([`Timing`]; Patroni's
+//!   dynamic configuration), `None` where not: shown and compared with `queue_timeout`, never
+//!   a routing input.
 
 pub mod patroni;
 pub mod sentinel;
