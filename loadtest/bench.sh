@@ -35,7 +35,7 @@ for a in "$@"; do
 done
 
 ensure_pkgs haproxy=haproxy iperf3=iperf3 redis-benchmark=redis-tools redis-server=redis-server \
-    pgbench=postgresql-client psql=postgresql-client
+    pgbench=postgresql-client psql=postgresql-client bpftool=bpftool
 
 # The lab's PostgreSQL pair (pgbench's target, and what the rolegate postgres cluster checks).
 bash "$ROOT/loadtest/lab.sh" up pg >&2

@@ -13,7 +13,8 @@
 #   loadtest/failover.sh --smoke                 switchover x every engine x {rolegate default, HAProxy} + hang, split on redis (CI)
 #   loadtest/failover.sh --rows hang,split --engines redis --setups "rolegate default,HAProxy"
 #   loadtest/failover.sh --rows patroni,sentinel   (starts `lab.sh up patroni|sentinel` if down)
-#   loadtest/failover/failover.py --help         every option (--detect, --split-for, --after-resume)
+#   loadtest/failover.sh --rows patroni-kill --connect-timeout 20   clients that wait out a Patroni TTL
+#   loadtest/failover/failover.py --help         every option (--detect, --split-for, --after-resume, --connect-timeout)
 #
 # Needs root (apt-get: haproxy, python3-psycopg, python3-pymysql, python3-redis; lab.sh up).
 # Takes the lab tests' lock (${TMPDIR:-/tmp}/rolegate-lab-tests.lock) for the whole run, and puts

@@ -18,6 +18,7 @@ under a timeout, every process this file starts is stopped by its pid.
 
 import argparse
 import atexit
+import contextlib
 import datetime
 import fcntl
 import json
@@ -255,6 +256,7 @@ class Plan:
             self.iperf_args = ["-n", "64M"]  # bytes, not seconds: done in a fraction of a second
             self.redis_n = {1: 3000, 16: 30000}
             self.churn_n = 1000
+            self.connect_n = 200
             self.pgbench_args = ["-t", "100"]
             self.pgbench_c_args = ["-t", "5"]
             self.idle_sessions = 300
@@ -263,6 +265,7 @@ class Plan:
             self.iperf_args = ["-t", str(args.iperf_seconds)]
             self.redis_n = {1: 200_000, 16: 2_000_000}
             self.churn_n = 60_000
+            self.connect_n = 3000
             self.pgbench_args = ["-T", str(args.pgbench_seconds)]
             self.pgbench_c_args = ["-T", str(args.pgbench_seconds)]
             self.idle_sessions = args.idle_sessions
@@ -591,6 +594,71 @@ def w_churn(env, setup):
     return res
 
 
+def w_connect(env, setup):
+    """Connect latency, one connection at a time (loadtest/bench/connect_latency.py). For the
+    steer setup also the kernel's own account of the hooks: run time per invocation of the
+    connect4 and sock_release programs (kernel.bpf_stats_enabled for the run's duration)."""
+    plan = env.plan
+    argv = [sys.executable, os.path.join(HERE, "connect_latency.py"), "127.0.0.1",
+            str(plan.port(setup, "redis")), str(plan.connect_n)]
+    stats = BpfStats(["steer_connect4", "steer_sock_release"]) if setup == STEER else None
+    with stats or contextlib.nullcontext():
+        rc, out, err = run(client(setup, argv), timeout=120)
+    if rc != 0:
+        return {"error": f"connect_latency.py rc={rc}: {(err or out)[-300:]}"}
+    try:
+        res = json.loads(out)
+    except ValueError:
+        return {"error": f"connect_latency.py printed no JSON: {out[-300:]!r}"}
+    if stats:
+        res.update({f"{name}_ns_per_run": v for name, v in stats.ns_per_run.items()})
+    return res
+
+
+class BpfStats:
+    """Run time per invocation of the named BPF programs over a `with` block, from the kernel's
+    own counters (`bpftool prog show`, kernel.bpf_stats_enabled switched on for the block).
+    Programs of the same name in other processes count too: meant for a quiet machine."""
+
+    SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+    def __init__(self, names):
+        self.names = names
+        self.ns_per_run = {}
+
+    def snapshot(self):
+        rc, out, _ = run(["bpftool", "-j", "prog", "show"], timeout=15)
+        totals = {n: [0, 0] for n in self.names}
+        if rc == 0:
+            for p in json.loads(out or "[]"):
+                if p.get("name") in totals:
+                    totals[p["name"]][0] += p.get("run_time_ns", 0)
+                    totals[p["name"]][1] += p.get("run_cnt", 0)
+        return totals
+
+    def __enter__(self):
+        try:
+            with open(self.SYSCTL) as f:
+                self.old = f.read().strip()
+            with open(self.SYSCTL, "w") as f:
+                f.write("1")
+        except OSError:
+            self.old = None
+        self.before = self.snapshot()
+        return self
+
+    def __exit__(self, *exc):
+        after = self.snapshot()
+        if self.old is not None:
+            with open(self.SYSCTL, "w") as f:
+                f.write(self.old)
+        for n in self.names:
+            ns, cnt = (a - b for a, b in zip(after[n], self.before[n]))
+            if cnt > 0:
+                self.ns_per_run[n] = ns / cnt
+        return False
+
+
 def pg_env(plan):
     env = dict(os.environ)
     env["PGPASSWORD"] = plan.app_password
@@ -712,6 +780,7 @@ WORKLOADS = [
     ("redis_p1", "redis-benchmark -P 1", lambda e, s: w_redis(e, s, 1)),
     ("redis_p16", "redis-benchmark -P 16", lambda e, s: w_redis(e, s, 16)),
     ("churn", "redis-benchmark -k 0", w_churn),
+    ("connect", "connect latency", w_connect),
     ("pgbench_S", "pgbench -S", lambda e, s: w_pgbench(e, s, False)),
     ("pgbench_SC", "pgbench -S -C", lambda e, s: w_pgbench(e, s, True)),
     ("memory", "idle sessions", w_memory),
@@ -758,6 +827,12 @@ ROWS = [
     ("redis SET -P16, p99 ms", "redis_p16", "set_p99_ms", False, le_best),
     ("churn (new conn per request), conn/s", "churn", "conn_per_s", True, ge_best),
     ("churn p99 ms", "churn", "p99_ms", False, None),
+    ("connect() p50 µs", "connect", "connect_p50_us", False, None),
+    ("connect() p99 µs", "connect", "connect_p99_us", False, None),
+    ("connect + first reply p50 µs", "connect", "first_reply_p50_us", False, None),
+    ("connect + first reply p99 µs", "connect", "first_reply_p99_us", False, None),
+    ("connect4 hook, ns per connect", "connect", "steer_connect4_ns_per_run", False, None),
+    ("sock_release hook, ns per close", "connect", "steer_sock_release_ns_per_run", False, None),
     ("pgbench -S (8 clients), tps", "pgbench_S", "tps", True, ge_best),
     ("pgbench -S -C (8 clients), tps", "pgbench_SC", "tps", True, ge_best),
     ("idle memory, KiB per session", "memory", "kib_per_session", False, le_best),
@@ -818,6 +893,19 @@ def ratio(a, b):
     return f"{a / b:.2f}×"
 
 
+# Issue 14's goal for the steer setup: a steered connection is a direct one, so ≥ 0.97× direct on
+# throughput rows and ≤ 1/0.97 of direct on latency rows (p50 rows and CPU excluded).
+STEER_GOAL = 0.97
+
+
+def steer_goal(label, higher_is_better, steer, direct, verdicts):
+    if steer is None or direct is None or not direct or "p50" in label or "CPU" in label or "memory" in label:
+        return ""
+    ok = steer >= STEER_GOAL * direct if higher_is_better else steer <= direct / STEER_GOAL
+    verdicts.append((label, ok))
+    return "yes" if ok else "**no**"
+
+
 def table(med):
     extra_b = "rolegate-b" in SETUPS
     steer = STEER in SETUPS
@@ -825,15 +913,15 @@ def table(med):
     if extra_b:
         head.append("B / rolegate")
     if steer:
-        head.append("steer / direct")
+        head += ["steer / direct", "steer goal"]
     lines = ["| " + " | ".join(head) + " |",
-             "|---|" + "---:|" * (len(SETUPS) + 2) + "---|---|" + ("---:|" if extra_b else "") + ("---:|" if steer else "")]
-    verdicts = []
+             "|---|" + "---:|" * (len(SETUPS) + 2) + "---|---|" + ("---:|" if extra_b else "") + ("---:|---|" if steer else "")]
+    verdicts, steer_verdicts = [], []
     for label, _w, _m, hib, target in ROWS:
         v = med[label]
         hv = [v[s] for s in HAPROXIES if v[s] is not None]
         best = (max(hv) if hib else min(hv)) if hv else None
-        r = v["rolegate"]
+        r = v.get("rolegate")
         met_txt, target_txt = "", ""
         if target is not None:
             if r is None or best is None:
@@ -846,8 +934,11 @@ def table(med):
         if extra_b:
             cells.append(ratio(v["rolegate-b"], r))
         if steer:
-            cells.append(ratio(v[STEER], v["direct"]))
+            cells += [ratio(v[STEER], v["direct"]), steer_goal(label, hib, v[STEER], v["direct"], steer_verdicts)]
         lines.append("| " + " | ".join(cells) + " |")
+    if steer and steer_verdicts:
+        met = sum(1 for _, ok in steer_verdicts if ok)
+        lines += ["", f"Steer goal (≥ 0.97× direct; latency ≤ 1.03× direct) met on {met} of {len(steer_verdicts)} rows."]
     return "\n".join(lines), verdicts
 
 
@@ -1034,6 +1125,8 @@ def main():
     ap.add_argument("--pgbench-seconds", type=int, default=8)
     ap.add_argument("--idle-sessions", type=int, default=9000)
     ap.add_argument("--only", help="comma-separated workload ids (for diagnosis; the report needs all)")
+    ap.add_argument("--setups", help="comma-separated setups to run (direct is always run; e.g. "
+                    "'rolegate-steer' for a focused steer-vs-direct run with more rounds); default all")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--serve", type=int, default=0, metavar="SECONDS",
                     help="diagnosis: start targets and proxies, print their ports and pids, wait, stop")
@@ -1046,7 +1139,15 @@ def main():
                          "a run with it is not the default configuration")
     args = ap.parse_args()
 
-    no_steer = can_steer()
+    if args.setups:
+        wanted = set(args.setups.split(",")) | {"direct"}
+        unknown = wanted - set(SETUPS) - {STEER}
+        if unknown:
+            sys.exit(f"--setups: unknown setup(s) {', '.join(sorted(unknown))}; known: "
+                     f"{', '.join(SETUPS + [STEER])}")
+        for lst in (SETUPS, PROXIES, HAPROXIES):
+            lst[:] = [x for x in lst if x in wanted]
+    no_steer = can_steer() if not args.setups or STEER in args.setups.split(",") else "not asked for (--setups)"
     if no_steer:
         log(f"no '{DISPLAY[STEER]}' setup: {no_steer}")
     else:
@@ -1096,8 +1197,11 @@ def main():
             return
         for rnd in range(plan.rounds):
             loads.append(f"{os.getloadavg()[0]:.1f}")
+            # Every other round runs the setups in reverse order, so a machine that drifts during
+            # a round (thermal, a neighbour) does not favour the setup that always runs first.
+            order = SETUPS if rnd % 2 == 0 else SETUPS[::-1]
             for wid, wname, fn in workloads:
-                for setup in SETUPS:
+                for setup in order:
                     env.check_alive()
                     t0 = time.monotonic()
                     try:

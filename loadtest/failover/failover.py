@@ -29,7 +29,11 @@ Setups (`--setups`; each row runs the ones that apply to it):
                          when rolegate confirms the new primary (planned rows only)
   rolegate authority     rolegate default plus the cluster's `authority:` (Patroni's etcd leader
                          key, or the Sentinels); reported as n/a when the binary does not know
-                         the key (Patroni and Sentinel rows only)
+                         the key (Patroni and Sentinel rows only). On the Patroni pair it is
+                         also sized the way the README tells an operator to (patroni_listener()):
+                         `queue_timeout` = Patroni's ttl + loop_wait + 5 s, `max_connections` =
+                         PostgreSQL's max_connections - superuser_reserved_connections - 10,
+                         both from Patroni's REST GET /config, printed in the results header
   HAProxy                configured the common way: Redis `tcp-check` AUTH + `info replication` +
                          `expect string role:master`, `inter 1s fall 2 rise 1`; PostgreSQL and
                          MariaDB `option httpchk OPTIONS /primary`, `inter 3s fall 3 rise 2`,
@@ -42,6 +46,10 @@ two clients write through the proxy's write endpoint meanwhile:
   session    one long-lived session writing every 20 ms; on an error it reconnects
 Each write carries a unique token and reports the server port it landed on (PostgreSQL
 `inet_server_port()`, MariaDB `@@port`, Redis `CONFIG GET port` on the same connection).
+
+The clients' connect timeout is `--connect-timeout` (default 10 s; libpq connect_timeout for
+pg): an attempt that gives up on its own while the proxy still holds it is counted as failed,
+and as a client-side timeout in the notes.
 
 Reported per scenario: the first acknowledged write on the new primary, from the row's start and
 as route - ref (ref: the promotion, or for `split` the demotion of the old primary, the moment a
@@ -248,6 +256,10 @@ class Driver:
     def close(self, conn):
         try:
             conn.close()
+            if self.engine == "redis":
+                # redis-py 4.3's close() only returns the connection to the client's pool: the
+                # socket would stay open (and its proxied session alive) until garbage collection.
+                conn.connection_pool.disconnect()
         except Exception:
             pass
 
@@ -280,6 +292,12 @@ class Driver:
             d.close(conn)
 
 
+# The clients' connect timeout (s), `--connect-timeout`: what an application would set; a held
+# connection that waits longer gives up on its own (a client-side timeout, reported as such).
+CONNECT_TIMEOUT = 10
+CLIENT_TIMEOUT = re.compile(r"timeout expired|timed out|ConnectionTimeout", re.I)
+
+
 class Clients:
     """The two writers; every attempt is one record (wall-clock times, comparable with lab.sh)."""
 
@@ -310,7 +328,7 @@ class Clients:
         tok = self.token()
         conn = None
         try:
-            conn = self.d.connect(10)
+            conn = self.d.connect(CONNECT_TIMEOUT)
             tw = time.time()
             port = self.d.write(conn, tok)
             self.record("new-conn", t0, True, port=port, token=tok, tw=tw)
@@ -341,7 +359,7 @@ class Clients:
             tok = self.token()
             try:
                 if conn is None:
-                    conn = self.d.connect(10)
+                    conn = self.d.connect(CONNECT_TIMEOUT)
                 tw = time.time()
                 port = self.d.write(conn, tok)
                 self.record("session", t0, True, port=port, token=tok, tw=tw)
@@ -410,7 +428,40 @@ def authority_yaml(lab):
     raise NotApplicable(f"no authority for {lab}")
 
 
-def rolegate_yaml(lab, listen, admin, interval=None, authority=False):
+def patroni_listener():
+    """The primary listener's `queue_timeout` and `max_connections` for the Patroni pair, sized
+    as the README tells an operator to, from what Patroni applies (REST GET /config):
+    - queue_timeout above Patroni's unplanned failover time, ttl + loop_wait (+ 5 s for the
+      promotion itself and rolegate's rise), so connections queued while a dead leader's lock
+      expires are still waiting when the replica is promoted;
+    - max_connections below what PostgreSQL gives ordinary users (max_connections -
+      superuser_reserved_connections) with 10 to spare for Patroni's own, rolegate's check and
+      other sessions: sessions queued in rolegate hold a listener slot, so when the promotion
+      releases them at most this many open a backend connection at once and the rest follow as
+      those end (the kernel backlog holds new clients meanwhile) instead of overflowing
+      PostgreSQL with "too many clients".
+    Returns (settings for the YAML, a sentence for the results header)."""
+    rest = TOPO.port("patroni", "A", "rest_port")
+    code, body = http_get(rest, "/config")
+    if code != 200:
+        rest = TOPO.port("patroni", "B", "rest_port")
+        code, body = http_get(rest, "/config")
+    if code != 200:
+        raise RuntimeError(f"Patroni GET /config answered {code}")
+    conf = json.loads(body)
+    ttl, loop_wait = int(conf.get("ttl", 30)), int(conf.get("loop_wait", 10))
+    params = (conf.get("postgresql") or {}).get("parameters") or {}
+    pg_max = int(params.get("max_connections", 100))
+    reserved = int(params.get("superuser_reserved_connections", 3))
+    queue = ttl + loop_wait + 5
+    maxconn = pg_max - reserved - 10
+    why = (f"`queue_timeout: {queue}s` (Patroni ttl {ttl} s + loop_wait {loop_wait} s + 5 s), "
+           f"`max_connections: {maxconn}` (PostgreSQL max_connections {pg_max} − {reserved} reserved − 10), "
+           "from Patroni's GET /config")
+    return {"queue_timeout": f"{queue}s", "max_connections": maxconn}, why
+
+
+def rolegate_yaml(lab, listen, admin, interval=None, authority=False, listener_extra=None):
     engine = DRIVER[lab]
     a, b = PORTS[lab]
     na, nb = backend_names(lab)
@@ -432,7 +483,8 @@ def rolegate_yaml(lab, listen, admin, interval=None, authority=False):
         f"      - {{ name: {na}, address: 127.0.0.1:{a} }}",
         f"      - {{ name: {nb}, address: 127.0.0.1:{b} }}",
         "listeners:",
-        f"  - {{ name: rw, bind: 127.0.0.1:{listen}, cluster: {lab}, role: primary }}",
+        f"  - {{ name: rw, bind: 127.0.0.1:{listen}, cluster: {lab}, role: primary"
+        + "".join(f", {k}: {v}" for k, v in (listener_extra or {}).items()) + " }",
         "",
     ])
 
@@ -553,6 +605,7 @@ class Proxy:
         self.sock = os.path.join(workdir, "haproxy.sock")
         self.tag = f"{lab}-{setup.replace(' ', '-')}"
         self.rolegate = setup.startswith("rolegate")
+        self.sizing = None  # the listener settings beyond the defaults, said in the header
 
     def start(self):
         if self.rolegate:
@@ -564,9 +617,12 @@ class Proxy:
         """Writes the rolegate config; for the authority setup, raises NotApplicable when this
         binary rejects the `authority:` key (before the lab is touched)."""
         cfg = os.path.join(self.dir, self.tag + ".yaml")
+        extra = None
+        if self.setup == AUTHORITY and self.lab == "patroni":
+            extra, self.sizing = patroni_listener()
         with open(cfg, "w") as f:
             f.write(rolegate_yaml(self.lab, self.listen, self.admin, "1s" if self.setup == ONE_S else None,
-                                  authority=self.setup == AUTHORITY))
+                                  authority=self.setup == AUTHORITY, listener_extra=extra))
         if self.setup == AUTHORITY:
             r = subprocess.run([self.bin, "check-config", cfg], capture_output=True, text=True, timeout=30,
                                env=dict(os.environ, MONITOR_PASSWORD=MON_PW))
@@ -833,6 +889,17 @@ def analyse(row, lab_name, setup, recs, ctx, a_port, b_port, acked_n, present_n)
         if not r["ok"]:
             errors[r["error"]] = errors.get(r["error"], 0) + 1
     nc = per_kind("new-conn")
+    timeouts = sum(1 for r in recs if r["kind"] == "new-conn" and not r["ok"] and CLIENT_TIMEOUT.search(r["error"] or ""))
+    if timeouts:
+        ctx.notes.append(f"{timeouts} new-conn failures are client-side connect timeouts ({CONNECT_TIMEOUT} s)")
+    # Attempts that started before the lab saw the old primary demoted or dead, and failed: in
+    # the kill row, connections in their handshake with PostgreSQL while the lab SIGKILLs its
+    # processes one by one (they get the dying server's own FATAL). No proxy can move a session
+    # that has received the old server's bytes. Still counted as failed; said apart.
+    gone = ctx.timeline.get("demoted", start)
+    in_flight = sum(1 for r in recs if r["kind"] == "new-conn" and not r["ok"] and r["t0"] < gone)
+    if in_flight and row.name == "patroni-kill":
+        ctx.notes.append(f"{in_flight} failed new-conn started before A was seen dead (in flight on it as it died)")
     route = (first_b - ctx.ref) if first_b is not None and ctx.ref is not None else None
     goal = route is not None and route <= 0.5 and nc["failed"] == 0 and ctx.goal_extra_ok
     fails = [r["t1"] for r in recs if not r["ok"]]
@@ -856,6 +923,8 @@ def analyse(row, lab_name, setup, recs, ctx, a_port, b_port, acked_n, present_n)
         "settled": ctx.settled,
         "goal": goal,
         "notes": ctx.notes,
+        "client_timeouts": timeouts,
+        "sizing": ctx.proxy.sizing,
         "errors": sorted(errors.items(), key=lambda kv: -kv[1])[:6],
     }
 
@@ -940,9 +1009,12 @@ def main():
     ap.add_argument("--detect", type=float, default=1.0, help="hang: seconds from the freeze to the promotion")
     ap.add_argument("--split-for", type=float, default=None, help="split: seconds from the promotion to the demotion")
     ap.add_argument("--after-resume", type=float, default=None, help="hang: seconds watched after the resume")
+    ap.add_argument("--connect-timeout", type=int, default=10,
+                    help="the clients' connect timeout, whole seconds (default %(default)s)")
     ap.add_argument("--out")
     ap.add_argument("--port-base", type=int, default=int(os.environ.get("FAILOVER_PORT_BASE", "27600")))
     args = ap.parse_args()
+    globals()["CONNECT_TIMEOUT"] = max(2, args.connect_timeout)
     args.pre = 0.5 if args.smoke else 2.0
     args.settle = 1.0 if args.smoke else 3.0
     args.max_after = 40.0
@@ -1009,7 +1081,10 @@ def main():
         f"- rolegate git {rev}; HAProxy {subprocess.run(['haproxy', '-v'], capture_output=True, text=True).stdout.split()[2]}; "
         f"{os.cpu_count()} cores; {(time.time() - started) / 60:.1f} min; load average at start "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at end {end_load[0]:.2f} {end_load[1]:.2f} {end_load[2]:.2f}",
-        "- clients: a new connection every 20 ms (one write each) + one long-lived session writing every 20 ms",
+        "- clients: a new connection every 20 ms (one write each; at most 200 in flight) + one long-lived session "
+        f"writing every 20 ms; connect timeout {CONNECT_TIMEOUT} s",
+        *sorted({f"- rolegate authority on the Patroni pair: {r['sizing']}; otherwise rolegate's defaults"
+                 for r in results if r.get("sizing")}),
         f"- hang: promotion {args.detect:.1f} s after the freeze, watched {args.after_resume:.1f} s after the resume; "
         f"split: demotion {args.split_for:.1f} s after the promotion",
         "- goal (issue 13): route − ref ≤ 500 ms and 0 failed new connections (hold rows: the hold ended by the new "

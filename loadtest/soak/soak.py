@@ -200,6 +200,21 @@ def series(metrics, name, **labels):
     return total
 
 
+def log_open_sessions(metrics, rg, port_base):
+    """Diagnosis of a session that outlived its client: which (listener, backend) pairs still
+    count one, and every TCP socket on rolegate's listener ports with its owner — a client end
+    still owned by this script is a leak here, one owned by nobody is rolegate's."""
+    for key, value in sorted(metrics.items()):
+        if key.startswith("rolegate_sessions_active{") and value:
+            log(f"still active: {key} = {value:g}")
+    ports = " or ".join(f"sport = :{port_base + i} or dport = :{port_base + i}" for i in range(len(ENGINES)))
+    out = subprocess.run(["ss", "-tanpiO", f"( {ports} )"], capture_output=True, text=True, timeout=10)
+    log(f"sockets on rolegate's listener ports (rolegate pid {rg.proc.pid}, soak pid {os.getpid()}):\n"
+        + (out.stdout or out.stderr))
+    mine = subprocess.run(["ss", "-tanpO"], capture_output=True, text=True, timeout=10).stdout
+    log("rolegate's sockets:\n" + "\n".join(l for l in mine.splitlines() if f"pid={rg.proc.pid}," in l))
+
+
 # --- clients ---------------------------------------------------------------------------------
 
 class Client:
@@ -208,6 +223,24 @@ class Client:
 
     def __init__(self, engine, port):
         self.engine = engine
+        self.c = None
+        try:
+            self._open(port)
+        except BaseException as e:
+            # Close every socket of a failed attempt now, not whenever the garbage collector
+            # finds it: rolegate forwards the server's close (e.g. PostgreSQL's "FATAL: the
+            # database system is shutting down" during a switchover) and then waits, rightly,
+            # for the client's own close before it ends the session. Connected, then the port
+            # query failed: our connection. psycopg's failed connect keeps its PGconn — socket
+            # open — on the exception (`pgconn`), alive until a GC cycle collects the traceback.
+            self.close()
+            pgconn = getattr(e, "pgconn", None)
+            if pgconn is not None:
+                pgconn.finish()
+            raise
+
+    def _open(self, port):
+        engine = self.engine
         if engine == "pg":
             # sslmode=disable: one TCP connection per connect (with `prefer`, libpq retries a
             # failed TLS attempt in the clear on a second one), so rolegate's session count and
@@ -259,8 +292,16 @@ class Client:
         return 2 * len(payload)
 
     def close(self):
+        if self.c is None:
+            return
         try:
             self.c.close()
+            if self.engine == "redis":
+                # redis-py 4.3's close() only returns the connection to the client's own pool;
+                # the socket stays open until the pool is collected, and an error reply such as
+                # READONLY leaves a reference cycle, so that can be much later (a soak once saw
+                # a session outlive its writer by 40 s). Disconnect explicitly.
+                self.c.connection_pool.disconnect()
         except Exception:
             pass
 
@@ -403,7 +444,10 @@ def tags_on(engine, port, run):
         c.close()
         return {r[0] for r in rows}
     r = redis.Redis(host="127.0.0.1", port=port, username="app", password=APP_PW)
-    return {k.decode()[len("soak:"):] for k in r.scan_iter(match=f"soak:soak-{run}-*", count=1000)}
+    try:
+        return {k.decode()[len("soak:"):] for k in r.scan_iter(match=f"soak:soak-{run}-*", count=1000)}
+    finally:
+        r.connection_pool.disconnect()
 
 
 def switchover(engine, stats_list):
@@ -552,6 +596,7 @@ def main():
         active = series(m, "rolegate_sessions_active")
         if active != 0:
             failures.append(f"{active} sessions still active after every client closed")
+            log_open_sessions(m, rg, args.port_base)
         reloaded = series(m, "rolegate_config_reloads_total", result="success")
         if reload_failures or reloaded != rg.reloads:
             failures.append(f"{rg.reloads} SIGHUPs, {reloaded} successful reloads counted")

@@ -52,6 +52,12 @@ impl PatroniConfig {
     pub fn failover_key(&self) -> String {
         format!("{}/failover", self.base())
     }
+
+    /// The dynamic configuration key (`patronictl edit-config`): JSON with `ttl`, `loop_wait`,
+    /// `retry_timeout` and the PostgreSQL settings Patroni applies to every member.
+    pub fn config_key(&self) -> String {
+        format!("{}/config", self.base())
+    }
 }
 
 /// What a cluster with an authority does while the authority cannot be reached.

@@ -455,6 +455,96 @@ async fn no_backend_refuses_after_queue_timeout_and_queued_clients_are_served_wh
     proxy.stop().await;
 }
 
+/// Connections waiting in the queue hold a slot of the listener's `max_connections`: with
+/// `max_connections: 3` and five clients waiting for a backend, three are queued in rolegate and
+/// two wait in the kernel's backlog; when the backend appears, three are placed (at most three
+/// backend connections at once, what keeps a failover's burst under the database's own limit)
+/// and the other two follow as those end.
+#[tokio::test]
+async fn queued_connections_count_against_max_connections_and_drain_in_waves() {
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port_addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let yaml = config(&[("a", port_addr)])
+        .edit_cluster("app", |c| {
+            c.check(Check::timing("100ms", "100ms", 1, 1).set("down_interval", "50ms"))
+        })
+        .edit_listener("pri", |l| {
+            l.set("queue_timeout", "30s").set("max_connections", 3)
+        })
+        .yaml();
+    let proxy = Proxy::start(&yaml).await;
+    let pri = proxy.addr("pri").await;
+    // Each client sends its number, reports it once echoed, and stays open until told.
+    let (echoed_tx, mut echoed) = tokio::sync::mpsc::unbounded_channel();
+    let mut close = Vec::new();
+    for i in 0..5u8 {
+        let mut c = TcpStream::connect(pri).await.unwrap();
+        c.write_all(&[i]).await.unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        close.push(Some(tx));
+        let echoed_tx = echoed_tx.clone();
+        tokio::spawn(async move {
+            let mut b = [0u8; 1];
+            if c.read_exact(&mut b).await.is_ok() {
+                let _ = echoed_tx.send(b[0]);
+            }
+            let _ = rx.await;
+        });
+    }
+    eventually(
+        Duration::from_secs(5),
+        "three queued, the rest stalled",
+        || {
+            let m = proxy.metrics();
+            async move {
+                metric_value(&m, "rolegate_queued_connections{listener=\"pri\"}") == Some(3.0)
+                && metric_value(
+                    &m,
+                    "rolegate_listener_refused_total{listener=\"pri\",reason=\"max_connections\"}",
+                )
+                .is_some_and(|v| v >= 1.0)
+            }
+        },
+    )
+    .await;
+    let listener = tokio::net::TcpListener::bind(port_addr).await.unwrap();
+    let backend = fake::echo().spawn_on(listener);
+    // The first wave: three placed, no more while they are open.
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        let i = tokio::time::timeout(Duration::from_secs(10), echoed.recv())
+            .await
+            .expect("a queued client is served")
+            .unwrap();
+        first.push(i);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), echoed.recv())
+            .await
+            .is_err(),
+        "a fourth session must wait while three are open"
+    );
+    assert_eq!(backend.sessions.load(Ordering::Relaxed), 3);
+    // The second wave follows as the first ends.
+    for i in &first {
+        drop(close[usize::from(*i)].take());
+    }
+    let mut all = first.clone();
+    for _ in 0..2 {
+        let i = tokio::time::timeout(Duration::from_secs(10), echoed.recv())
+            .await
+            .expect("a stalled client is served once a slot frees")
+            .unwrap();
+        all.push(i);
+    }
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3, 4]);
+    assert_eq!(backend.sessions.load(Ordering::Relaxed), 5);
+    drop(close);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn graceful_stop_lets_sessions_finish_within_the_grace_period() {
     let backend = fake::reply_at_eof().spawn().await;

@@ -12,7 +12,10 @@
 //! - report [`Verdict::Unreachable`] when it cannot ask, then reconnect with [`Backoff`];
 //! - set `recheck` when the authority's leader changed (push: the cluster's backends are
 //!   checked at once) and `hold` while the authority announces a switchover in progress;
-//! - never panic on what the authority sends: garbage is a verdict or a logged error.
+//! - never panic on what the authority sends: garbage is a verdict or a logged error;
+//! - report the authority's own failover timing where it can be read ([`Timing`]; Patroni's
+//!   dynamic configuration), `None` where not: shown and compared with `queue_timeout`, never
+//!   a routing input.
 
 pub mod patroni;
 pub mod sentinel;
@@ -34,6 +37,41 @@ pub struct AuthorityReport {
     pub hold: bool,
     /// Re-check the cluster's backends now (the authority's leader changed).
     pub recheck: bool,
+    /// The authority's own failover timing, for sources that can read it (Patroni's dynamic
+    /// configuration); `None` for those that cannot.
+    pub timing: Option<Timing>,
+}
+
+/// What the authority's own configuration says about how long an unplanned failover takes.
+/// Not a routing input: `/status` shows it, and a primary listener whose `queue_timeout` is
+/// shorter than [`FailoverTiming::window`] is warned about (its connections queued while the
+/// dead primary's lock expires are refused before the authority promotes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timing {
+    /// Read and understood.
+    Known(FailoverTiming),
+    /// The key is absent or its value is unusable; `reason` names the key.
+    Unknown { reason: String },
+}
+
+/// Patroni's `ttl`, `loop_wait` and `retry_timeout` as Patroni applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverTiming {
+    /// Where it was read (`/<namespace>/<scope>/config`).
+    pub key: String,
+    pub ttl: Duration,
+    pub loop_wait: Duration,
+    pub retry_timeout: Duration,
+    /// Fields absent from the key, for which Patroni's defaults apply.
+    pub defaulted: Vec<&'static str>,
+}
+
+impl FailoverTiming {
+    /// The longest a dead leader's lock takes to be taken over: the lock expires `ttl` after
+    /// the leader's last renewal, and a replica acts on it within one `loop_wait`.
+    pub fn window(&self) -> Duration {
+        self.ttl + self.loop_wait
+    }
 }
 
 /// What the authority says about the cluster's primary.
@@ -104,13 +142,20 @@ pub struct Source {
 
 impl Source {
     /// Sends one report for this source's cluster.
-    pub async fn report(&self, verdict: Verdict, hold: bool, recheck: bool) -> Result<(), Stopped> {
+    pub async fn report(
+        &self,
+        verdict: Verdict,
+        hold: bool,
+        recheck: bool,
+        timing: Option<Timing>,
+    ) -> Result<(), Stopped> {
         self.out
             .send(AuthorityReport {
                 cluster: self.cluster.name.clone(),
                 verdict,
                 hold,
                 recheck,
+                timing,
             })
             .await
     }

@@ -9,6 +9,11 @@
 //! cancelled watch (a member cut off from the quorum: watches require a leader) reads again;
 //! a lost connection reports `Unreachable` and reconnects with [`Backoff`].
 //!
+//! The dynamic configuration key `…/config` is read and watched with them: its `ttl` and
+//! `loop_wait` bound how long Patroni takes to replace a dead leader, which `/status` shows
+//! and the supervisor compares with the primary listeners' `queue_timeout`. It never affects
+//! routing: an absent or unreadable key is reported as [`Timing::Unknown`], naming the key.
+//!
 //! Members map to backends by `patroni_member`, else by the backend's name; a leader key
 //! naming anything else is [`Verdict::UnknownMember`]. Patroni's values are read the way
 //! Patroni reads them (`patroni/dcs/__init__.py`, `Failover.from_node`), and nothing it
@@ -19,7 +24,7 @@ use std::time::Duration;
 use etcd_client::{Client, EventType, Txn, TxnOp, TxnOpResponse, WatchOptions};
 use tracing::{info, warn};
 
-use super::{Backoff, Source, Stopped, Verdict};
+use super::{Backoff, FailoverTiming, Source, Stopped, Timing, Verdict};
 use crate::config::{BackendName, ClusterConfig, EtcdConfig, PatroniConfig};
 
 /// etcd connect, request and keep-alive timeout: a lost DCS is noticed within about this.
@@ -29,12 +34,13 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 pub async fn run(source: Source, config: PatroniConfig) {
     let members = Members::of(&source.cluster);
     let mut backoff = Backoff::new();
-    let mut sent: Option<(Verdict, bool)> = None;
+    let mut sent: Option<Sent> = None;
     info!(
         message = "Patroni authority: watching the leader key.",
         cluster = %source.cluster.name,
         leader_key = %config.leader_key(),
         failover_key = %config.failover_key(),
+        config_key = %config.config_key(),
     );
     loop {
         let outcome = tokio::select! {
@@ -54,7 +60,9 @@ pub async fn run(source: Source, config: PatroniConfig) {
                 let verdict = Verdict::Unreachable {
                     reason: e.to_string(),
                 };
-                if send(&source, &mut sent, verdict, false, false)
+                // What the configuration key said stays true while etcd is away.
+                let timing = sent.as_ref().and_then(|s| s.2.clone());
+                if send(&source, &mut sent, (verdict, false, timing), false)
                     .await
                     .is_err()
                 {
@@ -91,11 +99,15 @@ async fn session(
     source: &Source,
     config: &PatroniConfig,
     members: &Members,
-    sent: &mut Option<(Verdict, bool)>,
+    sent: &mut Option<Sent>,
     backoff: &mut Backoff,
 ) -> Result<(), SessionError> {
     let mut client = connect(&config.etcd).await?;
-    let (leader_key, failover_key) = (config.leader_key(), config.failover_key());
+    let (leader_key, failover_key, config_key) = (
+        config.leader_key(),
+        config.failover_key(),
+        config.config_key(),
+    );
     let read = Txn::new().and_then([
         TxnOp::get(leader_key.clone(), None),
         TxnOp::get(failover_key.clone(), None),
@@ -110,13 +122,32 @@ async fn session(
             }
         }
     }
+    // The configuration key apart from the gate's keys: an etcd user allowed only those still
+    // gets the gate, with the timing unknown (and that key not watched).
+    let config_revision = match client.get(config_key.clone(), None).await {
+        Ok(get) => {
+            for kv in get.kvs() {
+                keys.put(config, kv.key(), kv.value());
+            }
+            Some(get.header().map_or(0, |h| h.revision()))
+        }
+        Err(etcd_client::Error::GRpcStatus(status)) => {
+            keys.config_error = Some(format!("etcd refused to read it: {}", status.message()));
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     backoff.reset();
-    let recheck = sent.as_ref().map(|(v, _)| v) != Some(&keys.verdict(members));
-    send(source, sent, keys.verdict(members), keys.hold(), recheck).await?;
+    let recheck = sent.as_ref().map(|s| &s.0) != Some(&keys.verdict(members));
+    send(source, sent, keys.now(config, members), recheck).await?;
 
     let from = WatchOptions::new().with_start_revision(revision + 1);
     let mut watch = client.watch(leader_key, Some(from.clone())).await?;
     watch.watch(failover_key, Some(from)).await?;
+    if let Some(r) = config_revision {
+        let from = WatchOptions::new().with_start_revision(r + 1);
+        watch.watch(config_key, Some(from)).await?;
+    }
     loop {
         let Some(resp) = watch.message().await? else {
             return Err(SessionError::WatchEnded);
@@ -139,32 +170,38 @@ async fn session(
             }
         }
         let recheck = before != keys.leader;
-        send(source, sent, keys.verdict(members), keys.hold(), recheck).await?;
+        send(source, sent, keys.now(config, members), recheck).await?;
     }
 }
 
-/// Reports when the verdict or the hold changed, or a re-check is due.
+/// What was last reported: verdict, hold, timing.
+type Sent = (Verdict, bool, Option<Timing>);
+
+/// Reports when the verdict, the hold or the timing changed, or a re-check is due.
 async fn send(
     source: &Source,
-    sent: &mut Option<(Verdict, bool)>,
-    verdict: Verdict,
-    hold: bool,
+    sent: &mut Option<Sent>,
+    now: Sent,
     recheck: bool,
 ) -> Result<(), Stopped> {
-    let now = (verdict, hold);
     if sent.as_ref() == Some(&now) && !recheck {
         return Ok(());
     }
-    source.report(now.0.clone(), now.1, recheck).await?;
+    source
+        .report(now.0.clone(), now.1, recheck, now.2.clone())
+        .await?;
     *sent = Some(now);
     Ok(())
 }
 
-/// The two keys as last read (an empty value stands for an absent key).
+/// The three keys as last read (an empty value stands for an absent key).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Keys {
     leader: Option<String>,
     failover: Option<Vec<u8>>,
+    config: Option<Vec<u8>>,
+    /// Why the configuration key could not be read at all (etcd refused it).
+    config_error: Option<String>,
 }
 
 impl Keys {
@@ -174,7 +211,21 @@ impl Keys {
             self.leader = present.map(|v| String::from_utf8_lossy(&v).trim().to_string());
         } else if key == config.failover_key().as_bytes() {
             self.failover = present;
+        } else if key == config.config_key().as_bytes() {
+            self.config = present;
         }
+    }
+
+    /// The report these keys make.
+    fn now(&self, config: &PatroniConfig, members: &Members) -> Sent {
+        let key = config.config_key();
+        let timing = match &self.config_error {
+            Some(why) => Timing::Unknown {
+                reason: format!("Patroni's configuration key {key}: {why}"),
+            },
+            None => timing(&key, self.config.as_deref()),
+        };
+        (self.verdict(members), self.hold(), Some(timing))
     }
 
     fn verdict(&self, members: &Members) -> Verdict {
@@ -221,6 +272,82 @@ fn switchover_pending(value: &[u8]) -> bool {
         }
         Ok(_) => false,
         Err(_) => text.split(':').any(|part| !part.trim().is_empty()),
+    }
+}
+
+/// Patroni's defaults for the timing fields (`patroni/config.py`, `__DEFAULT_CONFIG`), which
+/// apply when the dynamic configuration leaves one out.
+const DEFAULTS: [(&str, u64); 3] = [("ttl", 30), ("loop_wait", 10), ("retry_timeout", 10)];
+
+/// The failover timing in the dynamic configuration key's value, read as Patroni reads it
+/// (`Config._safe_copy_dynamic_configuration`: each present field through Python's `int()`,
+/// so `10`, `10.7` and `"10"` are 10 s; an absent field takes Patroni's default). Anything
+/// Patroni itself could not apply is [`Timing::Unknown`] with the reason and the key.
+fn timing(key: &str, value: Option<&[u8]>) -> Timing {
+    let unknown = |why: String| Timing::Unknown {
+        reason: format!("Patroni's configuration key {key}: {why}"),
+    };
+    let Some(value) = value else {
+        return unknown("absent (Patroni has not written its dynamic configuration)".into());
+    };
+    let object = match serde_json::from_slice::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(o)) => o,
+        Ok(other) => return unknown(format!("not a JSON object but {}", json_kind(&other))),
+        Err(e) => return unknown(format!("not JSON ({e})")),
+    };
+    let mut seconds = [0u64; 3];
+    let mut defaulted = Vec::new();
+    for (slot, (field, default)) in seconds.iter_mut().zip(DEFAULTS) {
+        *slot = match object.get(field) {
+            None => {
+                defaulted.push(field);
+                default
+            }
+            Some(v) => match python_int(v) {
+                Some(s) => s,
+                None => return unknown(format!("{field} is {v}, not a whole number of seconds")),
+            },
+        };
+    }
+    let [ttl, loop_wait, retry_timeout] = seconds.map(Duration::from_secs);
+    Timing::Known(FailoverTiming {
+        key: key.to_string(),
+        ttl,
+        loop_wait,
+        retry_timeout,
+        defaulted,
+    })
+}
+
+/// Python's `int(v)` for what JSON can hold, limited to non-negative seconds: an integer, a
+/// number (truncated), a string of digits (surrounding blanks allowed). Booleans, null,
+/// negatives and anything else are refused.
+fn python_int(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && *f < u32::MAX as f64)
+                .map(|f| f.trunc() as u64)
+        }),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let digits = s.strip_prefix('+').unwrap_or(s);
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok())
+                .flatten()
+        }
+        _ => None,
+    }
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -348,5 +475,95 @@ mod tests {
         assert!(keys.hold());
         keys.put(&p, b"/ns/s/failover", b"");
         assert!(!keys.hold());
+    }
+
+    fn known(t: Timing) -> FailoverTiming {
+        match t {
+            Timing::Known(k) => k,
+            Timing::Unknown { reason } => panic!("unknown: {reason}"),
+        }
+    }
+
+    #[test]
+    fn the_config_key_gives_patronis_timing_as_patroni_reads_it() {
+        let key = "/ns/s/config";
+        // What the lab's Patroni 3.0 writes at bootstrap, PostgreSQL settings and all.
+        let lab = br#"{"ttl":10,"loop_wait":1,"retry_timeout":5,"maximum_lag_on_failover":1048576,"postgresql":{"parameters":{"max_connections":100}}}"#;
+        let t = known(timing(key, Some(lab)));
+        assert_eq!(
+            (t.ttl, t.loop_wait, t.retry_timeout),
+            (
+                Duration::from_secs(10),
+                Duration::from_secs(1),
+                Duration::from_secs(5)
+            )
+        );
+        assert_eq!(t.window(), Duration::from_secs(11));
+        assert!(t.defaulted.is_empty());
+        assert_eq!(t.key, key);
+        // Python's int(): numbers truncate, digit strings parse.
+        let t = known(timing(
+            key,
+            Some(br#"{"ttl":"20","loop_wait":2.9,"retry_timeout":" 7 "}"#),
+        ));
+        assert_eq!(
+            (
+                t.ttl.as_secs(),
+                t.loop_wait.as_secs(),
+                t.retry_timeout.as_secs()
+            ),
+            (20, 2, 7)
+        );
+        // Absent fields are Patroni's defaults, and said to be.
+        let t = known(timing(key, Some(br#"{"ttl":40}"#)));
+        assert_eq!((t.ttl.as_secs(), t.loop_wait.as_secs()), (40, 10));
+        assert_eq!(t.defaulted, vec!["loop_wait", "retry_timeout"]);
+        let t = known(timing(key, Some(b"{}")));
+        assert_eq!(t.window(), Duration::from_secs(40));
+    }
+
+    #[test]
+    fn a_missing_or_garbage_config_key_is_unknown_and_names_the_key() {
+        let key = "/ns/s/config";
+        let cases: [(Option<&[u8]>, &str); 9] = [
+            (None, "absent"),
+            (Some(b"not json"), "not JSON"),
+            (Some(b"\xff\xfe"), "not JSON"),
+            (Some(b"[10, 1]"), "an array"),
+            (Some(b"null"), "null"),
+            (Some(br#"{"ttl":null}"#), "ttl is null"),
+            (Some(br#"{"ttl":-5}"#), "ttl is -5"),
+            (Some(br#"{"loop_wait":"ten"}"#), "loop_wait is \"ten\""),
+            (Some(br#"{"retry_timeout":true}"#), "retry_timeout is true"),
+        ];
+        for (value, want) in cases {
+            match timing(key, value) {
+                Timing::Unknown { reason } => {
+                    assert!(reason.contains(key), "{reason}");
+                    assert!(reason.contains(want), "{want:?} not in {reason}");
+                }
+                Timing::Known(t) => panic!("{value:?} read as {t:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_config_key_is_tracked_with_the_others() {
+        let (c, p) = cluster();
+        let members = Members::of(&c);
+        let mut keys = Keys::default();
+        keys.put(&p, b"/ns/s/leader", b"a");
+        let (_, _, t) = keys.now(&p, &members);
+        assert!(matches!(t, Some(Timing::Unknown { .. })), "{t:?}");
+        keys.put(&p, b"/ns/s/config", br#"{"ttl":30,"loop_wait":10}"#);
+        let (v, hold, t) = keys.now(&p, &members);
+        assert_eq!((v, hold), (Verdict::Leader("a".into()), false));
+        assert_eq!(known(t.expect("timing")).window(), Duration::from_secs(40));
+        // A deleted key (an empty value) is unknown again.
+        keys.put(&p, b"/ns/s/config", b"");
+        assert!(matches!(
+            keys.now(&p, &members).2,
+            Some(Timing::Unknown { .. })
+        ));
     }
 }

@@ -50,6 +50,7 @@ impl Supervisor {
                         no_primary_since: None,
                         hold: None,
                         fleet: None,
+                        timing: Default::default(),
                     }
                 }
             };

@@ -1,14 +1,20 @@
 //! Authorities' meeting point with the supervisor (`control_plane/authority/`): the source
 //! tasks, kept in step with the config; each [`AuthorityReport`] into the cluster's memory
 //! (`ClusterMemory::authority`), where the pure decision weighs it (policy 7); the gate's
-//! changes logged and counted; `/status` `authority` and the authority metrics.
+//! changes logged and counted; `/status` `authority` and the authority metrics. The
+//! authority's failover timing (Patroni's `ttl` + `loop_wait`) is compared with the cluster's
+//! primary listeners' `queue_timeout` ([`short_queues`]) and a shortfall warned about.
+
+use std::time::Duration;
 
 use serde::Serialize;
 use tracing::{error, info, warn};
 
 use super::{ClusterState, Supervisor};
-use crate::config::Config;
-use crate::control_plane::authority::{AuthorityReport, Reporter, Tasks, Verdict};
+use crate::config::{ClusterName, Config, ListenerConfig, RoleFilter};
+use crate::control_plane::authority::{
+    AuthorityReport, FailoverTiming, Reporter, Tasks, Timing, Verdict,
+};
 use crate::control_plane::checks::ProbeCommand;
 use crate::control_plane::decision::{AuthorityInput, Gate, OperatorHold, Refusal};
 use crate::metrics::Metrics;
@@ -45,6 +51,62 @@ pub struct AuthorityStatus {
     /// The gate for the node the checks chose: `agrees`, `trust_checks`, `disagrees`,
     /// `no_leader`, `unknown_member`, `fail_closed`; absent when the checks chose none.
     pub gate: Option<&'static str>,
+    /// The authority's failover timing (Patroni's dynamic configuration); `null` for an
+    /// authority that has none (Sentinel) and before the first report.
+    pub failover_timing: Option<TimingStatus>,
+}
+
+/// `/status` `clusters[].authority.failover_timing`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimingStatus {
+    /// The key it is read from (`/<namespace>/<scope>/config`).
+    pub key: Option<String>,
+    pub ttl_s: Option<u64>,
+    pub loop_wait_s: Option<u64>,
+    pub retry_timeout_s: Option<u64>,
+    /// `ttl` + `loop_wait`: how long Patroni may take to replace a dead leader.
+    pub unplanned_failover_s: Option<u64>,
+    /// Fields absent from the key (Patroni's defaults apply to them).
+    pub defaulted: Vec<&'static str>,
+    /// Why the timing is unknown (absent or unreadable key).
+    pub error: Option<String>,
+    /// Primary listeners whose `queue_timeout` is shorter than `unplanned_failover_s`.
+    pub short_queue_timeout: Vec<ShortQueue>,
+}
+
+/// A primary listener that refuses its queued connections before an unplanned failover ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShortQueue {
+    pub listener: String,
+    pub queue_timeout_ms: u64,
+}
+
+/// The authority's timing as last reported, and what was last logged about it (a warning is
+/// logged once per distinct timing and set of short listeners, not on every report).
+#[derive(Debug, Default)]
+pub(super) struct TimingState {
+    timing: Option<Timing>,
+    short: Vec<ShortQueue>,
+    logged: Option<(Timing, Vec<ShortQueue>)>,
+}
+
+/// The primary listeners of `cluster` whose `queue_timeout` is shorter than `window`: a new
+/// connection they queue when the primary dies is refused before the authority can have
+/// promoted a replica (`queue_timeout` must exceed `ttl` + `loop_wait`, README).
+pub(super) fn short_queues(
+    listeners: &[ListenerConfig],
+    cluster: &ClusterName,
+    window: Duration,
+) -> Vec<ShortQueue> {
+    listeners
+        .iter()
+        .filter(|l| &l.cluster == cluster && l.role == RoleFilter::Primary)
+        .filter(|l| l.queue_timeout < window)
+        .map(|l| ShortQueue {
+            listener: l.name.to_string(),
+            queue_timeout_ms: l.queue_timeout.as_millis() as u64,
+        })
+        .collect()
 }
 
 impl Supervisor {
@@ -55,7 +117,11 @@ impl Supervisor {
         for c in &mut self.clusters {
             if c.config.authority.is_none() || started.contains(&c.config.name) {
                 c.memory.authority = AuthorityInput::default();
+                c.timing = TimingState::default();
             }
+        }
+        for c in &mut self.clusters {
+            judge_timing(c, &config.listeners);
         }
     }
 
@@ -110,6 +176,10 @@ impl Supervisor {
         let input = &mut c.memory.authority;
         input.announced = report.hold;
         input.verdict = Some(verdict);
+        if report.timing.is_some() {
+            c.timing.timing = report.timing;
+            judge_timing(c, &self.listeners);
+        }
         if report.recheck {
             count("recheck");
             for slot in &c.backends {
@@ -118,6 +188,104 @@ impl Supervisor {
         }
         self.reconcile(ci);
     }
+}
+
+/// What [`TimingState::judge`] found worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Judgement {
+    /// These primary listeners queue for less than the failover window.
+    Short(FailoverTiming, Vec<ShortQueue>),
+    /// None is short; `fixed` when some were at the last judgement.
+    Fine(FailoverTiming, bool),
+    Unknown(String),
+}
+
+impl TimingState {
+    /// Compares the timing with `cluster`'s primary listeners' `queue_timeout`; returns what to
+    /// log when the outcome differs from the last one logged (so each distinct timing and set
+    /// of short listeners is logged once), `None` when it does not or no timing is known yet.
+    fn judge(&mut self, cluster: &ClusterName, listeners: &[ListenerConfig]) -> Option<Judgement> {
+        let timing = self.timing.clone()?;
+        let short = match &timing {
+            Timing::Known(t) => short_queues(listeners, cluster, t.window()),
+            Timing::Unknown { .. } => Vec::new(),
+        };
+        self.short = short.clone();
+        let now = (timing, short);
+        if self.logged.as_ref() == Some(&now) {
+            return None;
+        }
+        let was_short = matches!(&self.logged, Some((_, s)) if !s.is_empty());
+        self.logged = Some(now.clone());
+        Some(match now {
+            (Timing::Known(t), short) if !short.is_empty() => Judgement::Short(t, short),
+            (Timing::Known(t), _) => Judgement::Fine(t, was_short),
+            (Timing::Unknown { reason }, _) => Judgement::Unknown(reason),
+        })
+    }
+}
+
+/// Judges the cluster's authority timing against `listeners` and logs what changed: a
+/// warning naming the listeners that are too short, an all-clear when none is any more, or
+/// why the timing is unknown.
+fn judge_timing(c: &mut ClusterState, listeners: &[ListenerConfig]) {
+    let name = &c.config.name;
+    match c.timing.judge(name, listeners) {
+        None => {}
+        Some(Judgement::Short(t, short)) => {
+            let listeners: Vec<String> = short
+                .iter()
+                .map(|s| format!("{} ({} ms)", s.listener, s.queue_timeout_ms))
+                .collect();
+            warn!(
+                message = "queue_timeout is shorter than Patroni's failover time (ttl + loop_wait): when the primary dies, new connections these listeners queue are refused before Patroni promotes a replica. Raise queue_timeout above it.",
+                cluster = %name,
+                key = %t.key,
+                ttl_s = t.ttl.as_secs(),
+                loop_wait_s = t.loop_wait.as_secs(),
+                unplanned_failover_s = t.window().as_secs(),
+                listeners = ?listeners,
+            );
+        }
+        Some(Judgement::Fine(t, fixed)) => {
+            let message = if fixed {
+                "Every primary listener's queue_timeout now exceeds Patroni's failover time (ttl + loop_wait)."
+            } else {
+                "Patroni's failover timing read."
+            };
+            info!(
+                message,
+                cluster = %name,
+                key = %t.key,
+                ttl_s = t.ttl.as_secs(),
+                loop_wait_s = t.loop_wait.as_secs(),
+                retry_timeout_s = t.retry_timeout.as_secs(),
+                defaulted = ?t.defaulted,
+            );
+        }
+        Some(Judgement::Unknown(reason)) => warn!(
+            message = "Patroni's failover timing is unknown: primary listeners' queue_timeout cannot be compared with it (routing is not affected).",
+            cluster = %name,
+            %reason,
+        ),
+    }
+}
+
+fn timing_status(state: &TimingState) -> Option<TimingStatus> {
+    let (known, error): (Option<&FailoverTiming>, _) = match state.timing.as_ref()? {
+        Timing::Known(t) => (Some(t), None),
+        Timing::Unknown { reason } => (None, Some(reason.clone())),
+    };
+    Some(TimingStatus {
+        key: known.map(|t| t.key.clone()),
+        ttl_s: known.map(|t| t.ttl.as_secs()),
+        loop_wait_s: known.map(|t| t.loop_wait.as_secs()),
+        retry_timeout_s: known.map(|t| t.retry_timeout.as_secs()),
+        unplanned_failover_s: known.map(|t| t.window().as_secs()),
+        defaulted: known.map(|t| t.defaulted.clone()).unwrap_or_default(),
+        error,
+        short_queue_timeout: state.short.clone(),
+    })
 }
 
 fn log_verdict(cluster: &crate::config::ClusterConfig, kind: &str, verdict: &Verdict) {
@@ -198,6 +366,7 @@ pub(super) fn status(c: &ClusterState) -> Option<AuthorityStatus> {
             Some(v) => v.error(),
         },
         gate: input.gate.map(Gate::as_str),
+        failover_timing: timing_status(&c.timing),
     })
 }
 
@@ -232,4 +401,149 @@ pub(super) fn reporter(commands: tokio::sync::mpsc::Sender<super::Command>) -> R
         }
     });
     Reporter::new(tx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listeners(text: &str) -> Vec<ListenerConfig> {
+        let yaml = format!(
+            "clusters:\n  - name: pg\n    protocol: postgres\n    check: {{ user: m }}\n    backends:\n      - {{ name: a, address: 127.0.0.1:1 }}\n  - name: other\n    protocol: postgres\n    check: {{ user: m }}\n    backends:\n      - {{ name: b, address: 127.0.0.1:2 }}\nlisteners:\n{text}"
+        );
+        Config::from_yaml_str(&yaml, None).expect("valid").listeners
+    }
+
+    #[test]
+    fn only_the_clusters_primary_listeners_below_the_window_are_short() {
+        let ls = listeners(concat!(
+            "  - { name: rw, bind: 127.0.0.1:0, cluster: pg, role: primary }\n",
+            "  - { name: rw-long, bind: 127.0.0.1:0, cluster: pg, role: primary, queue_timeout: 15s }\n",
+            "  - { name: rw-equal, bind: 127.0.0.1:0, cluster: pg, role: primary, queue_timeout: 11s }\n",
+            "  - { name: rw-now, bind: 127.0.0.1:0, cluster: pg, role: primary, queue_timeout: 0s }\n",
+            "  - { name: ro, bind: 127.0.0.1:0, cluster: pg, role: replica, queue_timeout: 1s }\n",
+            "  - { name: any, bind: 127.0.0.1:0, cluster: pg, role: any, queue_timeout: 1s }\n",
+            "  - { name: elsewhere, bind: 127.0.0.1:0, cluster: other, role: primary, queue_timeout: 1s }\n",
+        ));
+        let pg: ClusterName = "pg".into();
+        let short = short_queues(&ls, &pg, Duration::from_secs(11));
+        let default_ms = ls[0].queue_timeout.as_millis() as u64;
+        assert!(
+            default_ms < 11_000,
+            "the default queue_timeout is {default_ms} ms"
+        );
+        assert_eq!(
+            short,
+            vec![
+                ShortQueue {
+                    listener: "rw".into(),
+                    queue_timeout_ms: default_ms
+                },
+                ShortQueue {
+                    listener: "rw-now".into(),
+                    queue_timeout_ms: 0
+                },
+            ]
+        );
+        // Patroni's defaults (30 s + 10 s): the 15 s listener is short too.
+        let names: Vec<String> = short_queues(&ls, &pg, Duration::from_secs(40))
+            .into_iter()
+            .map(|s| s.listener)
+            .collect();
+        assert_eq!(names, ["rw", "rw-long", "rw-equal", "rw-now"]);
+        assert!(short_queues(&ls, &pg, Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn the_timing_status_shows_the_values_or_why_they_are_unknown() {
+        let mut state = TimingState::default();
+        assert!(timing_status(&state).is_none());
+        state.timing = Some(Timing::Known(FailoverTiming {
+            key: "/service/batman/config".into(),
+            ttl: Duration::from_secs(10),
+            loop_wait: Duration::from_secs(1),
+            retry_timeout: Duration::from_secs(5),
+            defaulted: vec![],
+        }));
+        let s = timing_status(&state).expect("status");
+        assert_eq!(
+            (
+                s.ttl_s,
+                s.loop_wait_s,
+                s.retry_timeout_s,
+                s.unplanned_failover_s
+            ),
+            (Some(10), Some(1), Some(5), Some(11))
+        );
+        assert_eq!(s.error, None);
+        state.timing = Some(Timing::Unknown {
+            reason: "Patroni's configuration key /service/batman/config: absent".into(),
+        });
+        let s = timing_status(&state).expect("status");
+        assert_eq!(s.ttl_s, None);
+        assert!(s.error.expect("error").contains("/service/batman/config"));
+    }
+
+    #[test]
+    fn a_short_queue_timeout_is_judged_once_and_again_when_anything_changes() {
+        let pg: ClusterName = "pg".into();
+        let short = listeners(
+            "  - { name: rw, bind: 127.0.0.1:0, cluster: pg, role: primary, queue_timeout: 5s }\n",
+        );
+        let shorter = listeners(
+            "  - { name: rw, bind: 127.0.0.1:0, cluster: pg, role: primary, queue_timeout: 4s }\n",
+        );
+        let long = listeners(
+            "  - { name: rw, bind: 127.0.0.1:0, cluster: pg, role: primary, queue_timeout: 20s }\n",
+        );
+        let known = |ttl: u64| {
+            Timing::Known(FailoverTiming {
+                key: "/service/batman/config".into(),
+                ttl: Duration::from_secs(ttl),
+                loop_wait: Duration::from_secs(1),
+                retry_timeout: Duration::from_secs(5),
+                defaulted: vec![],
+            })
+        };
+        let mut state = TimingState::default();
+        assert_eq!(state.judge(&pg, &short), None, "nothing reported yet");
+        state.timing = Some(known(10));
+        assert!(matches!(state.judge(&pg, &short), Some(Judgement::Short(_, s)) if s.len() == 1));
+        assert_eq!(state.judge(&pg, &short), None, "warned once");
+        assert_eq!(state.short.len(), 1, "still shown in /status");
+        // A reload that shortens it again: warned again.
+        assert!(matches!(
+            state.judge(&pg, &shorter),
+            Some(Judgement::Short(..))
+        ));
+        // Patroni's values change (patronictl edit-config): warned again.
+        state.timing = Some(known(12));
+        assert!(
+            matches!(state.judge(&pg, &shorter), Some(Judgement::Short(t, _)) if t.ttl.as_secs() == 12)
+        );
+        // Fixed by a reload: an all-clear, then silence; /status shows none.
+        assert!(matches!(
+            state.judge(&pg, &long),
+            Some(Judgement::Fine(_, true))
+        ));
+        assert_eq!(state.judge(&pg, &long), None);
+        assert!(state.short.is_empty());
+        // A key that turns to garbage is said once, and short listeners are no longer claimed.
+        state.timing = Some(Timing::Unknown { reason: "r".into() });
+        assert_eq!(
+            state.judge(&pg, &short),
+            Some(Judgement::Unknown("r".into()))
+        );
+        assert_eq!(state.judge(&pg, &short), None);
+        assert!(state.short.is_empty());
+        // Long from the start: one informational line.
+        let mut state = TimingState {
+            timing: Some(known(10)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            state.judge(&pg, &long),
+            Some(Judgement::Fine(_, false))
+        ));
+    }
 }

@@ -79,6 +79,8 @@ struct ClusterState {
     hold: Option<hold::HoldClock>,
     /// The latest decision received from the fleet (fleet mode).
     fleet: Option<FleetDecision>,
+    /// The authority's failover timing and what was logged about it (`authority_input.rs`).
+    timing: authority_input::TimingState,
 }
 
 /// The supervisor task's state.

@@ -11,8 +11,10 @@
 //! queues or refuses it as for any client.
 //!
 //! Both families: IPv4 and IPv6 listeners, IPv4 and IPv6 backends (an AF_INET6 client reaches
-//! an IPv4 backend by its mapped address; an AF_INET client whose turn falls on an IPv6 backend
-//! is proxied). Wildcard binds (`0.0.0.0:P`, `[::]:P`) are steered for every local address of
+//! an IPv4 backend by its mapped address unless its socket is IPv6-only, which connect6 reads
+//! from the kernel's socket; an AF_INET client whose turn falls on an IPv6 backend is proxied).
+//! Where that bit cannot be read (no kernel BTF, no `CAP_PERFMON`) connect6 never sends an IPv6
+//! destination to an IPv4 backend, and `/status` says why under `ipv6_to_ipv4`. Wildcard binds (`0.0.0.0:P`, `[::]:P`) are steered for every local address of
 //! the host ([`local`], [`listeners`]).
 //!
 //! Fencing: each steered candidate's guard is watched; when it fires (the backend lost the
@@ -50,7 +52,7 @@ use crate::routing::{RoutingTable, TableObserver};
 #[cfg(rolegate_steer)]
 use program::Kernel;
 use status::SteerMetrics;
-pub use status::SteerStatus;
+pub use status::{Ipv6ToIpv4, SteerStatus};
 #[cfg(not(rolegate_steer))]
 use unsupported::Kernel;
 
@@ -137,11 +139,19 @@ impl Steer {
         if !state.tried && config.listeners.iter().any(|l| l.steer.is_some()) {
             state.tried = true;
             state.kernel = Kernel::load().map_err(|e| e.to_string());
-            if let Err(reason) = &state.kernel {
-                warn!(
+            match &state.kernel {
+                Err(reason) => warn!(
                     message = "Steering is off: the listeners with steer: serve their local clients as a proxy.",
                     reason = %reason,
-                );
+                ),
+                Ok(kernel) => {
+                    if let Some(reason) = kernel.unmapped() {
+                        warn!(
+                            message = "Steering cannot read a socket's IPV6_V6ONLY: IPv6 clients of IPv4 backends are served by the proxy.",
+                            reason = %reason,
+                        );
+                    }
+                }
             }
         }
         let mut ids = std::mem::take(&mut state.ids);

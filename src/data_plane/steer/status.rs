@@ -21,6 +21,17 @@ pub struct SteerStatus {
     pub sessions: HashMap<String, u64>,
     /// Connections steered since start, per backend.
     pub connections_total: HashMap<String, u64>,
+    /// Whether an IPv6 client (an AF_INET6 socket asking for an IPv6 listener address) whose
+    /// backend is IPv4 is steered to the mapped address (unless the socket is IPv6-only).
+    pub ipv6_to_ipv4: Ipv6ToIpv4,
+}
+
+/// [`SteerStatus::ipv6_to_ipv4`]: off (those clients proxied) where the program cannot read a
+/// socket's IPV6_V6ONLY bit, with the reason.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Ipv6ToIpv4 {
+    pub active: bool,
+    pub reason: Option<String>,
 }
 
 pub struct SteerMetrics {
@@ -65,9 +76,14 @@ impl Steer {
                         .map(|((_, b), n)| (state.label(*b), *n))
                         .collect()
                 };
+                let mapped = reason.clone().or_else(|| unmapped_reason(&state));
                 let status = SteerStatus {
                     cgroup: l.cgroup.display().to_string(),
                     active: reason.is_none(),
+                    ipv6_to_ipv4: Ipv6ToIpv4 {
+                        active: mapped.is_none(),
+                        reason: mapped,
+                    },
                     reason,
                     sessions: per_backend(&live),
                     connections_total: per_backend(&totals),
@@ -124,6 +140,16 @@ fn inactive_reason(state: &State, l: &Steered) -> Option<String> {
         return Some(e.clone());
     }
     state.cgroup_errors.get(&l.cgroup).cloned()
+}
+
+/// Why IPv6 clients of IPv4 backends are proxied although steering is on.
+fn unmapped_reason(state: &State) -> Option<String> {
+    state
+        .kernel
+        .as_ref()
+        .ok()
+        .and_then(|k| k.unmapped())
+        .map(str::to_string)
 }
 
 fn live_sessions(state: &State) -> Counts {

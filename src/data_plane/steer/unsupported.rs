@@ -22,6 +22,10 @@ impl Kernel {
         match *self {}
     }
 
+    pub fn unmapped(&self) -> Option<&str> {
+        match *self {}
+    }
+
     pub fn attached(&self) -> std::iter::Empty<&Path> {
         match *self {}
     }

@@ -10,7 +10,10 @@
 //! - [`unreachable`]: an authority at a closed port: each `on_authority_lost` policy does
 //!   what it says;
 //! - [`reload`]: the real binary gains, changes and loses an authority by reloads (the
-//!   source task is started, restarted and stopped with the config).
+//!   source task is started, restarted and stopped with the config);
+//! - [`timing`]: Patroni's dynamic configuration key: `/status` shows the `ttl`/`loop_wait`
+//!   Patroni uses, a primary listener queuing for less than their sum is warned about, an
+//!   absent or garbage key is reported without touching routing.
 //!
 //! This file is the shared harness: the lab's pieces, rolegate configs, the authority's
 //! `/status`, and keys written by hand. Tests that move Patroni's roles hold the lab lock and
@@ -20,6 +23,7 @@ mod following;
 mod leader_key;
 mod reload;
 mod session;
+mod timing;
 mod unreachable;
 
 use std::net::SocketAddr;

@@ -25,13 +25,13 @@ fn pat_yaml(extra: String) -> String {
 
 /// How a reload is asked for: both paths end in the same apply.
 #[derive(Clone, Copy)]
-enum Ask {
+pub(super) enum Ask {
     Sighup,
     Post,
 }
 
 /// Replaces the file, asks for a reload, and waits until the `n`th successful one is counted.
-async fn reload(rg: &Rolegate, file: &ConfigFile, yaml: &str, ask: Ask, n: f64) {
+pub(super) async fn reload(rg: &Rolegate, file: &ConfigFile, yaml: &str, ask: Ask, n: f64) {
     file.write(yaml);
     let admin = rg.admin();
     match ask {
@@ -58,11 +58,11 @@ async fn reload(rg: &Rolegate, file: &ConfigFile, yaml: &str, ask: Ask, n: f64) 
     .await;
 }
 
-async fn status(admin: SocketAddr) -> Value {
+pub(super) async fn status(admin: SocketAddr) -> Value {
     get(admin, "/status").await.json()
 }
 
-fn cluster<'a>(status: &'a Value, name: &str) -> &'a Value {
+pub(super) fn cluster<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["clusters"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["name"] == name))
@@ -89,7 +89,11 @@ fn routed(status: &Value, name: &str) -> Vec<String> {
 }
 
 /// Waits until `/status` satisfies `pred` (`Err` says what it saw instead).
-async fn wait_status(admin: SocketAddr, what: &str, pred: impl Fn(&Value) -> Result<(), String>) {
+pub(super) async fn wait_status(
+    admin: SocketAddr,
+    what: &str,
+    pred: impl Fn(&Value) -> Result<(), String>,
+) {
     let pred = &pred;
     eventually_detail(Duration::from_secs(30), what, || async move {
         pred(&status(admin).await)

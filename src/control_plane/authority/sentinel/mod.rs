@@ -119,7 +119,11 @@ pub async fn run(source: Source, config: SentinelConfig) {
         if changed || recheck || promoting.is_some() {
             // A new verdict is worth a check of the backends too: the node it names must
             // confirm its role before anything is routed to it.
-            if source.report(verdict.clone(), holding, true).await.is_err() {
+            if source
+                .report(verdict.clone(), holding, true, None)
+                .await
+                .is_err()
+            {
                 return;
             }
         }
