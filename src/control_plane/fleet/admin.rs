@@ -7,7 +7,7 @@ use etcd_client::Client;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
-use super::follower::{parse_record, Applied};
+use super::applied::{parse_record, Applied};
 use super::keys::Keys;
 use super::FleetError;
 use crate::control_plane::supervisor::{AdminAction, SupervisorHandle};

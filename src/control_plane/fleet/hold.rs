@@ -13,7 +13,7 @@ use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info};
 
-use super::follower::{parse_record, Applied};
+use super::applied::{parse_record, Applied};
 use super::keys::Keys;
 use super::FleetError;
 use crate::config::{BackendName, ClusterName};

@@ -13,6 +13,7 @@
 //! (last keep-alive answer + TTL), before etcd could have handed its leadership on.
 
 pub mod admin;
+pub mod applied;
 pub mod election;
 pub mod follower;
 pub mod hold;
