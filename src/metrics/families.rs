@@ -296,7 +296,7 @@ pub(super) const FLEET_CONNECTED: Family = Family {
 
 pub(super) const FLEET_RECORDS_REFUSED_TOTAL: Family = Family {
     name: "rolegate_fleet_records_refused_total",
-    help: "Fleet mode: decision records read from etcd and ignored (invalid JSON, wrong version, unknown cluster or backend).",
+    help: "Fleet mode: records read from etcd and ignored (decision, hold or operator-action records: invalid JSON, wrong version, unknown cluster, backend or action).",
     labels: &[],
     buckets: &[],
 };

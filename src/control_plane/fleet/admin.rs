@@ -5,9 +5,9 @@
 
 use etcd_client::Client;
 use serde::{Deserialize, Serialize};
-use tracing::{error, info};
+use tracing::info;
 
-use super::applied::{parse_record, Applied};
+use super::applied::{parse, Applied, Refused, Verdict};
 use super::keys::Keys;
 use super::FleetError;
 use crate::control_plane::supervisor::{AdminAction, SupervisorHandle};
@@ -79,20 +79,21 @@ impl AdminSync {
         revision: i64,
         instance: &str,
         sup: &SupervisorHandle,
-    ) -> Result<(), FleetError> {
+    ) -> Result<Verdict, FleetError> {
+        const IGNORED: &str = "Ignored a fleet admin record.";
         if !self.applied.newer(key, revision) {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        let Some(record) = parse_record::<AdminRecord>(key, value, "Ignored a fleet admin record.")
-        else {
-            return Ok(());
+        let record = match parse::<AdminRecord>(value, IGNORED) {
+            Ok(r) => r,
+            Err(refused) => return Ok(Err(refused)),
         };
         let Some(action) = parse_action(&record.action) else {
-            error!(message = "Ignored a fleet admin record.", key = %key, reason = %format!("unknown action {:?}", record.action));
-            return Ok(());
+            let reason = format!("unknown action {:?}", record.action);
+            return Ok(Err(Refused::new(IGNORED, reason)));
         };
         if record.by == instance {
-            return Ok(()); // applied when the operator asked
+            return Ok(Ok(())); // applied when the operator asked
         }
         info!(
             message = "Applying an operator action taken elsewhere in the fleet.",
@@ -103,6 +104,7 @@ impl AdminSync {
         );
         sup.fleet_admin(target, action, record.by, record.at_ms)
             .await
-            .map_err(|_| FleetError::Stopped)
+            .map_err(|_| FleetError::Stopped)?;
+        Ok(Ok(()))
     }
 }

@@ -23,12 +23,11 @@
 //! every hold applied before that is gone, so a hold whose switchover happened while this
 //! instance was away ends on the new primary. Reports are live news only: a read skips them.
 
-use std::collections::HashMap;
-
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse, WatchStream};
 use tracing::{debug, error, info};
 
 use super::admin::AdminSync;
+use super::applied::{Applied, Refused, Verdict};
 use super::hold::HoldSync;
 use super::keys::{FleetKey, Keys};
 use super::record::DecisionRecord;
@@ -59,27 +58,28 @@ pub struct Report {
     pub key: String,
 }
 
-#[derive(Default)]
 pub struct Follower {
     /// Highest revision seen on the prefix (the watch resumes after it).
     revision: i64,
-    /// mod_revision of the decision in force, per cluster.
-    applied: HashMap<String, i64>,
+    /// mod_revision of the decision in force, per decision key.
+    decisions: Applied,
     /// The fleet's holds, and this instance's writes of them.
     pub holds: HoldSync,
     /// The fleet's operator actions.
     pub admins: AdminSync,
-    /// Records refused (bad JSON, unknown cluster or backend).
-    pub refused: u64,
-    pub metrics: Option<crate::metrics::Metrics>,
+    /// Counts the records refused (`rolegate_fleet_records_refused_total`).
+    metrics: crate::metrics::Metrics,
 }
 
 impl Follower {
     /// A follower that counts refused records on `metrics`.
     pub fn new(metrics: crate::metrics::Metrics) -> Follower {
         Follower {
-            metrics: Some(metrics),
-            ..Default::default()
+            revision: 0,
+            decisions: Applied::default(),
+            holds: HoldSync::default(),
+            admins: AdminSync::default(),
+            metrics,
         }
     }
 
@@ -166,10 +166,7 @@ impl Follower {
                 reason = resp.cancel_reason(),
             );
             if resp.compact_revision() > 0 {
-                self.revision = 0;
-            }
-            if !resp.canceled() || resp.compact_revision() > 0 {
-                self.read_all(client, keys, instance, sup).await?;
+                self.revision = 0; // `start` reads the prefix again
             }
             *watch = self.start(client, keys, instance, sup).await?;
             return Ok(Vec::new());
@@ -206,12 +203,13 @@ impl Follower {
             let Some(what) = keys.classify(&c.key) else {
                 continue;
             };
-            match (what, &c.value) {
+            let verdict = match (what, &c.value) {
                 (FleetKey::Decision(cluster), Some(v)) => {
                     self.decision(&c.key, cluster, v, c.revision, sup).await?
                 }
                 (FleetKey::Decision(_), None) => {
                     debug!(message = "A decision key was deleted; keeping the decision in force.", key = %c.key);
+                    Ok(())
                 }
                 (FleetKey::Hold(cluster), Some(v)) => {
                     self.holds
@@ -228,21 +226,34 @@ impl Follower {
                         .apply(&c.key, target, v, c.revision, instance, sup)
                         .await?
                 }
-                (FleetKey::Admin(..), None) => {} // the latest write stays in force
-                (FleetKey::Report(cluster, backend), Some(_)) => reports.push(Report {
-                    backend: BackendKey {
-                        cluster: cluster.into(),
-                        backend: backend.into(),
-                    },
-                    key: c.key.clone(),
-                }),
-                (FleetKey::Report(..), None) => {} // the reporter's lease ended
+                (FleetKey::Admin(..), None) => Ok(()), // the latest write stays in force
+                (FleetKey::Report(cluster, backend), Some(_)) => {
+                    reports.push(Report {
+                        backend: BackendKey {
+                            cluster: cluster.into(),
+                            backend: backend.into(),
+                        },
+                        key: c.key.clone(),
+                    });
+                    Ok(())
+                }
+                (FleetKey::Report(..), None) => Ok(()), // the reporter's lease ended
+            };
+            if let Err(refused) = verdict {
+                self.metrics.fleet_records_refused_total.inc();
+                error!(
+                    message = refused.message,
+                    key = %c.key,
+                    revision = c.revision,
+                    reason = %refused.reason,
+                );
             }
         }
         Ok(reports)
     }
 
-    /// A decision record for `cluster`, unless the one in force is as new.
+    /// A decision record for `cluster`, unless the one in force is as new. A refused record
+    /// leaves the one in force (and its revision) as it was.
     async fn decision(
         &mut self,
         key: &str,
@@ -250,39 +261,25 @@ impl Follower {
         value: &[u8],
         revision: i64,
         sup: &SupervisorHandle,
-    ) -> Result<(), FleetError> {
-        if self.applied.get(cluster).is_some_and(|&r| r >= revision) {
-            return Ok(());
+    ) -> Result<Verdict, FleetError> {
+        const IGNORED: &str = "Ignored a fleet decision record; keeping the routing table.";
+        if !self.decisions.is_newer(key, revision) {
+            return Ok(Ok(()));
         }
-        let parsed = DecisionRecord::parse(cluster, value)
-            .and_then(|r| r.into_fleet(revision))
-            .map_err(|e| e.to_string());
-        let result = match parsed {
-            Ok(decision) => sup
-                .fleet_decision(ClusterName::from(cluster), decision)
-                .await
-                .map_err(|_| FleetError::Stopped)?,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                self.applied.insert(cluster.to_string(), revision);
-                debug!(message = "Applied a fleet decision.", cluster, revision);
-            }
-            Err(reason) => {
-                self.refused += 1;
-                if let Some(m) = &self.metrics {
-                    m.fleet_records_refused_total.inc();
-                }
-                error!(
-                    message = "Ignored a fleet decision record; keeping the routing table.",
-                    key = %key,
-                    revision,
-                    %reason,
-                );
-            }
+        let decision =
+            match DecisionRecord::parse(cluster, value).and_then(|r| r.into_fleet(revision)) {
+                Ok(d) => d,
+                Err(e) => return Ok(Err(Refused::new(IGNORED, e))),
+            };
+        let verdict = sup
+            .fleet_decision(ClusterName::from(cluster), decision)
+            .await
+            .map_err(|_| FleetError::Stopped)?;
+        if verdict.is_ok() {
+            self.decisions.record(key, revision);
+            debug!(message = "Applied a fleet decision.", cluster, revision);
         }
-        Ok(())
+        Ok(verdict.map_err(|reason| Refused::new(IGNORED, reason)))
     }
 }
 

@@ -228,3 +228,30 @@ async fn reports_are_handed_back_and_deletions_keep_the_decision() {
     assert!(status.clusters[0].hold.is_some(), "still held on a");
     assert_eq!(i.ended(), (0, 0));
 }
+
+/// A hold or operator-action record that is not JSON, or names an unknown action, is
+/// ignored like a bad decision record: counted on `rolegate_fleet_records_refused_total`,
+/// and what is in force (here: the hold on `a`) kept.
+#[tokio::test]
+async fn bad_hold_and_admin_records_are_counted_and_change_nothing() {
+    let mut i = follower();
+    i.held_on_a().await;
+    let refused = || i.metrics.fleet_records_refused_total.get();
+    assert_eq!(refused(), 0);
+    let (h, a) = (i.keys.hold("r"), i.keys.admin("r", "a"));
+    let bad_action = br#"{"action":"explode","by":"f0","at_ms":1}"#.to_vec();
+    i.apply(vec![
+        put(&h, 4, b"{not json".to_vec()),
+        put(&a, 5, bad_action),
+        put(&i.keys.admin("r", "b"), 6, b"[]".to_vec()),
+    ])
+    .await;
+    assert_eq!(i.metrics.fleet_records_refused_total.get(), 3);
+    let status = i.sup.status.load();
+    let hold = status.clusters[0].hold.as_ref().expect("still held");
+    assert_eq!(hold.held_by.as_deref(), Some("f0"));
+    assert!(status.clusters[0]
+        .backends
+        .iter()
+        .all(|b| b.admin == "enabled" && b.admin_by.is_none()));
+}

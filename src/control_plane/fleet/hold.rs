@@ -11,9 +11,9 @@
 
 use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, error, info};
+use tracing::{debug, info};
 
-use super::applied::{parse_record, Applied};
+use super::applied::{parse, Applied, Refused, Verdict};
 use super::keys::Keys;
 use super::FleetError;
 use crate::config::{BackendName, ClusterName};
@@ -118,22 +118,20 @@ impl HoldSync {
         value: &[u8],
         revision: i64,
         sup: &SupervisorHandle,
-    ) -> Result<(), FleetError> {
+    ) -> Result<Verdict, FleetError> {
+        const IGNORED: &str = "Ignored a fleet hold record.";
         if !self.applied.newer(key, revision) {
-            return Ok(());
+            return Ok(Ok(()));
         }
-        let Some(record) = parse_record::<HoldRecord>(key, value, "Ignored a fleet hold record.")
-        else {
-            return Ok(());
+        let record = match parse::<HoldRecord>(value, IGNORED) {
+            Ok(r) => r,
+            Err(refused) => return Ok(Err(refused)),
         };
-        let refused = sup
+        let verdict = sup
             .fleet_hold(ClusterName::from(cluster), Some(record.into_hold()))
             .await
             .map_err(|_| FleetError::Stopped)?;
-        if let Err(reason) = refused {
-            error!(message = "Ignored a fleet hold record.", key = %key, %reason);
-        }
-        Ok(())
+        Ok(verdict.map_err(|reason| Refused::new(IGNORED, reason)))
     }
 
     /// `key` (the hold of `cluster`) was removed: released, or over on a new primary (then
@@ -143,19 +141,16 @@ impl HoldSync {
         key: &str,
         cluster: &str,
         sup: &SupervisorHandle,
-    ) -> Result<(), FleetError> {
+    ) -> Result<Verdict, FleetError> {
         if !self.applied.remove(key) {
-            return Ok(());
+            return Ok(Ok(()));
         }
         debug!(message = "A fleet hold key was removed.", key = %key);
-        let refused = sup
+        let verdict = sup
             .fleet_hold(ClusterName::from(cluster), None)
             .await
             .map_err(|_| FleetError::Stopped)?;
-        if let Err(reason) = refused {
-            error!(message = "Ignored a fleet release.", key = %key, %reason);
-        }
-        Ok(())
+        Ok(verdict.map_err(|reason| Refused::new("Ignored a fleet release.", reason)))
     }
 }
 

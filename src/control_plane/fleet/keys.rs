@@ -15,6 +15,12 @@ pub struct Keys {
     prefix: String,
 }
 
+/// The segments after `PREFIX/` of the keys the fleet applies.
+const DECISION: &str = "decision";
+const HOLD: &str = "hold";
+const ADMIN: &str = "admin";
+const REPORTS: &str = "reports";
+
 /// What a key under the prefix is, for the one watch that reads them all (`follower.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FleetKey<'k> {
@@ -39,18 +45,27 @@ impl Keys {
     }
 
     /// Which of the keys the fleet applies `key` is (`None`: instances, slots, the leader,
-    /// or anything else under the prefix).
+    /// or anything else under the prefix). One pass over the key, no allocation: the one
+    /// watch runs it on every event.
     pub fn classify<'k>(&self, key: &'k str) -> Option<FleetKey<'k>> {
-        if let Some(c) = self.cluster_of(key) {
-            return Some(FleetKey::Decision(c));
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        let (kind, tail) = rest.split_once('/')?;
+        match kind {
+            DECISION => (!tail.is_empty()).then_some(FleetKey::Decision(tail)),
+            HOLD => (!tail.is_empty() && !tail.contains('/')).then_some(FleetKey::Hold(tail)),
+            ADMIN => {
+                let (cluster, backend) = tail.split_once('/')?;
+                (!cluster.is_empty() && !backend.is_empty() && !backend.contains('/'))
+                    .then_some(FleetKey::Admin(cluster, backend))
+            }
+            REPORTS => {
+                let mut parts = tail.splitn(3, '/');
+                let (_instance, cluster, backend) = (parts.next()?, parts.next()?, parts.next()?);
+                (!cluster.is_empty() && !backend.is_empty())
+                    .then_some(FleetKey::Report(cluster, backend))
+            }
+            _ => None,
         }
-        if let Some(c) = self.held_cluster(key) {
-            return Some(FleetKey::Hold(c));
-        }
-        if let Some((c, b)) = self.admin_target(key) {
-            return Some(FleetKey::Admin(c, b));
-        }
-        self.reported(key).map(|(c, b)| FleetKey::Report(c, b))
     }
 
     pub fn instance(&self, name: &str) -> String {
@@ -67,7 +82,7 @@ impl Keys {
 
     /// Prefix of the fleet-wide operator actions.
     pub fn admins(&self) -> String {
-        format!("{}/admin/", self.prefix)
+        format!("{}/{ADMIN}/", self.prefix)
     }
 
     /// `PREFIX/admin/CLUSTER/BACKEND`.
@@ -77,15 +92,15 @@ impl Keys {
 
     /// (cluster, backend) of an admin key.
     pub fn admin_target<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
-        let prefix = self.admins();
-        let (cluster, backend) = key.strip_prefix(prefix.as_str())?.split_once('/')?;
-        (!cluster.is_empty() && !backend.is_empty() && !backend.contains('/'))
-            .then_some((cluster, backend))
+        match self.classify(key)? {
+            FleetKey::Admin(cluster, backend) => Some((cluster, backend)),
+            _ => None,
+        }
     }
 
     /// Prefix of the fleet-wide operator holds.
     pub fn holds(&self) -> String {
-        format!("{}/hold/", self.prefix)
+        format!("{}/{HOLD}/", self.prefix)
     }
 
     /// `PREFIX/hold/CLUSTER`.
@@ -95,14 +110,15 @@ impl Keys {
 
     /// The cluster a hold key names, if it is one.
     pub fn held_cluster<'k>(&self, key: &'k str) -> Option<&'k str> {
-        let prefix = self.holds();
-        key.strip_prefix(prefix.as_str())
-            .filter(|c| !c.is_empty() && !c.contains('/'))
+        match self.classify(key)? {
+            FleetKey::Hold(cluster) => Some(cluster),
+            _ => None,
+        }
     }
 
     /// Prefix of the followers' failed-connect reports (the observers watch it).
     pub fn reports(&self) -> String {
-        format!("{}/reports/", self.prefix)
+        format!("{}/{REPORTS}/", self.prefix)
     }
 
     /// `PREFIX/reports/INSTANCE/CLUSTER/BACKEND`, held by the reporter's lease.
@@ -112,16 +128,15 @@ impl Keys {
 
     /// (cluster, backend) of a report key.
     pub fn reported<'k>(&self, key: &'k str) -> Option<(&'k str, &'k str)> {
-        let prefix = self.reports();
-        let rest = key.strip_prefix(prefix.as_str())?;
-        let mut parts = rest.splitn(3, '/');
-        let (_instance, cluster, backend) = (parts.next()?, parts.next()?, parts.next()?);
-        (!cluster.is_empty() && !backend.is_empty()).then_some((cluster, backend))
+        match self.classify(key)? {
+            FleetKey::Report(cluster, backend) => Some((cluster, backend)),
+            _ => None,
+        }
     }
 
     /// Prefix of every decision key.
     pub fn decisions(&self) -> String {
-        format!("{}/decision/", self.prefix)
+        format!("{}/{DECISION}/", self.prefix)
     }
 
     pub fn decision(&self, cluster: &str) -> String {
@@ -130,8 +145,10 @@ impl Keys {
 
     /// The cluster a decision key names, if it is one.
     pub fn cluster_of<'k>(&self, key: &'k str) -> Option<&'k str> {
-        let prefix = self.decisions();
-        key.strip_prefix(prefix.as_str()).filter(|c| !c.is_empty())
+        match self.classify(key)? {
+            FleetKey::Decision(cluster) => Some(cluster),
+            _ => None,
+        }
     }
 }
 

@@ -227,9 +227,11 @@ async fn session(
                     return Err(FleetError::Etcd(etcd_client::Error::WatchError("watch stream ended".into())));
                 };
                 let reports = follow.on_watch(resp, &mut client, keys, &c.instance, sup, &mut watch).await?;
-                for r in reports.into_iter().filter(|_| observing) {
-                    info!(message = "A follower could not connect; re-checking now.", cluster = %r.backend.cluster, backend = %r.backend.backend, key = %r.key);
-                    let _ = sup.recheck.try_send(r.backend);
+                if observing {
+                    for r in reports {
+                        info!(message = "A follower could not connect; re-checking now.", cluster = %r.backend.cluster, backend = %r.backend.backend, key = %r.key);
+                        let _ = sup.recheck.try_send(r.backend);
+                    }
                 }
             }
         }
