@@ -205,6 +205,8 @@ async fn a_role_aware_scrape_passes_promtool_and_exports_lag() {
         return;
     };
     let _lab = lab::lock();
+    // Another test (a fleet or failover one) may have left B primary.
+    lab::reset(Engine::Redis).await;
     let yaml = ConfigBuilder::new()
         .cluster(Cluster::lab("db", Engine::Redis))
         .listener(Listener::new("rw", "db").role("primary"))
