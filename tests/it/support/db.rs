@@ -15,6 +15,15 @@ pub enum Session {
 
 const CONNECT: Duration = Duration::from_secs(10);
 
+/// The server's own words for a PostgreSQL error: tokio-postgres prints only "db error" and
+/// keeps the SQLSTATE and message in the error's source, which a failed attempt must show.
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Opens an app session to `addr` (through the proxy or direct).
 pub async fn open(engine: Engine, addr: SocketAddr) -> Result<Session, String> {
     let fut = async {
@@ -28,7 +37,7 @@ pub async fn open(engine: Engine, addr: SocketAddr) -> Result<Session, String> {
                 );
                 let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
                     .await
-                    .map_err(|e| format!("pg connect: {e}"))?;
+                    .map_err(|e| format!("pg connect: {}", pg_error(&e)))?;
                 tokio::spawn(connection);
                 Ok(Session::Pg(client))
             }
@@ -69,7 +78,7 @@ impl Session {
                 let row = c
                     .query_one("SELECT inet_server_port()", &[])
                     .await
-                    .map_err(|e| format!("pg: {e}"))?;
+                    .map_err(|e| format!("pg: {}", pg_error(&e)))?;
                 let p: i32 = row.get(0);
                 Ok(p as u16)
             }
@@ -105,7 +114,7 @@ impl Session {
                         &[&tag],
                     )
                     .await
-                    .map_err(|e| format!("pg: {e}"))?;
+                    .map_err(|e| format!("pg: {}", pg_error(&e)))?;
                 let p: i32 = row.get(0);
                 Ok(p as u16)
             }
