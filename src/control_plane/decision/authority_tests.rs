@@ -250,9 +250,10 @@ fn an_announced_switchover_does_not_end_an_operator_hold_nor_the_reverse() {
     mem.authority.verdict = leader("b");
     let d = run(p, &[replica("a", Some(0), None), primary("b")], &mut mem);
     assert_eq!(d.primary, Ok(names(&["b"])));
-    assert!(d
-        .events
-        .contains(&DecisionEvent::HoldEnded { to: "b".into() }));
+    assert!(d.events.contains(&DecisionEvent::HoldEnded {
+        from: Some("a".into()),
+        to: "b".into()
+    }));
     assert!(d
         .events
         .contains(&DecisionEvent::AuthorityHoldEnded { to: "b".into() }));

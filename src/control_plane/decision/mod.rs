@@ -129,8 +129,10 @@ pub enum DecisionEvent {
     },
     StaleDetected(BackendName),
     StaleCleared(BackendName),
-    /// The operator hold ended because `to` was routed as the new primary.
+    /// The operator hold ended because `to` was routed as the new primary; `from` was the
+    /// primary when the hold began (the hold itself is gone from memory by then).
     HoldEnded {
+        from: Option<BackendName>,
         to: BackendName,
     },
     /// The switchover the authority announced ended: `to` passed the gate.
@@ -225,8 +227,11 @@ pub fn decide(
             primary = Err(Unavailable::Held);
         } else {
             if operator_over == Some(true) {
-                memory.hold = None;
-                events.push(DecisionEvent::HoldEnded { to: b.name.clone() });
+                let from = memory.hold.take().and_then(|h| h.primary);
+                events.push(DecisionEvent::HoldEnded {
+                    from,
+                    to: b.name.clone(),
+                });
             }
             if authority_over == Some(true) {
                 memory.authority.hold = None;

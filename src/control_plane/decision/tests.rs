@@ -377,8 +377,9 @@ fn operator_hold_lasts_until_another_primary_is_routed() {
     assert_eq!(d.primary, Err(Unavailable::Held), "no primary: still held");
     let d = run(p, &[replica("a", Some(0), None), primary("b")], &mut mem);
     assert_eq!(d.primary, Ok(names(&["b"])));
-    assert!(d
-        .events
-        .contains(&DecisionEvent::HoldEnded { to: "b".into() }));
+    assert!(d.events.contains(&DecisionEvent::HoldEnded {
+        from: Some("a".into()),
+        to: "b".into()
+    }));
     assert!(mem.hold.is_none());
 }

@@ -46,6 +46,16 @@ pub struct FleetDecision {
     pub decided_at_ms: u64,
 }
 
+/// The backends a follower names in its split-brain alarm: those the leader saw up and not as
+/// confirmed replicas (the record carries no role per backend; a follower's own machines are
+/// paused and know none).
+pub(super) fn claimers(p: &Published) -> Vec<&str> {
+    p.up.iter()
+        .filter(|b| !p.confirmed_replicas.contains(b))
+        .map(|b| b.as_str())
+        .collect()
+}
+
 impl Published {
     pub(super) fn of(cluster: &ClusterState, decision: &Decision) -> Published {
         let mut up = Vec::new();
@@ -215,4 +225,38 @@ impl Supervisor {
 pub(super) fn held_by_fleet(fleet: &FleetDecision, name: &BackendName) -> (bool, bool) {
     let p = &fleet.published;
     (p.up.contains(name), p.confirmed_replicas.contains(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Unavailable;
+
+    fn published(up: &[&str], replicas: &[&str]) -> Published {
+        Published {
+            decision: Decision {
+                primary: Err(Unavailable::SplitBrain),
+                holders: Vec::new(),
+                replicas: Vec::new(),
+                any: Vec::new(),
+                primary_claims: 2,
+                split_brain: true,
+                lag: Vec::new(),
+                events: Vec::new(),
+            },
+            up: up.iter().map(|b| BackendName::from(*b)).collect(),
+            confirmed_replicas: replicas.iter().map(|b| BackendName::from(*b)).collect(),
+            addresses: Vec::new(),
+            stale: Vec::new(),
+        }
+    }
+
+    /// A follower's checks are paused: its split-brain alarm names the backends from the
+    /// leader's record (before, each follower logged `claimers=[]`).
+    #[test]
+    fn a_followers_claimers_come_from_the_record() {
+        assert_eq!(claimers(&published(&["a", "b"], &[])), ["a", "b"]);
+        assert_eq!(claimers(&published(&["a", "b", "c"], &["b"])), ["a", "c"]);
+        assert!(claimers(&published(&[], &[])).is_empty());
+    }
 }

@@ -257,12 +257,18 @@ impl Supervisor {
 
     /// Forgets the hold of cluster `ci`, logs and counts why. The caller reconciles.
     pub(super) fn end_hold(&mut self, ci: usize, why: HoldEnd) {
+        self.finish_hold(ci, why, None);
+    }
+
+    /// [`Supervisor::end_hold`] for a hold the decision step already took from memory (it
+    /// ended on a new primary): `at_hold` is the primary it was taken for.
+    pub(super) fn finish_hold(&mut self, ci: usize, why: HoldEnd, at_hold: Option<BackendName>) {
         let c = &mut self.clusters[ci];
         let was = c.memory.hold.take();
         if c.hold.take().is_none() && was.is_none() {
             return;
         }
-        let primary = was.and_then(|h| h.primary);
+        let primary = was.and_then(|h| h.primary).or(at_hold);
         let primary = primary.as_ref().map_or("none", |p| p.as_str());
         match why {
             HoldEnd::Timeout => warn!(

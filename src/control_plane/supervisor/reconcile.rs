@@ -84,7 +84,7 @@ impl Supervisor {
             None => decide_cluster(cluster),
         };
         super::authority_input::gate_changed(&self.metrics, cluster, gate_before);
-        log_decision(cluster, &decision);
+        log_decision(cluster, &decision, fleet.as_ref());
         let on_demote = cluster.config.on_demote;
         for slot in &mut cluster.backends {
             let (up, replica) = match &fleet {
@@ -133,16 +133,16 @@ impl Supervisor {
                     .inc();
             }
         }
-        let hold_ended = decision
-            .events
-            .iter()
-            .any(|e| matches!(e, DecisionEvent::HoldEnded { .. }));
+        let hold_ended = decision.events.iter().find_map(|e| match e {
+            DecisionEvent::HoldEnded { from, .. } => Some(from.clone()),
+            _ => None,
+        });
         cluster.decision = Some(decision);
         // Offered before the hold's end is told to the fleet task, so the leader writes the
         // decision that ended it before it removes the hold's key.
         self.offer_published(ci);
-        if hold_ended {
-            self.end_hold(ci, super::HoldEnd::NewPrimary);
+        if let Some(at_hold) = hold_ended {
+            self.finish_hold(ci, super::HoldEnd::NewPrimary, at_hold);
         }
         self.publish();
     }
@@ -182,9 +182,10 @@ fn from_fleet(cluster: &mut ClusterState, fleet: &super::FleetDecision, closed: 
         let fleet_primary = decision.primary.as_ref().ok().and_then(|v| v.first());
         match fleet_primary {
             Some(p) if hold.primary.as_ref() != Some(p) => {
-                decision
-                    .events
-                    .push(DecisionEvent::HoldEnded { to: p.clone() });
+                decision.events.push(DecisionEvent::HoldEnded {
+                    from: hold.primary.clone(),
+                    to: p.clone(),
+                });
             }
             Some(_) => {
                 if let Ok(held) = std::mem::replace(&mut decision.primary, Err(Unavailable::Held)) {
@@ -243,7 +244,7 @@ fn decide_cluster(cluster: &mut ClusterState) -> Decision {
     decision::decide(policy, &views, &mut cluster.memory)
 }
 
-fn log_decision(cluster: &ClusterState, decision: &Decision) {
+fn log_decision(cluster: &ClusterState, decision: &Decision, fleet: Option<&super::FleetDecision>) {
     let name = &cluster.config.name;
     for event in &decision.events {
         match event {
@@ -258,7 +259,7 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
                 cluster = %name,
                 backend = %b,
             ),
-            DecisionEvent::HoldEnded { to } => info!(
+            DecisionEvent::HoldEnded { to, .. } => info!(
                 message = "New primary confirmed during a hold: released to it.",
                 cluster = %name,
                 primary = %to,
@@ -276,16 +277,20 @@ fn log_decision(cluster: &ClusterState, decision: &Decision) {
         }
     }
     if decision.split_brain {
-        let claimers: Vec<&str> = cluster
-            .backends
-            .iter()
-            .filter(|b| b.machine.claims_primary())
-            .map(|b| b.key.backend.as_str())
-            .collect();
+        let claimers = match fleet {
+            Some(f) => super::fleet_input::claimers(&f.published),
+            None => cluster
+                .backends
+                .iter()
+                .filter(|b| b.machine.claims_primary())
+                .map(|b| b.key.backend.as_str())
+                .collect(),
+        };
         error!(
             message = "Split brain: more than one backend claims primary.",
             cluster = %name,
             claimers = ?claimers,
+            decided_by = fleet.map_or("local checks", |f| f.leader.as_str()),
             policy = cluster.config.split_brain.as_str(),
             routing = match &decision.primary {
                 Ok(v) => v.first().map(|b| b.as_str()).unwrap_or("none"),

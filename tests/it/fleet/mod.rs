@@ -121,7 +121,22 @@ impl Instance {
 }
 
 impl Drop for Instance {
+    /// Stops it by its pid; when the test is failing, its log goes to the test's output first
+    /// (the log lives in the fleet's tempdir, which goes with the test).
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- {} (pid {}) log, last {} lines ---",
+                self.name,
+                self.pid(),
+                tail.len()
+            );
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
         let _ = Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
             .status();
@@ -184,7 +199,12 @@ impl Fleet {
     }
 
     /// An instance of the lab pair of `engine` (backends `A`, `B`; rolegate's default check
-    /// timing), one worker thread, its own etcd endpoints and `on_lost`.
+    /// timing), one worker thread, its own etcd endpoints and `on_lost`. Returns once it has
+    /// logged its start; panics (with its log) if it exits or does not start within 20 s.
+    ///
+    /// Every port it listens on is chosen by its own bind (port 0), the admin one included: a
+    /// port picked here and bound later by the child may meanwhile be taken by any of the
+    /// fleet's many other sockets (CI saw a follower exit on "Address already in use").
     pub fn start_with(
         &self,
         name: &str,
@@ -192,22 +212,9 @@ impl Fleet {
         endpoints: &[String],
         on_lost: &str,
     ) -> Instance {
-        self.launch(name, mode, endpoints, on_lost, None)
-    }
-
-    /// [`Fleet::start_with`] inside network namespace `netns` (`ip netns exec`).
-    pub fn launch(
-        &self,
-        name: &str,
-        mode: &str,
-        endpoints: &[String],
-        on_lost: &str,
-        netns: Option<&str>,
-    ) -> Instance {
         let e = self.engine;
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let yaml = ConfigBuilder::new()
-            .admin(json!({ "listen": admin.to_string() }))
+            .admin(json!({ "listen": "127.0.0.1:0" }))
             .set("workers", 1)
             .cluster(
                 Cluster::lab_protocol(CLUSTER, e)
@@ -237,16 +244,7 @@ impl Fleet {
         std::fs::write(&config, yaml).expect("write config");
         let log = self.dir.path().join(format!("{name}.log"));
         let out = File::create(&log).expect("log file");
-        let bin = env!("CARGO_BIN_EXE_rolegate");
-        let mut cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns, bin]);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let child = cmd
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rolegate"))
             .args(["--config", config.to_str().unwrap(), "run"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -254,12 +252,34 @@ impl Fleet {
             .stderr(out)
             .spawn()
             .expect("spawn rolegate");
+        let admin = started(name, &mut child, &log);
         Instance {
             name: name.to_string(),
             child,
             admin,
             log,
         }
+    }
+}
+
+/// The admin address from the child's `rolegate started.` line, polled for in its log file.
+fn started(name: &str, child: &mut Child, log: &std::path::Path) -> SocketAddr {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(admin) = text.lines().find_map(crate::support::binary::started_line) {
+            return admin
+                .unwrap_or_else(|| panic!("{name} started without an admin address:\n{text}"));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited ({status}) before it started:\n{text}");
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{name} did not log its start within 20 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

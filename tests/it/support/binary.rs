@@ -65,7 +65,7 @@ fn keep_lines<R: AsyncRead + Unpin + Send + 'static>(
 
 /// `Some(admin)` for the `rolegate started.` line, JSON (`"admin": "Some(127.0.0.1:PORT)"`)
 /// or text (`admin=Some(127.0.0.1:PORT)`).
-fn started_line(line: &str) -> Option<Option<SocketAddr>> {
+pub fn started_line(line: &str) -> Option<Option<SocketAddr>> {
     if !line.contains("rolegate started.") {
         return None;
     }
