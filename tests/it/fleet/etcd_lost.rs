@@ -123,15 +123,9 @@ async fn every_etcd_member_stopped_each_on_lost_policy_then_convergence() {
         Ok(port_of(replica)),
         "replica listener on the replica"
     );
-    eventually(
-        Duration::from_secs(5),
-        "the policy is logged",
-        || match closed.log_text().contains("applying on_lost") {
-            true => Ok(()),
-            false => Err("no \"applying on_lost\" in its log".into()),
-        },
-    )
-    .await;
+    closed
+        .await_log("applying on_lost", Duration::from_secs(5))
+        .await;
 
     etcd_cluster.start_all();
     etcd_cluster.wait_ready().await;

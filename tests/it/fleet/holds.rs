@@ -135,16 +135,8 @@ async fn a_hold_sent_to_one_follower_holds_the_fleet_until_the_switchover() {
     // The leader removes the hold key right after the decision that ended the hold; each
     // follower sees both on its one watch, in that order, so it ends the hold on the new
     // primary, never as released (control_plane/fleet/follower.rs).
-    // A line reaches the log file up to 100 ms after the change (logging/batch.rs): await it.
     for i in [&f0, &f1] {
-        eventually(Duration::from_secs(5), "the hold's end logged", || match i
-            .log_text()
-            .contains("Hold ended.")
-        {
-            true => Ok(()),
-            false => Err(format!("no \"Hold ended.\" in {}'s log", i.name)),
-        })
-        .await;
+        i.await_log("Hold ended.", Duration::from_secs(5)).await;
         let log = i.log_text();
         let ended: Vec<&str> = log.lines().filter(|l| l.contains("Hold ended.")).collect();
         assert!(

@@ -93,6 +93,20 @@ impl Instance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (at most `limit`) for `needle` in its log: a line reaches the file up to 100 ms
+    /// after the change it tells of (logging/batch.rs batches writes).
+    pub async fn await_log(&self, needle: &str, limit: Duration) {
+        eventually(
+            limit,
+            &format!("{:?} in {}'s log", needle, self.name),
+            || match self.log_text().contains(needle) {
+                true => Ok(()),
+                false => Err("not logged yet".into()),
+            },
+        )
+        .await
+    }
+
     /// `/status` (JSON null when the instance does not answer).
     pub fn status(&self) -> serde_json::Value {
         let s = http_get(self.admin, "/status").unwrap_or_default();
